@@ -1,0 +1,7 @@
+"""Guides: the approximate posteriors q(w) of hyperbayes, each a Pyro guide."""
+
+from .base import Site, SiteGuide, model_sites
+from .delta import Delta
+from .meanfield import MeanField
+
+__all__ = ["Site", "SiteGuide", "model_sites", "Delta", "MeanField"]

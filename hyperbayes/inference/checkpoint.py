@@ -1,0 +1,66 @@
+"""Atomic, verified checkpoints: a SHA-256 header line followed by a ``torch.save`` payload."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["save", "load", "CheckpointError"]
+
+_MAGIC = b"hyperbayes-checkpoint-v1 sha256="
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, tampered with or not a hyperbayes checkpoint."""
+
+
+def save(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically.
+
+    The file is written to a temporary name in the same folder, flushed to disk and renamed,
+    so a crash leaves either the old checkpoint or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    header = _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path, map_location=None) -> dict:
+    """Read a checkpoint written by :func:`save`, verifying its checksum first.
+
+    Loading uses ``torch.load(..., weights_only=True)``: no arbitrary code is unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    newline = data.find(b"\n")
+    if not data.startswith(_MAGIC) or newline != len(_MAGIC) + 64:
+        raise CheckpointError(f"{path} is not a hyperbayes checkpoint (bad header); "
+                              "it may be corrupt or from another program")
+    expected = data[len(_MAGIC):newline].decode()
+    body = data[newline + 1:]
+    if hashlib.sha256(body).hexdigest() != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch); "
+                              "delete it and train again")
+    return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)

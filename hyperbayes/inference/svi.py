@@ -1,0 +1,273 @@
+"""The SVI training loop shared by every method: minibatches, device, seeds, clipping, schedules,
+validation-based model selection and checkpoint/resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .device import resolve_device, set_seed
+from .predict import predict
+
+__all__ = ["fit", "FitResult", "as_xy", "validation_metrics", "default_loss"]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        losses: the loss (negative ELBO estimate, full-data scale) at every step.
+        validation: one dict per validation pass: ``step``, ``val_nll`` and, for classification,
+            ``val_accuracy``.
+        best_step: the step whose parameters were kept (the last step without validation).
+        steps: number of optimization steps run in total (including any resumed ones).
+        wall_time_s: seconds spent in this call.
+        device: the device trained on.
+        resumed_from: the step a checkpoint resumed from, or None.
+    """
+
+    losses: list[float] = field(default_factory=list)
+    validation: list[dict] = field(default_factory=list)
+    best_step: int = 0
+    steps: int = 0
+    wall_time_s: float = 0.0
+    device: str = "cpu"
+    resumed_from: int | None = None
+
+
+def as_xy(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept a Split-like object (``.x``, ``.y``) or an ``(x, y)`` pair; validate it."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = data.x, data.y
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        x, y = data
+    else:
+        raise TypeError("data must have .x and .y (a hyperbayes Split) or be an (x, y) pair, got "
+                        f"{type(data).__name__}")
+    if not (torch.is_tensor(x) and torch.is_tensor(y)):
+        raise TypeError("x and y must be torch tensors")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError("data is empty")
+    for name, t in (("x", x), ("y", y)):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+    return x, y
+
+
+def default_loss(guide):
+    """The guide's preferred ELBO (``guide.default_loss()``) or ``Trace_ELBO``."""
+    make = getattr(guide, "default_loss", None)
+    return make() if callable(make) else Trace_ELBO()
+
+
+def validation_metrics(model, guide, x, y, num_samples: int = 10) -> dict[str, float]:
+    """Validation NLL (and accuracy) of the posterior predictive with ``num_samples`` samples."""
+    from . import metrics
+
+    pred = predict(model, guide, x, num_samples)
+    if pred.task == "classification":
+        probs = pred.probs
+        return {"val_nll": metrics.nll(probs, y), "val_accuracy": metrics.accuracy(probs, y)}
+    noise = pred.noise_std.reshape(-1, 1) if pred.noise_std.dim() else pred.noise_std
+    return {"val_nll": -metrics.gaussian_log_likelihood(pred.f, y.reshape(-1), noise)}
+
+
+def _schedule(lr_schedule, total_steps: int) -> Callable[[int], float] | None:
+    if lr_schedule is None or lr_schedule == "constant":
+        return None
+    if callable(lr_schedule):
+        return lr_schedule
+    if lr_schedule == "cosine":
+        return lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total_steps) / total_steps))
+    if lr_schedule == "linear":
+        return lambda t: max(0.0, 1 - t / total_steps)
+    if lr_schedule == "exponential":
+        return lambda t: 0.01 ** (t / total_steps)
+    raise ValueError(f"unknown lr_schedule {lr_schedule!r}; use None, 'cosine', 'linear', "
+                     "'exponential' or a function step -> factor")
+
+
+def _state(model, guide):
+    return {"model": copy.deepcopy(model.state_dict()), "guide": copy.deepcopy(guide.state_dict())}
+
+
+def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = None,
+        batch_size: int | None = None, lr: float = 1e-3, loss=None, optimizer: str = "adam",
+        clip_norm: float | None = None, lr_schedule=None, val=None, val_every: int | None = None,
+        val_samples: int = 10, select_best: bool = True, checkpoint: str | Path | None = None,
+        checkpoint_every: int | None = None, resume: bool = True, device="auto",
+        seed: int | None = 0, progress: bool | None = None, callback=None, validate: bool = True) -> FitResult:
+    """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
+
+    Args:
+        model, guide: a hyperbayes model (e.g. :class:`~hyperbayes.models.BNN`) and a guide.
+        data: training data: a Split (``.x``, ``.y``), a Dataset (its ``train``; its ``val``
+            becomes the validation split) or an ``(x, y)`` pair.
+        steps / epochs: how long to train (give one; epochs × ⌈N / batch_size⌉ steps).
+        batch_size: minibatch size (default: full batch). The likelihood is scaled by
+            N / batch_size through the model's data plate.
+        lr, optimizer: learning rate and ``"adam"`` | ``"sgd"`` (momentum 0.9).
+        loss: an ELBO with ``differentiable_loss(model, guide, *args)`` (default: the guide's).
+        clip_norm: clip the global gradient norm to this value.
+        lr_schedule: None, ``"cosine"``, ``"linear"``, ``"exponential"`` or ``step -> factor``.
+        val, val_every, val_samples: validation data (Split or pair), how often to evaluate
+            (default: 20 times per run) and how many MC samples to use.
+        select_best: at the end keep the parameters of the best validation NLL.
+        checkpoint, checkpoint_every, resume: a file to save progress to atomically every
+            ``checkpoint_every`` steps (and at the end); with ``resume`` an existing file is
+            verified and training continues from it.
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"``; model and guide are moved there.
+        seed: seeds Python, NumPy, torch and Pyro (None leaves them alone).
+        progress: show a tqdm bar (default: only on a terminal).
+        callback: ``callback(step, loss)`` after every step; return True to stop early.
+        validate: run Pyro's distribution validation on the first step (then off, for speed).
+
+    Returns:
+        A :class:`FitResult`. The model and guide are trained in place.
+    """
+    start_time = time.perf_counter()
+    if hasattr(data, "train") and hasattr(data, "test"):
+        if val is None and getattr(data, "val", None) is not None:
+            val = data.val
+        data = data.train
+    x, y = as_xy(data)
+    n = len(x)
+    batch_size = min(int(batch_size or n), n)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    steps_per_epoch = math.ceil(n / batch_size)
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps= or epochs=")
+    total_steps = int(steps if steps is not None else math.ceil(epochs * steps_per_epoch))
+    if total_steps < 1:
+        raise ValueError(f"training needs at least one step, got {total_steps}")
+
+    set_seed(seed)
+    device = resolve_device(device)
+    model.to(device)
+    guide.to(device)
+    x, y = x.to(device), y.to(device)
+    if val is not None:
+        val_x, val_y = (t.to(device) for t in as_xy(val))
+        val_every = val_every or max(1, total_steps // 20)
+    loss = loss if loss is not None else default_loss(guide)
+    params = [p for p in list(model.parameters()) + list(guide.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("neither the model nor the guide has trainable parameters")
+    if optimizer == "adam":
+        optim = torch.optim.Adam(params, lr=lr)
+    elif optimizer == "sgd":
+        optim = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'")
+    factor = _schedule(lr_schedule, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, factor) if factor else None
+    order = torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+    result = FitResult(device=str(device))
+    best_metric, best_state = math.inf, None
+    first_step = 0
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        state = ckpt.load(checkpoint, map_location=device)
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        optim.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        order.set_state(state["order_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        first_step = result.resumed_from = int(state["step"])
+        result.losses = list(state["losses"])
+        result.validation = list(state["validation"])
+        best_metric = float(state["best_metric"])
+        best_state = state.get("best_state")
+        result.best_step = int(state["best_step"])
+
+    def save_checkpoint(step):
+        ckpt.save(checkpoint, {
+            "model": model.state_dict(), "guide": guide.state_dict(),
+            "optimizer": optim.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+            "losses": result.losses, "validation": result.validation,
+            "best_metric": best_metric, "best_state": best_state, "best_step": result.best_step,
+        })
+
+    perm = torch.randperm(n, generator=order).to(device)
+    position = (first_step % steps_per_epoch) * batch_size
+    pending: list[torch.Tensor] = []
+    bar = tqdm(total=total_steps, initial=first_step, disable=(None if progress is None
+                                                               else not progress),
+               desc="fit", leave=False, dynamic_ncols=True)
+    model.train()
+    guide.train()
+    step = first_step
+    try:
+        for step in range(first_step + 1, total_steps + 1):
+            if position >= n:
+                perm, position = torch.randperm(n, generator=order).to(device), 0
+            idx = perm[position:position + batch_size]
+            position += batch_size
+            xb, yb = (x, y) if batch_size == n else (x[idx], y[idx])
+            optim.zero_grad(set_to_none=True)
+            # Pyro's argument/support validation on the first step only: it catches shape and
+            # support mistakes, and costs a full pass over every weight tensor on each step.
+            with pyro.validation_enabled(validate and step == first_step + 1):
+                value = loss.differentiable_loss(model, guide, xb, yb, n)
+            value.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            optim.step()
+            if scheduler is not None:
+                scheduler.step()
+            pending.append(value.detach())
+            if len(pending) >= 50 or step == total_steps:
+                result.losses.extend(torch.stack(pending).tolist())
+                pending.clear()
+                if not math.isfinite(result.losses[-1]):
+                    raise FloatingPointError(
+                        f"the loss became {result.losses[-1]} at step {step}; lower lr or set "
+                        "clip_norm")
+                bar.set_postfix(loss=f"{result.losses[-1]:.4g}", refresh=False)
+            bar.update(1)
+            if val is not None and (step % val_every == 0 or step == total_steps):
+                metrics = validation_metrics(model, guide, val_x, val_y, val_samples)
+                result.validation.append({"step": step, **metrics})
+                if metrics["val_nll"] < best_metric:
+                    best_metric, result.best_step = metrics["val_nll"], step
+                    best_state = _state(model, guide) if select_best else None
+            stop = callback is not None and callback(step, value.detach())
+            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
+                result.losses.extend(torch.stack(pending).tolist()) if pending else None
+                pending.clear()
+                save_checkpoint(step)
+            if stop:
+                break
+    finally:
+        bar.close()
+    if pending:
+        result.losses.extend(torch.stack(pending).tolist())
+    result.steps = step
+    if val is None:
+        result.best_step = step
+    elif select_best and best_state is not None:
+        model.load_state_dict(best_state["model"])
+        guide.load_state_dict(best_state["guide"])
+    if checkpoint is not None:
+        save_checkpoint(step)
+    pyro.clear_param_store()
+    result.wall_time_s = time.perf_counter() - start_time
+    return result
