@@ -1,7 +1,7 @@
 """hyperbayes: Bayesian deep learning with hypernetworks, written in Pyro."""
 
-from . import datasets, guides, inference, models
+from . import datasets, guides, inference, methods, models
 from .models import priors
 
 __version__ = "0.1.0"
-__all__ = ["datasets", "guides", "inference", "models", "priors", "__version__"]
+__all__ = ["datasets", "guides", "inference", "methods", "models", "priors", "__version__"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save", "load", "CheckpointError"]
+__all__ = ["save", "load", "save_posterior", "load_posterior", "CheckpointError"]
 
 _MAGIC = b"hyperbayes-checkpoint-v1 sha256="
 
@@ -64,3 +64,34 @@ def load(path: str | Path, map_location=None) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch); "
                               "delete it and train again")
     return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+
+
+def _layout(module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+def save_posterior(path: str | Path, model, guide, *, method: str = "", meta: dict | None = None
+                   ) -> Path:
+    """Save a trained model + guide (their state dicts and a description) atomically."""
+    return save(path, {"kind": "posterior", "method": method, "meta": dict(meta or {}),
+                       "model": model.state_dict(), "guide": guide.state_dict(),
+                       "layout": {"model": _layout(model), "guide": _layout(guide)}})
+
+
+def load_posterior(path: str | Path, model, guide, map_location=None) -> dict:
+    """Load a file written by :func:`save_posterior` into freshly built ``model`` and ``guide``.
+
+    The model and guide must be built the same way as when saved; a different architecture is
+    reported by name rather than as a shape error deep inside torch. Returns the saved metadata.
+    """
+    state = load(path, map_location=map_location)
+    if state.get("kind") != "posterior":
+        raise CheckpointError(f"{path} holds a training checkpoint, not a saved posterior")
+    for part, module in (("model", model), ("guide", guide)):
+        saved, here = state["layout"][part], _layout(module)
+        if saved != here:
+            diff = [k for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)][:4]
+            raise CheckpointError(f"{path}: the {part} was saved with a different architecture "
+                                  f"(first differences: {diff}); build it as it was when saved")
+        module.load_state_dict(state[part])
+    return {"method": state["method"], **state["meta"]}

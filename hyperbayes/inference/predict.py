@@ -61,7 +61,10 @@ class Prediction:
 
     def to(self, device) -> Prediction:
         """A copy with every tensor on ``device``."""
-        move = (lambda t: t.to(device) if torch.is_tensor(t) else t)
+
+        def move(t):
+            return t.to(device) if torch.is_tensor(t) else t
+
         return Prediction(move(self.outputs), self.task, move(self.logits), move(self.noise_std),
                           {k: move(v) for k, v in self.extras.items()})
 

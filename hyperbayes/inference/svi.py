@@ -109,7 +109,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         clip_norm: float | None = None, lr_schedule=None, val=None, val_every: int | None = None,
         val_samples: int = 10, select_best: bool = True, checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool = True, device="auto",
-        seed: int | None = 0, progress: bool | None = None, callback=None, validate: bool = True) -> FitResult:
+        seed: int | None = 0, progress: bool | None = None, callback=None,
+        validate: bool = True) -> FitResult:
     """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
 
     Args:

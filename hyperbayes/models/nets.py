@@ -65,7 +65,8 @@ class ParamSpec:
     Attributes:
         name: dotted name, e.g. ``"fc0.weight"``; priors select parameters by patterns on it.
         shape: the shape of one sample of the parameter.
-        role: ``"weight"``, ``"bias"``, ``"direction"`` (weight-norm v) or ``"scale"`` (weight-norm g).
+        role: ``"weight"``, ``"bias"``, ``"direction"`` (weight-norm v) or ``"scale"``
+            (weight-norm g).
         layer: index of the layer the parameter belongs to.
         fan_in: number of inputs of each unit of that layer.
         fan_out: number of units (output channels) of that layer.
@@ -160,6 +161,16 @@ class Net:
                 params[name] = torch.zeros(spec.shape)
         return params
 
+    def with_dropout(self, p: float) -> Net:
+        """A copy of this net with MC dropout probability ``p`` (same parameters)."""
+        import copy
+
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        clone = copy.copy(self)
+        clone.dropout = float(p)
+        return clone
+
     def _dropout(self, h: torch.Tensor, num_samples: int) -> torch.Tensor:
         """Dropout that is always on (MC dropout); independent masks for every sample.
 
@@ -240,7 +251,8 @@ class MLP(Net):
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
             raise ValueError(f"MLP sizes must be ≥ 2 positive widths, got {list(sizes)}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.sizes = [int(s) for s in sizes]
@@ -291,7 +303,8 @@ class CNN(Net):
                  kernel_size: int = 5, pool: int = 2, hidden=(8,), num_outputs: int = 10,
                  activation: str = "relu", *, weight_norm: bool = False, dropout: float = 0.0):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         self.in_channels, self.image_size = in_channels, image_size
         self.channels, self.kernel_size, self.pool = tuple(channels), kernel_size, pool
         self.activation, self.weight_norm, self.dropout = activation, weight_norm, float(dropout)

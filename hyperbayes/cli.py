@@ -1,0 +1,85 @@
+"""The ``hyperbayes`` command line: run experiments, fetch datasets, list methods."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import datasets, methods
+from .experiments import EXPERIMENTS
+
+__all__ = ["main", "build_parser"]
+
+
+def _method_list(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for name in names:
+        if name != methods.REFERENCE:
+            methods.get(name)  # raises a ValueError naming the known methods
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="hyperbayes", description="Bayesian deep learning with hypernetworks, in Pyro.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment; writes metrics.json, PNGs, report.md")
+    run.add_argument("experiment", choices=sorted(EXPERIMENTS), help="experiment name")
+    run.add_argument("--methods", type=_method_list, default=None,
+                     help="comma-separated method names (default: the experiment's)")
+    run.add_argument("--quick", action="store_true", help="small settings (≤ 2 min on 2 cores)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, default=None, help="output folder "
+                     "(default: results/EXPERIMENT)")
+
+    data = sub.add_parser("datasets", help="list or pre-fetch datasets")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    fetch = data_sub.add_parser("fetch", help="download, verify and cache a dataset")
+    fetch.add_argument("name")
+    fetch.add_argument("--root", type=Path, default=None)
+    data_sub.add_parser("list", help="list dataset names")
+
+    sub.add_parser("methods", help="list method names")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hyperbayes`` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        if args.command == "run":
+            experiment = EXPERIMENTS[args.experiment]
+            out = args.out or Path("results") / args.experiment
+            kwargs = {"quick": args.quick, "device": args.device, "seed": args.seed, "out": out}
+            if args.methods:
+                kwargs["methods_to_run"] = args.methods
+            result = experiment(**kwargs)
+            print(f"{args.experiment}: wrote {result.out_dir / 'metrics.json'}, "
+                  f"{result.out_dir / 'report.md'} and {len(result.figures)} figure(s) in "
+                  f"{result.wall_time_s:.0f} s")
+        elif args.command == "datasets":
+            if args.action == "list":
+                print("\n".join(datasets.available()))
+            else:
+                path = datasets.fetch(args.name, root=args.root)
+                print(f"{args.name}: ready at {path}")
+        elif args.command == "methods":
+            for name in methods.available():
+                print(f"{name:12s} {methods.get(name).summary}")
+            print(f"{methods.REFERENCE:12s} NUTS reference sampler (toy problems)")
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"hyperbayes: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Shared plumbing of experiments: output folders, atomic JSON, figures and markdown reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["ExperimentResult", "write_json", "write_text", "markdown_table", "machine_info",
+           "plotting"]
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if torch.is_tensor(value):
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf
+    return value
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON atomically; NaN/inf become null."""
+    return write_text(path, json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
+
+
+def machine_info() -> dict:
+    """Where a result was measured: CPU/GPU model, core count, torch version."""
+    info = {"platform": platform.platform(), "processor": platform.processor() or "unknown",
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def markdown_table(rows: list[dict], columns: list[str], digits: int = 3) -> str:
+    """A GitHub-markdown table of ``rows`` (dicts) with the given columns."""
+    def cell(v):
+        if isinstance(v, float):
+            return "–" if not math.isfinite(v) else f"{v:.{digits}g}" if abs(v) < 1e-2 or abs(
+                v) >= 1e4 else f"{v:.{digits}f}"
+        return "–" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plotting():
+    """Import matplotlib (headless backend) and seaborn with the project's style."""
+    import matplotlib
+
+    if os.environ.get("MPLBACKEND") is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt, sns
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment returns: its metrics, the files it wrote and its wall time."""
+
+    name: str
+    metrics: dict
+    out_dir: Path
+    figures: list[Path] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    started: float = field(default_factory=time.time)

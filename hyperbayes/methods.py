@@ -1,0 +1,103 @@
+"""The method registry: one short name per (model, guide, loss) recipe, used everywhere.
+
+Names are the same on the command line, in metrics.json and in code: ``map``, ``meanfield``,
+``mcdropout`` (and ``nuts``, which is a sampler, not a guide: see
+:func:`hyperbayes.inference.nuts.nuts`). Later methods register themselves with
+:func:`register`.
+
+Example::
+
+    model, guide, loss = hb.methods.build("meanfield", MLP([1, 50, 1]), prior, likelihood)
+    hb.inference.fit(model, guide, data.train, steps=2000, loss=loss)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from .guides import Delta, MeanField
+from .models import BNN
+
+__all__ = ["Method", "register", "build", "available", "get", "REFERENCE"]
+
+REFERENCE = "nuts"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named recipe: ``build(net, prior, likelihood, **options) -> (model, guide, loss)``.
+
+    Attributes:
+        name: the short name.
+        summary: one line for ``--help`` and reports.
+        build: the constructor.
+        fit_defaults: suggested :func:`~hyperbayes.inference.fit` settings (e.g. ``lr``).
+        reference: the paper the method comes from.
+    """
+
+    name: str
+    summary: str
+    build: Callable
+    fit_defaults: dict = field(default_factory=dict)
+    reference: str = ""
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry (a name can be registered once)."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"method {method.name!r} is already registered")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def available() -> list[str]:
+    """The registered method names (NUTS is separate: it is a sampler)."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Method:
+    """The :class:`Method` called ``name``; unknown names list the known ones."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY) + [REFERENCE], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; available: "
+                         f"{', '.join(available() + [REFERENCE])}")
+    return _REGISTRY[name]
+
+
+def build(name: str, net, prior, likelihood, **options):
+    """Build ``(model, guide, loss)`` for method ``name`` on the given net, prior, likelihood."""
+    return get(name).build(net, prior, likelihood, **options)
+
+
+def _map(net, prior, likelihood, seed=0):
+    model = BNN(net, prior, likelihood)
+    return model, Delta(model, seed=seed), Trace_ELBO()
+
+
+def _meanfield(net, prior, likelihood, seed=0, init_scale=1e-3, local_reparameterization=False):
+    model = BNN(net, prior, likelihood)
+    guide = MeanField(model, init_scale=init_scale,
+                      local_reparameterization=local_reparameterization, seed=seed)
+    return model, guide, TraceMeanField_ELBO()
+
+
+def _mcdropout(net, prior, likelihood, seed=0, dropout=0.1):
+    model = BNN(net.with_dropout(dropout), prior, likelihood)
+    return model, Delta(model, seed=seed), Trace_ELBO()
+
+
+register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map))
+register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundell et al. 2015)",
+                _meanfield, reference="Blundell et al., Weight Uncertainty in Neural Networks, "
+                "ICML 2015"))
+register(Method("mcdropout", "MC dropout: MAP with dropout kept on at prediction (Gal & "
+                "Ghahramani 2016)", _mcdropout, reference="Gal & Ghahramani, Dropout as a "
+                "Bayesian Approximation, ICML 2016"))
