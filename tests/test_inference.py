@@ -332,6 +332,21 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     assert issubclass(checkpoint.CheckpointError, ValueError)
 
 
+def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, {"step": 1})
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, {"step": 2})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["c.ckpt"]  # the temporary file was removed
+    assert checkpoint.load(path) == {"step": 1}
+
+
 def test_fit_refuses_a_corrupt_checkpoint(tmp_path):
     path = tmp_path / "run.ckpt"
     _train(path, 10)

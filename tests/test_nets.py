@@ -401,3 +401,17 @@ def test_local_reparameterization_only_for_the_registered_tensor():
         assert not torch.allclose(first, second)  # fresh pre-activation noise per call
     finally:
         gaussian_weights.clear()
+
+
+def test_with_dropout_copies_the_net():
+    net = MLP([3, 16, 2])
+    dropped = net.with_dropout(0.5)
+    assert dropped is not net and dropped.dropout == 0.5 and net.dropout == 0.0
+    assert dropped.param_specs == net.param_specs
+    params = {k: v.expand(4, *v.shape) for k, v in net.init_params().items()}
+    x = torch.randn(5, 3)
+    out = net(params, x)
+    assert torch.equal(out[0], out[1])
+    assert not torch.allclose(dropped(params, x)[0], dropped(params, x)[1])
+    with pytest.raises(ValueError, match="dropout must be in"):
+        net.with_dropout(1.0)

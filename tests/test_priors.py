@@ -58,7 +58,6 @@ def test_prior_sites_and_closed_form_log_prob(name):
     trace = _trace_params(model)
     latent = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
     assert latent == list(net.param_specs)
-    total = 0.0
     for pname, spec in net.param_specs.items():
         node = trace.nodes[pname]
         fn = node["fn"]
@@ -69,7 +68,6 @@ def test_prior_sites_and_closed_form_log_prob(name):
         point = torch.linspace(-2.0, 2.0, spec.numel).reshape(spec.shape)
         expected = _closed_form(name, point, spec)
         assert_close(fn.log_prob(point), expected, atol=1e-4, rtol=1e-5, msg=pname)
-        total = total + expected
     # the trace's total log density is the sum over parameters (checked at the drawn values)
     trace.compute_log_prob()
     drawn = sum(_closed_form(name, trace.nodes[p]["value"], s) for p, s in net.param_specs.items())

@@ -115,7 +115,8 @@ class SiteGuide(torch.nn.Module):
         """Split a (..., D) tensor into per-site unconstrained values of shape (..., *shape)."""
         lead = flat.shape[:-1]
         chunks = torch.split(flat, [s.numel for s in self.sites], dim=-1)
-        return {s.name: c.reshape(*lead, *s.shape) for s, c in zip(self.sites, chunks, strict=True)}
+        return {s.name: c.reshape(tuple(lead) + tuple(s.shape))
+                for s, c in zip(self.sites, chunks, strict=True)}
 
     def flat_init(self) -> torch.Tensor:
         """The concatenated unconstrained initial values (D,)."""

@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.infer import TraceMeanField_ELBO
 
 from ..models.nets import gaussian_weights
 from .base import SiteGuide, param_key
@@ -45,6 +46,10 @@ class MeanField(SiteGuide):
             {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
         self.rhos = torch.nn.ParameterDict(
             {param_key(s.name): torch.nn.Parameter(torch.full(s.shape, rho)) for s in self.sites})
+
+    def default_loss(self):
+        """TraceMeanField_ELBO: analytic KL(q‖p) where Pyro knows it, Monte Carlo otherwise."""
+        return TraceMeanField_ELBO()
 
     def site_distribution(self, site) -> dist.Distribution:
         """q for one site: an (optionally transformed) diagonal Normal with event = the shape."""

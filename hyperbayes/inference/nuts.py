@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pyro
@@ -109,6 +110,21 @@ def potential_energy(model, x: torch.Tensor, y: torch.Tensor):
     return sites, potential
 
 
+def _compile(potential, dim: int, device):
+    """TorchScript-trace the potential (≈2× fewer microseconds per gradient on toy nets)."""
+    example = torch.zeros(dim, device=device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(potential, (example,), check_trace=False)
+        probe = torch.randn(dim, device=device)
+        if torch.allclose(traced(probe), potential(probe), rtol=1e-4, atol=1e-3):
+            return traced
+    except RuntimeError:
+        pass
+    return potential
+
+
 def _constrain(sites, z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Split draws z (..., D) into constrained per-site values (..., *shape)."""
     out = {}
@@ -153,7 +169,10 @@ def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains
 
 def _run_chains(model, x, y, num_samples, warmup, num_chains, seed, target_accept,
                 max_tree_depth, device, show):
+    if getattr(model.net, "dropout", 0.0) > 0:
+        raise ValueError("NUTS needs a deterministic net; this one has MC dropout")
     sites, potential = potential_energy(model, x, y)
+    potential = _compile(potential, sum(s.numel for s in sites), device)
     per_chain, divergences, step_sizes = [], [], []
     start = time.perf_counter()
     for chain in range(num_chains):

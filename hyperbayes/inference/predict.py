@@ -116,7 +116,11 @@ def predict_from_samples(model, samples: dict[str, torch.Tensor], x: torch.Tenso
     missing = sorted(set(specs) - set(samples))
     if missing:
         raise KeyError(f"samples are missing parameters {missing}")
-    num_samples = next(iter(samples.values())).shape[0]
+    batched = [v.shape[0] for k, v in samples.items()
+               if k in specs and v.dim() > len(specs[k].shape)]
+    if not batched:
+        raise ValueError("no parameter in samples carries a leading sample dimension")
+    num_samples = batched[0]
     params = _expand_samples({k: samples[k] for k in specs}, specs, num_samples)
     device = next(iter(params.values())).device
     x = x.to(device)

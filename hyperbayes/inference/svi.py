@@ -15,6 +15,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
+from ..models.nets import gaussian_weights
 from . import checkpoint as ckpt
 from .device import resolve_device, set_seed
 from .predict import predict
@@ -181,8 +182,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     result = FitResult(device=str(device))
     best_metric, best_state = math.inf, None
     first_step = 0
+    resumed = None
     if checkpoint is not None and resume and Path(checkpoint).exists():
-        state = ckpt.load(checkpoint, map_location=device)
+        state = resumed = ckpt.load(checkpoint, map_location=device)
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
         optim.load_state_dict(state["optimizer"])
@@ -203,12 +205,15 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             "optimizer": optim.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+            "perm": perm.cpu(), "position": position,
             "losses": result.losses, "validation": result.validation,
             "best_metric": best_metric, "best_state": best_state, "best_step": result.best_step,
         })
 
-    perm = torch.randperm(n, generator=order).to(device)
-    position = (first_step % steps_per_epoch) * batch_size
+    if resumed is not None:  # continue inside the epoch the checkpoint was taken in
+        perm, position = resumed["perm"].to(device), int(resumed["position"])
+    else:
+        perm, position = torch.randperm(n, generator=order).to(device), 0
     pending: list[torch.Tensor] = []
     bar = tqdm(total=total_steps, initial=first_step, disable=(None if progress is None
                                                                else not progress),
@@ -270,5 +275,6 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     if checkpoint is not None:
         save_checkpoint(step)
     pyro.clear_param_store()
+    gaussian_weights.clear()  # drop the last step's local-reparameterization entries
     result.wall_time_s = time.perf_counter() - start_time
     return result

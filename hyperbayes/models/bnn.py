@@ -79,6 +79,10 @@ class BNN(torch.nn.Module):
         """
         params = self.sample_params()
         outputs = self.net(params, x)
+        if outputs.dim() > 2 and outputs.shape[-3] == 1:
+            # Parameters carried an outer plate's sample dim plus a singleton in the data
+            # plate's slot (e.g. vectorized ELBO particles): (K, 1, N, out) -> (K, N, out).
+            outputs = outputs.squeeze(-3)
         n = x.shape[0]
         with pyro.plate("data", size=dataset_size or n,
                         subsample=torch.arange(n, device=x.device)):

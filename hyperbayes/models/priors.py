@@ -105,18 +105,22 @@ def on_device(d: dist.Distribution, device) -> dist.Distribution:
     if device is None:
         return d
     device = torch.device(device)
+    if isinstance(d, dist.MixtureSameFamily):  # its tensors live in its two components
+        return type(d)(on_device(d.mixture_distribution, device),
+                       on_device(d.component_distribution, device))
+    if isinstance(d, dist.Independent):
+        return dist.Independent(on_device(d.base_dist, device), d.reinterpreted_batch_ndims)
     tensors = {k: d.__dict__[k] for k in d.arg_constraints
                if torch.is_tensor(d.__dict__.get(k))}
     if not tensors:  # parameters exposed as properties (e.g. LogNormal's loc and scale)
         tensors = {k: getattr(d, k) for k in d.arg_constraints
                    if torch.is_tensor(getattr(d, k, None))}
+    if "probs" in tensors and "logits" in tensors:  # both cached; the constructor takes one
+        tensors.pop("probs")
     if all(v.device == device for v in tensors.values()):
         return d
     signature = inspect.signature(type(d).__init__).parameters
     kwargs = {k: v.to(device) for k, v in tensors.items() if k in signature}
-    if isinstance(d, dist.MixtureSameFamily):
-        return type(d)(on_device(d.mixture_distribution, device),
-                       on_device(d.component_distribution, device))
     try:
         return type(d)(**kwargs)
     except Exception as err:  # a distribution whose constructor we cannot infer

@@ -1,0 +1,135 @@
+"""NUTS reference, ArviZ diagnostics and VI-versus-NUTS comparison, checked on known answers."""
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.autoguide import AutoMultivariateNormal
+
+import hyperbayes as hb
+from hyperbayes.inference.compare import compare, in_range_mask, wasserstein1
+from hyperbayes.inference.diagnostics import (
+    function_space_diagnostics,
+    guide_inference_data,
+    nuts_inference_data,
+    weight_diagnostics,
+)
+from hyperbayes.inference.nuts import nuts, potential_energy
+from hyperbayes.inference.predict import Prediction
+from hyperbayes.models import BNN, MLP, Gaussian, priors
+
+from .common import assert_close
+
+
+def _linear_regression(n=40, d=2, noise=0.5, prior_scale=1.0, seed=0):
+    """Conjugate Bayesian linear regression y = x·w + b + ε with its closed-form posterior."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w_true = torch.tensor([1.5, -0.7][:d])
+    y = (x @ w_true + 0.3 + noise * torch.randn(n, generator=g)).unsqueeze(-1)
+    design = torch.cat([x, torch.ones(n, 1)], dim=1).double()
+    precision = (torch.eye(d + 1, dtype=torch.float64) / prior_scale ** 2
+                 + design.T @ design / noise ** 2)
+    cov = torch.linalg.inv(precision)
+    mean = cov @ design.T @ y.double()[:, 0] / noise ** 2
+    model = BNN(MLP([d, 1]), priors.Normal(prior_scale), Gaussian(noise))
+    return model, (x, y), mean, cov
+
+
+def _stack(samples):
+    return torch.cat([samples["fc0.weight"].reshape(len(samples["fc0.weight"]), -1),
+                      samples["fc0.bias"].reshape(-1, 1)], dim=1).double()
+
+
+def test_potential_energy_matches_pyro_log_joint():
+    model, (x, y), _, _ = _linear_regression()
+    sites, potential = potential_energy(model, x, y)
+    z = torch.randn(sum(s.numel for s in sites))
+    params = dict(zip([s.name for s in sites], torch.split(z, [s.numel for s in sites]),
+                      strict=True))
+    params = {s.name: params[s.name].reshape(s.shape) for s in sites}
+    import pyro.poutine as poutine
+
+    trace = poutine.trace(poutine.condition(model, data=params)).get_trace(x, y)
+    assert_close(-potential(z), trace.log_prob_sum(), atol=1e-3)
+
+
+def test_nuts_recovers_conjugate_posterior():
+    model, data, mean, cov = _linear_regression()
+    result = nuts(model, data, num_samples=400, warmup=300, num_chains=2, seed=1)
+    draws = _stack(result.samples)
+    assert draws.shape == (800, 3)
+    assert_close(draws.mean(0), mean, atol=0.05, rtol=0)
+    assert_close(torch.cov(draws.T), cov, atol=0.01, rtol=0.25)
+    diag = weight_diagnostics(result)
+    assert diag["max_rhat_weights"] < 1.05
+    assert diag["divergences"] == 0
+
+
+def test_full_covariance_guide_recovers_conjugate_posterior():
+    model, (x, y), mean, cov = _linear_regression()
+    guide = AutoMultivariateNormal(model)
+    hb.inference.fit(model, guide, (x, y), steps=1500, lr=0.03, loss=Trace_ELBO(num_particles=8),
+                     lr_schedule="cosine", seed=0)
+    draws = _stack(hb.inference.sample_posterior(model, guide, 20_000))
+    assert_close(draws.mean(0), mean, atol=0.03, rtol=0)
+    assert_close(torch.cov(draws.T), cov, atol=0.004, rtol=0.15)
+
+
+def test_nuts_handles_a_learned_noise_scale():
+    torch.manual_seed(0)
+    x = torch.randn(60, 1)
+    y = 2 * x + 0.4 * torch.randn(60, 1)
+    model = BNN(MLP([1, 1]), priors.Normal(3.0), Gaussian(scale=None,
+                                                           scale_prior=dist.LogNormal(0., 1.)))
+    result = nuts(model, (x, y), num_samples=200, warmup=200, num_chains=1)
+    sigma = result.samples["noise_scale"]
+    assert (sigma > 0).all()
+    assert 0.3 < float(sigma.mean()) < 0.55
+
+
+def test_nuts_rejects_dropout_nets():
+    model = BNN(MLP([1, 5, 1], dropout=0.2), priors.Normal(1.0), Gaussian(1.0))
+    with pytest.raises(ValueError, match="deterministic net"):
+        nuts(model, (torch.zeros(3, 1), torch.zeros(3, 1)), num_samples=2, warmup=2)
+
+
+def test_function_space_diagnostics_and_inference_data():
+    model, data, _, _ = _linear_regression()
+    result = nuts(model, data, num_samples=100, warmup=100, num_chains=2, seed=3)
+    grid = torch.linspace(-3, 3, 9).unsqueeze(-1).expand(9, 2)
+    fs = function_space_diagnostics(model, result, grid)
+    assert fs["max_rhat"] < 1.1 and fs["min_ess_bulk"] > 20
+    idata = nuts_inference_data(result)
+    assert set(idata.posterior.data_vars) == {"fc0.weight", "fc0.bias"}
+    assert idata.posterior["fc0.weight"].shape == (2, 100, 1, 2)
+    assert int(idata.sample_stats["diverging"].sum()) == sum(result.divergences)
+    guide = hb.guides.MeanField(model)
+    gdata = guide_inference_data(model, guide, num_samples=50, num_chains=2)
+    assert gdata.posterior["fc0.bias"].shape == (2, 50, 1)
+
+
+def test_wasserstein1_known_values():
+    a = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0))
+    assert float(wasserstein1(a, a).max()) == 0.0
+    assert_close(wasserstein1(a, a + 2.0), torch.full((3,), 2.0), atol=1e-6)
+    # W1 between N(0,1) and N(0,4): E|Z|·(2−1) = sqrt(2/π)
+    b = 2 * torch.randn(4000, 3, generator=torch.Generator().manual_seed(1))
+    assert_close(wasserstein1(a, b), torch.full((3,), math.sqrt(2 / math.pi)), atol=0.08)
+
+
+def test_compare_std_ratios_in_and_out_of_data():
+    grid = torch.linspace(-6, 6, 13).unsqueeze(-1)
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(5000, 13, 1, generator=g)
+    inside = in_range_mask(grid, (-4, 4))
+    scale = torch.where(inside, 1.0, 0.5).reshape(1, 13, 1)
+    vi = torch.randn(5000, 13, 1, generator=g) * scale
+    out = compare(Prediction(vi, "regression"), Prediction(ref, "regression"), grid, (-4, 4))
+    assert abs(out["std_ratio_in_data"] - 1.0) < 0.05
+    assert abs(out["std_ratio_out_of_data"] - 0.5) < 0.03
+    assert out["predictive_distance"] > 0
+    with pytest.raises(ValueError, match="grid has"):
+        compare(Prediction(vi, "regression"), Prediction(ref, "regression"), grid[:5], (-4, 4))
