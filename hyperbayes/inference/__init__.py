@@ -1,9 +1,11 @@
 """Inference: the SVI loop, vectorized prediction, metrics, checkpoints, NUTS and diagnostics."""
 
 from . import checkpoint, metrics
+from .compare import compare
 from .device import resolve_device, set_seed
-from .predict import Prediction, predict, predict_from_samples, sample_posterior
+from .predict import Prediction, predict, predict_from_samples, sample_posterior, sample_prior
 from .svi import FitResult, fit
 
 __all__ = ["fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
-           "Prediction", "resolve_device", "set_seed", "checkpoint", "metrics"]
+           "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
+           "metrics"]

@@ -8,7 +8,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-__all__ = ["Prediction", "sample_posterior", "predict", "predict_from_samples"]
+__all__ = ["Prediction", "sample_posterior", "sample_prior", "predict", "predict_from_samples"]
 
 
 @dataclass
@@ -88,6 +88,15 @@ def sample_posterior(model, guide, num_samples: int, *args, **kwargs) -> dict[st
         if was_training:
             guide.train()
     return params
+
+
+def sample_prior(model, num_samples: int) -> dict[str, torch.Tensor]:
+    """Draw ``num_samples`` joint samples of every latent site from the prior, in one pass.
+
+    With :func:`predict_from_samples` this gives the prior predictive.
+    """
+    with torch.no_grad(), poutine.block(), pyro.plate("_mc_samples", num_samples, dim=-1):
+        return model.sample_params()
 
 
 def _expand_samples(params, specs, num_samples):

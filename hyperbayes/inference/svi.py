@@ -166,6 +166,10 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         val_x, val_y = (t.to(device) for t in as_xy(val))
         val_every = val_every or max(1, total_steps // 20)
     loss = loss if loss is not None else default_loss(guide)
+    if not any(True for _ in guide.parameters()):
+        # Pyro autoguides create their parameters on the first call: make them exist now.
+        with torch.no_grad(), pyro.poutine.block():
+            guide(x[:batch_size], y[:batch_size], n)
     params = [p for p in list(model.parameters()) + list(guide.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("neither the model nor the guide has trainable parameters")

@@ -1,0 +1,30 @@
+"""The teaching notebooks are in sync with their scripts and run top to bottom (small settings)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def test_notebooks_match_their_scripts():
+    result = subprocess.run([sys.executable, str(NOTEBOOKS / "sync.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.ipynb")))
+def test_notebook_executes(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERBAYES_QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [out for cell in notebook.cells if cell.cell_type == "code"
+              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not errors
