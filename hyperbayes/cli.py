@@ -16,7 +16,10 @@ def _method_list(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     for name in names:
         if name != methods.REFERENCE:
-            methods.get(name)  # raises a ValueError naming the known methods
+            try:
+                methods.get(name)
+            except ValueError as err:  # keep the message that names the known methods
+                raise argparse.ArgumentTypeError(str(err)) from err
     return names
 
 

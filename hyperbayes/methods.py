@@ -17,9 +17,8 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-
 from .guides import Delta, MeanField
+from .inference.elbo import ELBO
 from .models import BNN
 
 __all__ = ["Method", "register", "build", "available", "get", "REFERENCE"]
@@ -79,19 +78,19 @@ def build(name: str, net, prior, likelihood, **options):
 
 def _map(net, prior, likelihood, seed=0):
     model = BNN(net, prior, likelihood)
-    return model, Delta(model, seed=seed), Trace_ELBO()
+    return model, Delta(model, seed=seed), ELBO()
 
 
 def _meanfield(net, prior, likelihood, seed=0, init_scale=1e-3, local_reparameterization=False):
     model = BNN(net, prior, likelihood)
     guide = MeanField(model, init_scale=init_scale,
                       local_reparameterization=local_reparameterization, seed=seed)
-    return model, guide, TraceMeanField_ELBO()
+    return model, guide, ELBO()
 
 
 def _mcdropout(net, prior, likelihood, seed=0, dropout=0.1):
     model = BNN(net.with_dropout(dropout), prior, likelihood)
-    return model, Delta(model, seed=seed), Trace_ELBO()
+    return model, Delta(model, seed=seed), ELBO()
 
 
 register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map))

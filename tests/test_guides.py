@@ -7,7 +7,6 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
-import torch.nn.functional as F
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 import hyperbayes as hb
@@ -184,9 +183,9 @@ def test_meanfield_initialisation():
     guide = MeanField(model, init_scale=0.02)
     for name, scale in guide.scales().items():
         assert_close(scale, torch.full_like(scale, 0.02), atol=1e-7)
-        assert scale.shape == guide.locs[name.replace(".", "__")].shape
+        assert scale.shape == guide.loc_params[name.replace(".", "__")].shape
     init = model.net.init_params(torch.Generator().manual_seed(0))
-    assert torch.equal(guide.locs["fc0__weight"].detach(), init["fc0.weight"])
+    assert torch.equal(guide.loc_params["fc0__weight"].detach(), init["fc0.weight"])
     trace = poutine.trace(guide).get_trace()
     assert trace.nodes["noise_scale"]["value"] > 0  # sampled through the exp transform
     assert trace.nodes["fc0.weight"]["fn"].event_shape == (4, 3)
@@ -203,7 +202,7 @@ def test_meanfield_local_reparameterization_registers_only_in_training():
         assert nets.gaussian_weights.lookup(out["fc1.weight"]) is not None
         assert nets.gaussian_weights.lookup(out["fc0.bias"]) is None
         loc, scale = nets.gaussian_weights.lookup(out["fc0.weight"])
-        assert torch.equal(loc, guide.locs["fc0__weight"])
+        assert torch.equal(loc, guide.loc_params["fc0__weight"])
         guide.eval()
         out = guide()
         assert nets.gaussian_weights.lookup(out["fc0.weight"]) is None
@@ -213,7 +212,7 @@ def test_meanfield_local_reparameterization_registers_only_in_training():
 
 def _analytic_neg_elbo(guide, conjugate):
     """-ELBO of a mean-field Gaussian q on the conjugate model, in closed form."""
-    mu = _flat({k: guide.locs[k.replace(".", "__")] for k in ("fc0.weight", "fc0.bias")})
+    mu = _flat({k: guide.loc_params[k.replace(".", "__")] for k in ("fc0.weight", "fc0.bias")})
     tau2 = _flat(guide.scales()) ** 2
     design, y = conjugate["design"], conjugate["y"].double()
     n = len(y)
@@ -250,7 +249,7 @@ def test_meanfield_converges_to_mean_field_optimum(conjugate):
 
     def average_iterates(step, _):  # Polyak averaging of the noisy SGD iterates
         if step > 400:
-            locs.append(_flat({k: guide.locs[k.replace(".", "__")]
+            locs.append(_flat({k: guide.loc_params[k.replace(".", "__")]
                                for k in ("fc0.weight", "fc0.bias")}))
             variances.append(_flat(guide.scales()) ** 2)
 
@@ -266,9 +265,10 @@ def test_meanfield_converges_to_mean_field_optimum(conjugate):
     assert (expected_var <= marginal + 1e-12).all()
 
 
-def test_meanfield_default_loss_is_trace_elbo():
+def test_meanfield_default_loss_is_the_closed_form_kl_elbo():
     guide = MeanField(_linear_model())
-    assert isinstance(hb.inference.svi.default_loss(guide), Trace_ELBO)
+    loss = hb.inference.svi.default_loss(guide)
+    assert isinstance(loss, hb.inference.ELBO) and loss.analytic_kl
 
 
 def test_vectorized_particles_elbo_equals_single_particle():
@@ -286,11 +286,12 @@ def test_vectorized_particles_elbo_equals_single_particle():
     assert_close(vectorized.differentiable_loss(model, guide, x, y), single, atol=1e-3)
 
 
-def test_meanfield_scales_are_softplus_of_rho():
+def test_meanfield_scales_are_exp_of_log_scale():
     model = _linear_model()
     guide = MeanField(model)
     with torch.no_grad():
-        guide.rhos["fc0__bias"].fill_(0.3)
-    assert_close(guide.scales()["fc0.bias"], F.softplus(torch.tensor([0.3])), atol=1e-7)
-    q = guide.site_distribution(guide.sites[1])
-    assert_close(q.base_dist.scale, F.softplus(torch.tensor([0.3])), atol=1e-7)
+        guide.log_scale_params["fc0__bias"].fill_(0.3)
+    assert_close(guide.scales()["fc0.bias"], torch.tensor([0.3]).exp(), atol=1e-7)
+    site = guide.sites[1]
+    q = guide.site_distribution(site, guide.loc_params["fc0__bias"], guide.scales()["fc0.bias"])
+    assert_close(q.base_dist.scale, torch.tensor([0.3]).exp(), atol=1e-7)

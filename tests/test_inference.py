@@ -464,10 +464,10 @@ def test_predict_matches_closed_form_and_a_loop_of_single_draws():
     model = BNN(MLP([2, 1]), priors.Normal(1.0), Gaussian(0.1))
     guide = MeanField(model)
     with torch.no_grad():
-        guide.locs["fc0__weight"].copy_(torch.tensor([[1.0, -2.0]]))
-        guide.locs["fc0__bias"].copy_(torch.tensor([0.5]))
-        guide.rhos["fc0__weight"].copy_(torch.tensor([[0.0, -1.0]]))
-        guide.rhos["fc0__bias"].copy_(torch.tensor([-0.5]))
+        guide.loc_params["fc0__weight"].copy_(torch.tensor([[1.0, -2.0]]))
+        guide.loc_params["fc0__bias"].copy_(torch.tensor([0.5]))
+        guide.log_scale_params["fc0__weight"].copy_(torch.tensor([[0.0, -1.0]]))
+        guide.log_scale_params["fc0__bias"].copy_(torch.tensor([-0.5]))
     tau = guide.scales()
     x = torch.tensor([[0.0, 0.0], [1.0, 0.5], [-1.0, 2.0]])
     mean = x @ torch.tensor([1.0, -2.0]) + 0.5

@@ -246,6 +246,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str) -> Any:
+        """Resolve only the three NumPy globals an array pickle needs; refuse anything else."""
         if (module, name) not in self._ALLOWED:
             raise DatasetError(
                 f"refusing to unpickle {module}.{name}: the MNIST archive may only contain numpy "
@@ -256,6 +257,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return np.ndarray if name == "ndarray" else np.dtype
 
     def persistent_load(self, pid: Any) -> Any:
+        """Refuse persistent ids: a plain array pickle has none."""
         raise DatasetError("refusing to unpickle a persistent id in the MNIST archive")
 
 

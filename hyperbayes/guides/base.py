@@ -24,6 +24,7 @@ class Site:
         transform: maps unconstrained reals to the site's support (identity for weights).
         init: an unconstrained initial value (the net's standard initialisation for weights).
         role: the net's role for the parameter (``weight``, ``bias``, ``scale``, ...) or ``""``.
+        prior: the site's prior distribution as traced (on the CPU; for inspection).
     """
 
     name: str
@@ -31,6 +32,7 @@ class Site:
     transform: object
     init: torch.Tensor
     role: str = ""
+    prior: object = None
 
     @property
     def numel(self) -> int:
@@ -71,7 +73,7 @@ def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
             raise ValueError(f"site {name!r} has batch shape {tuple(fn.batch_shape)}: hyperbayes "
                              "guides expect parameter sites whose event shape is the whole value")
         support = fn.support
-        while isinstance(support, constraints.independent):
+        while hasattr(support, "base_constraint"):  # independent(...), mixture supports
             support = support.base_constraint
         transform = None if support is constraints.real else biject_to(fn.support)
         if name in net_init:
@@ -86,7 +88,7 @@ def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
             init = start if transform is None else transform.inv(start)
         role = specs[name].role if name in specs else ""
         sites.append(Site(name, shape, transform, init.detach().to(torch.get_default_dtype()),
-                          role))
+                          role, fn))
     if not sites:
         raise ValueError("the model has no latent sites to guide")
     return sites

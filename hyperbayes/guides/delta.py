@@ -27,6 +27,12 @@ class Delta(SiteGuide):
         self.values = torch.nn.ParameterDict(
             {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
 
+    def default_loss(self):
+        """:class:`~hyperbayes.inference.ELBO`: with a point mass it is the negative log joint."""
+        from ..inference.elbo import ELBO
+
+        return ELBO()
+
     def forward(self, *args, **kwargs):
         """Sample every site from its point mass; returns ``{name: value}``."""
         out = {}

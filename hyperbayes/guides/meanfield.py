@@ -1,38 +1,88 @@
-"""Mean-field Gaussian guide: Bayes by Backprop (Blundell et al., 2015), optionally with the local
-reparameterization trick (Kingma, Salimans & Welling, 2015)."""
+"""Mean-field Gaussian guide: Bayes by Backprop (Blundell et al., 2015, Eqs. 1–4), optionally with
+the local reparameterization trick (Kingma, Salimans & Welling, 2015, Sec. 2.3)."""
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
-from pyro.infer import TraceMeanField_ELBO
 
+from ..inference.elbo import ELBO, scalar_normal
 from ..models.nets import gaussian_weights
 from .base import SiteGuide, param_key
 
-__all__ = ["MeanField"]
+__all__ = ["MeanField", "normal_kl"]
 
 
-def _inverse_softplus(x: float) -> float:
-    return float(torch.log(torch.expm1(torch.tensor(x))))
+class _Normal(dist.Normal):
+    """A Normal whose reparameterized sample is one fused ``addcmul`` (μ + σ ⊙ ε)."""
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return torch.addcmul(self.loc, self.scale, eps)
+
+
+class _NormalKL(torch.autograd.Function):
+    """Σᵢ KL(N(μᵢ, e^{2sᵢ}) ‖ N(m, v²)) with its gradient in closed form.
+
+    Forward: n log v − Σ s − n/2 + (σ·σ + (μ − m)·(μ − m)) / 2v². Backward: ∂/∂μ = (μ − m)/v²,
+    ∂/∂s = σ²/v² − 1: two elementwise passes, where autograd through dot products and exp
+    would take about eight.
+    """
+
+    @staticmethod
+    def forward(ctx, loc, log_scale, scale, prior_loc, prior_scale):
+        centred = loc - prior_loc if prior_loc != 0 else loc
+        flat_c, flat_s = centred.reshape(-1), scale.reshape(-1)
+        n = flat_s.numel()
+        inv_var = 1.0 / (prior_scale * prior_scale)
+        ctx.save_for_backward(centred, scale)
+        ctx.inv_var = inv_var
+        return (n * math.log(prior_scale) - log_scale.sum() - 0.5 * n
+                + 0.5 * inv_var * (torch.dot(flat_s, flat_s) + torch.dot(flat_c, flat_c)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        centred, scale = ctx.saved_tensors
+        g = grad * ctx.inv_var
+        grad_loc = centred * g
+        grad_log_scale = torch.addcmul(torch.full_like(scale, -float(grad)), scale, scale,
+                                       value=float(g))
+        return grad_loc, grad_log_scale, None, None, None
+
+
+def normal_kl(loc, log_scale, prior_loc: float, prior_scale: float) -> torch.Tensor:
+    """Σ KL(N(loc, exp(log_scale)²) ‖ N(prior_loc, prior_scale²)) over all elements."""
+    return _NormalKL.apply(loc, log_scale, log_scale.detach().exp(), float(prior_loc),
+                           float(prior_scale))
 
 
 class MeanField(SiteGuide):
-    """q(w) = Π N(w_i; μ_i, σ_i²) with σ = softplus(ρ), in each site's unconstrained space.
+    """q(w) = Π N(w_i; μ_i, σ_i²), σ = exp(s), in each site's unconstrained space.
 
-    Trained with :class:`pyro.infer.TraceMeanField_ELBO` (analytic KL where Pyro knows it, a
-    Monte Carlo estimate otherwise), this is Bayes by Backprop. With
-    ``local_reparameterization=True`` dense layers sample their pre-activations from
-    N(x μᵀ, x² σ²ᵀ) during training, which lowers gradient variance; prediction (``.eval()``)
-    samples whole weight sets so every test point sees the same network.
+    Each site has its own μ and s tensors (so autograd never splits or concatenates a flat
+    vector; fused Adam updates them all in one kernel). Trained with
+    :class:`~hyperbayes.inference.ELBO` (its default loss), the KL to a scalar Normal prior is
+    computed in closed form with its gradient in two elementwise passes; other priors use
+    torch's closed forms or a one-sample estimate. With ``local_reparameterization=True`` dense
+    layers sample their pre-activations from N(x μᵀ, x² σ²ᵀ) during training (no weight matrix
+    is sampled), which lowers gradient variance and needs a closed-form KL (a Normal prior);
+    prediction
+    (``.eval()``) samples whole weight sets so every test point sees the same network.
 
     Args:
         model: a :class:`~hyperbayes.models.BNN`.
         init_scale: initial σ of every site (small, so training starts near the MAP solution).
         local_reparameterization: use the local reparameterization trick in training.
         seed: seed of the initial locations (the net's standard initialisation).
+
+    Example::
+
+        guide = MeanField(model)
+        hb.inference.fit(model, guide, data.train, steps=2000)   # loss: hb.inference.ELBO()
     """
 
     def __init__(self, model, *, init_scale: float = 1e-3, local_reparameterization: bool = False,
@@ -40,21 +90,39 @@ class MeanField(SiteGuide):
         super().__init__(model, seed=seed)
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
-        rho = _inverse_softplus(init_scale)
         self.local_reparameterization = local_reparameterization
-        self.locs = torch.nn.ParameterDict(
+        self.loc_params = torch.nn.ParameterDict(
             {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
-        self.rhos = torch.nn.ParameterDict(
-            {param_key(s.name): torch.nn.Parameter(torch.full(s.shape, rho)) for s in self.sites})
+        self.log_scale_params = torch.nn.ParameterDict(
+            {param_key(s.name): torch.nn.Parameter(torch.full(s.shape, math.log(init_scale)))
+             for s in self.sites})
+        # Dense weights use local reparameterization. Where the prior is a scalar Normal the KL
+        # is closed-form, so the weight need not be drawn at all (a stand-in value fills the
+        # site); with any other prior a weight is still drawn for the one-sample KL estimate.
+        self.lrt_sites = frozenset(
+            s.name for s in self.sites
+            if local_reparameterization and s.role == "weight" and len(s.shape) == 2)
+        self.lrt_standin_sites = frozenset(
+            n for n, s in zip(self.site_names, self.sites, strict=True)
+            if n in self.lrt_sites and scalar_normal(s.prior) is not None)
+        self._chunks = None
 
     def default_loss(self):
-        """TraceMeanField_ELBO: analytic KL(q‖p) where Pyro knows it, Monte Carlo otherwise."""
-        return TraceMeanField_ELBO()
+        """:class:`~hyperbayes.inference.ELBO` with the closed-form KL."""
+        return ELBO()
 
-    def site_distribution(self, site) -> dist.Distribution:
-        """q for one site: an (optionally transformed) diagonal Normal with event = the shape."""
-        key = param_key(site.name)
-        q = dist.Normal(self.locs[key], F.softplus(self.rhos[key])).to_event(len(site.shape))
+    def _site_params(self):
+        """Per-site (μ, σ, log σ)."""
+        out = []
+        for site in self.sites:
+            key = param_key(site.name)
+            log_scale = self.log_scale_params[key]
+            out.append((self.loc_params[key], log_scale.exp(), log_scale))
+        return out
+
+    def site_distribution(self, site, loc, scale) -> dist.Distribution:
+        """q for one site: a diagonal Normal (pushed through the site's transform if any)."""
+        q = _Normal(loc, scale).to_event(len(site.shape))
         return q if site.transform is None else dist.TransformedDistribution(q, site.transform)
 
     def forward(self, *args, **kwargs):
@@ -62,17 +130,50 @@ class MeanField(SiteGuide):
         lrt = self.local_reparameterization and self.training
         if lrt:
             gaussian_weights.clear()
+        self._chunks = chunks = self._site_params()
         out = {}
-        for site in self.sites:
-            q = self.site_distribution(site)
-            value = pyro.sample(site.name, q)
-            if lrt and site.role == "weight" and len(site.shape) == 2:
-                base = q.base_dist
-                gaussian_weights.register(value, base.loc, base.scale)
+        for site, (loc, scale, _) in zip(self.sites, chunks, strict=True):
+            if lrt and site.name in self.lrt_standin_sites:
+                # The layer samples pre-activations from (loc, scale); the weight itself is never
+                # drawn. The site's value stands in for the weight and only the closed-form KL
+                # of hb.inference.ELBO reads it.
+                value = pyro.sample(site.name, dist.Delta(loc, event_dim=2))
+            else:
+                value = pyro.sample(site.name, self.site_distribution(site, loc, scale))
+            if lrt and site.name in self.lrt_sites:
+                gaussian_weights.register(value, loc, scale)
             out[site.name] = value
         return out
+
+    def analytic_kl(self, priors: dict) -> tuple[torch.Tensor, set[str]]:
+        """Closed-form Σ KL(q ‖ p) over the sites whose prior is a scalar Normal.
+
+        KL = Σᵢ [log σ_p − log σᵢ + (σᵢ² + (μᵢ − μ_p)²) / (2σ_p²) − ½], computed with two dot
+        products and one sum per site on the views of the last forward pass.
+        Returns the total and the names it covers (the ELBO handles the rest).
+        """
+        chunks = self._chunks if self._chunks is not None else self._site_params()
+        total, covered = 0.0, set()
+        for site, (loc, scale, log_scale) in zip(self.sites, chunks, strict=True):
+            prior = priors.get(site.name)
+            normal = scalar_normal(prior) if site.transform is None else None
+            if normal is None:
+                continue
+            mu_p, sigma_p = normal
+            total = total + _NormalKL.apply(loc, log_scale, scale.detach(), float(mu_p),
+                                            float(sigma_p))
+            covered.add(site.name)
+        self._chunks = None
+        return torch.as_tensor(total), covered
 
     def scales(self) -> dict[str, torch.Tensor]:
         """Posterior standard deviations σ per site (unconstrained space, detached)."""
         with torch.no_grad():
-            return {s.name: F.softplus(self.rhos[param_key(s.name)]).clone() for s in self.sites}
+            return {s.name: v.clone() for s, (_, v, _) in zip(self.sites, self._site_params(),
+                                                              strict=True)}
+
+    def locs(self) -> dict[str, torch.Tensor]:
+        """Posterior means μ per site (unconstrained space, detached)."""
+        with torch.no_grad():
+            return {s.name: m.clone() for s, (m, _, _) in zip(self.sites, self._site_params(),
+                                                              strict=True)}

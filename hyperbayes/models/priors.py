@@ -203,6 +203,7 @@ class _FromCallable(ElementwisePrior):
         self.source = source
 
     def distribution(self, spec):
+        """The wrapped distribution, or the callable's answer for ``spec``."""
         d = self.source(spec) if callable(self.source) and not isinstance(
             self.source, dist.Distribution) else self.source
         if not isinstance(d, torch.distributions.Distribution):
@@ -243,6 +244,7 @@ class ByName(ElementwisePrior):
         return self.rule_for(spec).distribution(spec)
 
     def site_distribution(self, spec, device):
+        """The matched prior's distribution of the whole parameter."""
         return self.rule_for(spec).site_distribution(spec, device)
 
     def sample(self, specs, device):

@@ -1,0 +1,102 @@
+"""Baselines end to end (fit, predict, save, load), the method registry, the CLI, the main job."""
+
+import json
+
+import pytest
+import torch
+
+import hyperbayes as hb
+from hyperbayes.cli import main
+from hyperbayes.inference.checkpoint import CheckpointError, load_posterior, save_posterior
+from hyperbayes.models import MLP, Categorical, priors
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = hb.datasets.load("digits", seed=0)
+    return hb.datasets.first_n(data, 300)
+
+
+@pytest.mark.parametrize("name", ["map", "meanfield", "mcdropout"])
+def test_baseline_fit_predict_save_load(name, digits, tmp_path):
+    def build():
+        return hb.methods.build(name, MLP([64, 32, 10]), priors.Normal(1.0), Categorical(), seed=0)
+
+    model, guide, loss = build()
+    result = hb.inference.fit(model, guide, digits, epochs=15, batch_size=50, lr=1e-2, loss=loss,
+                              seed=0, val_samples=5)
+    assert result.validation and result.best_step > 0
+    pred = hb.inference.predict(model, guide, digits.test.x, num_samples=20)
+    accuracy = hb.inference.metrics.accuracy(pred.probs, digits.test.y)
+    assert accuracy > 0.8, f"{name} reached only {accuracy:.3f} on digits"
+
+    path = save_posterior(tmp_path / f"{name}.pt", model, guide, method=name)
+    model2, guide2, _ = build()
+    meta = load_posterior(path, model2, guide2)
+    assert meta["method"] == name
+    for key, value in guide.state_dict().items():
+        torch.testing.assert_close(guide2.state_dict()[key], value)
+    torch.manual_seed(1)
+    a = hb.inference.predict(model, guide, digits.test.x[:50], num_samples=5).probs
+    torch.manual_seed(1)
+    b = hb.inference.predict(model2, guide2, digits.test.x[:50], num_samples=5).probs
+    torch.testing.assert_close(a, b)
+
+
+def test_load_posterior_rejects_another_architecture(tmp_path):
+    model, guide, _ = hb.methods.build("map", MLP([4, 8, 2]), priors.Normal(1.0), Categorical())
+    path = save_posterior(tmp_path / "p.pt", model, guide)
+    other, other_guide, _ = hb.methods.build("map", MLP([4, 9, 2]), priors.Normal(1.0),
+                                             Categorical())
+    with pytest.raises(CheckpointError, match="different architecture"):
+        load_posterior(path, other, other_guide)
+
+
+def test_mean_field_is_more_uncertain_than_map_far_from_data():
+    x = torch.linspace(-1, 1, 30).unsqueeze(-1)
+    y = torch.sin(3 * x)
+    far = torch.full((5, 1), 4.0)
+    stds = {}
+    for name in ("map", "meanfield"):
+        model, guide, loss = hb.methods.build(name, MLP([1, 30, 1]), priors.Normal(1.0),
+                                              hb.models.Gaussian(0.1))
+        hb.inference.fit(model, guide, (x, y), steps=800, lr=1e-2, loss=loss)
+        stds[name] = float(hb.inference.predict(model, guide, far, 200).std().mean())
+    assert stds["map"] == 0.0
+    assert stds["meanfield"] > 0.1
+
+
+def test_unknown_method_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown method 'meanfeild' \(did you mean 'meanfield'"):
+        hb.methods.get("meanfeild")
+
+
+def test_cli_lists_methods_and_rejects_bad_input(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("map", "meanfield", "mcdropout", "nuts"):
+        assert name in out
+    assert main(["run", "toy-regression", "--methods", "nope"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["run", "no-such-experiment"]) == 2
+    assert main(["datasets", "fetch", "cubic"]) == 2
+    assert "nothing to fetch" in capsys.readouterr().err.lower()
+
+
+def test_toy_regression_quick_writes_metrics_report_and_figure(tmp_path, capsys):
+    out = tmp_path / "toy"
+    assert main(["run", "toy-regression", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    methods = metrics["methods"]
+    assert set(methods) == {"map", "meanfield", "mcdropout", "nuts"}
+    for name in ("map", "meanfield", "mcdropout"):
+        for key in ("test_log_likelihood", "rmse", "std_ratio_in_data", "std_ratio_out_of_data",
+                    "predictive_distance"):
+            assert isinstance(methods[name][key], float), (name, key)
+    assert methods["map"]["std_ratio_out_of_data"] == 0.0  # a point estimate has no spread
+    for key in ("max_rhat", "max_rhat_weights", "min_ess_bulk", "divergences"):
+        assert key in methods["nuts"]
+    assert methods["nuts"]["max_rhat"] < 1.3
+    assert (out / "bands.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "NUTS diagnostics" in report and "bands.png" in report
