@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/svi_step.json"))
     args = parser.parse_args(argv)
     device = hb.inference.resolve_device(args.device)
-    rounds, per_round, warmup = (3, 4, 3) if args.quick else (8, 6, 5)
+    rounds, per_round, warmup = (3, 4, 3) if args.quick else (12, 6, 5)
     torch.manual_seed(0)
     x = torch.rand(BATCH, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (BATCH,), device=device)

@@ -144,14 +144,38 @@ def predict_from_samples(model, samples: dict[str, torch.Tensor], x: torch.Tenso
     return Prediction(outputs, "regression", noise_std=noise.reshape(-1) if noise.dim() else noise)
 
 
+def _merge(parts: list[Prediction]) -> Prediction:
+    """Concatenate predictions over the sample dimension."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        if values[0] is None:
+            return None
+        if values[0].dim() == 0:
+            return values[0]
+        return torch.cat(values)
+
+    return Prediction(cat("outputs"), parts[0].task, cat("logits"), cat("noise_std"))
+
+
 def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
-            batch_size: int | None = 2048) -> Prediction:
+            batch_size: int | None = 2048, max_sample_floats: int = 20_000_000) -> Prediction:
     """Posterior predictive of ``model`` under ``guide`` at inputs ``x`` with S MC samples.
 
-    All S weight samples are drawn in one vectorized guide call and evaluated in one batched
-    pass per chunk of inputs (no Python loop over samples).
+    Weight samples are drawn by vectorized guide calls and evaluated in batched passes (no Python
+    loop over single samples). So that S sampled copies of a large net never exhaust memory, the
+    samples are drawn in groups holding at most ``max_sample_floats`` parameter values (all S at
+    once for small nets; ~15 at a time for a 1.27M-parameter MLP), and inputs in chunks of
+    ``batch_size``.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
-    samples = sample_posterior(model, guide, num_samples)
-    return predict_from_samples(model, samples, x, batch_size=batch_size)
+    per_sample = max(1, model.net.num_params)
+    group = max(1, min(num_samples, max_sample_floats // per_sample))
+    parts = []
+    for start in range(0, num_samples, group):
+        samples = sample_posterior(model, guide, min(group, num_samples - start))
+        parts.append(predict_from_samples(model, samples, x, batch_size=batch_size))
+    return _merge(parts)

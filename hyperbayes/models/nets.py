@@ -161,6 +161,17 @@ class Net:
                 params[name] = torch.zeros(spec.shape)
         return params
 
+    def _dense_stack(self, h, params, num_layers: int, act, num_samples: int) -> torch.Tensor:
+        """Dense layers ``fc0 … fc{num_layers-1}``: dropout before each but the first, the
+        activation after each but the last."""
+        for i in range(num_layers):
+            if i > 0:
+                h = self._dropout(h, num_samples)
+            h = _linear(h, params, f"fc{i}", num_samples)
+            if i < num_layers - 1:
+                h = act(h)
+        return h
+
     def with_dropout(self, p: float) -> Net:
         """A copy of this net with MC dropout probability ``p`` (same parameters)."""
         import copy
@@ -211,18 +222,20 @@ def _unit_multiplier(params, prefix):
 def _linear(h: torch.Tensor, params, prefix: str, num_samples: int) -> torch.Tensor:
     """Batched dense layer. h: (N, in) or (S, N, in); weights (out, in) or (S, out, in)."""
     w = params.get(f"{prefix}.weight", params.get(f"{prefix}.direction"))
+    b = params.get(f"{prefix}.bias")
+    mult = _unit_multiplier(params, prefix)
     gaussian = gaussian_weights.lookup(w) if _GAUSSIAN_WEIGHTS else None
     if gaussian is not None:  # local reparameterization: sample pre-activations
         loc, scale = gaussian
         mean = torch.matmul(h, loc.transpose(-1, -2))
         var = torch.matmul(h * h, (scale * scale).transpose(-1, -2))
         out = mean + var.clamp_min(1e-16).sqrt() * torch.randn_like(mean)
+    elif w.dim() == 2 and mult is None and (b is None or b.dim() == 1):
+        return F.linear(h, w, b)  # shared weights and bias: one fused addmm
     else:
         out = torch.matmul(h, w.transpose(-1, -2))
-    mult = _unit_multiplier(params, prefix)
     if mult is not None:
         out = out * mult.unsqueeze(-2)
-    b = params.get(f"{prefix}.bias")
     if b is not None:
         out = out + (b.unsqueeze(-2) if b.dim() == 2 else b)
     return out
@@ -274,14 +287,7 @@ class MLP(Net):
         if h.shape[-1] != self.sizes[0]:
             raise ValueError(f"MLP expects {self.sizes[0]} input features, got {h.shape[-1]}")
         act = ACTIVATIONS[self.activation]
-        last = len(self.sizes) - 2
-        for i in range(last + 1):
-            if i > 0:
-                h = self._dropout(h, num_samples)
-            h = _linear(h, params, f"fc{i}", num_samples)
-            if i < last:
-                h = act(h)
-        return h
+        return self._dense_stack(h, params, len(self.sizes) - 1, act, num_samples)
 
 
 class CNN(Net):
@@ -364,11 +370,4 @@ class CNN(Net):
             h = F.max_pool2d(h.reshape(-1, *h.shape[-3:]), self.pool)
             h = h.reshape(*lead, *h.shape[1:])
         h = h.flatten(start_dim=h.dim() - 3)
-        last = len(self.dense_sizes) - 2
-        for j in range(last + 1):
-            if j > 0:
-                h = self._dropout(h, num_samples)
-            h = _linear(h, params, f"fc{j}", num_samples)
-            if j < last:
-                h = act(h)
-        return h
+        return self._dense_stack(h, params, len(self.dense_sizes) - 1, act, num_samples)
