@@ -72,10 +72,10 @@ def plain_map_step(x, y, device, fused: bool = False):
     return step
 
 
-def svi_step(name, x, y, device, **options):
+def svi_step(name, x, y, device, net=None, prior=None, **options):
     """One hyperbayes SVI step of method ``name``: the body of ``hb.inference.fit``'s loop."""
-    model, guide, loss = hb.methods.build(name, MLP(SIZES), priors.Normal(1.0), Categorical(),
-                                          **options)
+    model, guide, loss = hb.methods.build(name, net or MLP(SIZES), prior or priors.Normal(1.0),
+                                          Categorical(), **options)
     model.to(device)
     guide.to(device)
     params = list(model.parameters()) + list(guide.parameters())
@@ -137,7 +137,13 @@ def main(argv=None) -> int:
 
     methods = {"map": ("map", {}), "meanfield": ("meanfield", {}),
                "meanfield_lrt": ("meanfield", {"local_reparameterization": True}),
-               "mcdropout": ("mcdropout", {"dropout": 0.5})}
+               "mcdropout": ("mcdropout", {"dropout": 0.5}),
+               # Bayesian hypernetwork as in its paper: RealNVP over the weight-norm scales (one
+               # per unit), N(0, 1) on the scales, point-estimate directions and biases.
+               "flow_scales": ("flow", {
+                   "net": MLP(SIZES, weight_norm=True), "num_flows": 8, "hidden": 200,
+                   "prior": priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Flat()})}),
+               }
     steppers = {"plain_map": plain_map_step(x, y, device),
                 "plain_map_fused_adam": plain_map_step(x, y, device, fused=True)}
     built = {}
@@ -156,7 +162,7 @@ def main(argv=None) -> int:
     reps = 3 if args.quick else 5
     x_test = torch.rand(256, 1, 28, 28, device=device)
     predict = {label: _predict_speedup(*built[label], x_test, 100, reps, device)
-               for label in ("map", "meanfield", "mcdropout")}
+               for label in ("map", "meanfield", "mcdropout", "flow_scales")}
     toy_model, toy_guide, toy_loss = hb.methods.build(
         "meanfield", MLP([1, 50, 1]), priors.FanInNormal(1.0), hb.models.Gaussian(0.1))
     toy_model.to(device)

@@ -14,10 +14,11 @@ Example::
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .guides import Delta, MeanField
+from .guides import Delta, FlowGuide, MeanField
 from .inference.elbo import ELBO
 from .models import BNN
 
@@ -93,6 +94,17 @@ def _mcdropout(net, prior, likelihood, seed=0, dropout=0.1):
     return model, Delta(model, seed=seed), ELBO()
 
 
+_BHN_INIT_SCALE = math.exp(-7)  # the Bayesian hypernetworks code's initial log-scale
+
+
+def _flow(net, prior, likelihood, seed=0, flow="realnvp", num_flows=8, hidden=200, over="auto",
+          init_scale=_BHN_INIT_SCALE):
+    model = BNN(net, prior, likelihood)
+    guide = FlowGuide(model, flow=flow, num_flows=num_flows, hidden=hidden, over=over,
+                      init_scale=init_scale, seed=seed)
+    return model, guide, ELBO()
+
+
 register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map))
 register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundell et al. 2015)",
                 _meanfield, reference="Blundell et al., Weight Uncertainty in Neural Networks, "
@@ -100,3 +112,6 @@ register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundel
 register(Method("mcdropout", "MC dropout: MAP with dropout kept on at prediction (Gal & "
                 "Ghahramani 2016)", _mcdropout, reference="Gal & Ghahramani, Dropout as a "
                 "Bayesian Approximation, ICML 2016"))
+register(Method("flow", "Bayesian hypernetwork: a normalizing-flow guide over the weight-norm "
+                "scales or all weights (Krueger et al. 2017)", _flow,
+                reference="Krueger et al., Bayesian Hypernetworks, arXiv:1710.04759"))

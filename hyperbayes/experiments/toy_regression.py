@@ -113,7 +113,8 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         ref_model = BNN(net, prior, lik)
         draws = nuts(ref_model, train, num_samples=settings.nuts_samples,
                      warmup=settings.nuts_warmup, num_chains=settings.nuts_chains, seed=seed,
-                     max_tree_depth=settings.nuts_max_tree_depth, progress=progress)
+                     max_tree_depth=settings.nuts_max_tree_depth, parallel=True,
+                     progress=progress)
         reference = draws.predict(ref_model, x_grid)
         fs = function_space_diagnostics(ref_model, draws, x_grid)
         ws = weight_diagnostics(draws)

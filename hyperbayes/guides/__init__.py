@@ -2,6 +2,7 @@
 
 from .base import Site, SiteGuide, model_sites
 from .delta import Delta
+from .flows import FlowGuide
 from .meanfield import MeanField
 
-__all__ = ["Site", "SiteGuide", "model_sites", "Delta", "MeanField"]
+__all__ = ["Site", "SiteGuide", "model_sites", "Delta", "MeanField", "FlowGuide"]

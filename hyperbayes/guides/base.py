@@ -9,7 +9,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.transforms import biject_to
+from pyro.distributions.transforms import biject_to, transform_to
+from pyro.infer.autoguide.initialization import InitMessenger
 
 __all__ = ["Site", "SiteGuide", "model_sites", "param_key"]
 
@@ -50,12 +51,23 @@ def param_key(site_name: str) -> str:
     return site_name.replace(".", "__")
 
 
+def _feasible_value(site) -> torch.Tensor:
+    """A point in the site's support, found without sampling (flat priors cannot be sampled)."""
+    fn = site["fn"]
+    try:
+        return transform_to(fn.support)(torch.zeros(fn.shape()))
+    except (NotImplementedError, RuntimeError, ValueError):
+        return fn.sample().detach()
+
+
 def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
     """Trace ``model.sample_params`` once (no data needed) and describe each guided latent site."""
     if not hasattr(model, "sample_params"):
         raise TypeError(f"{type(model).__name__} has no sample_params(); hyperbayes guides work "
                         "with hyperbayes.models.BNN-like models")
-    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+    # Feasible values instead of prior draws: an improper (flat) prior cannot be sampled.
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False), \
+            InitMessenger(_feasible_value):
         trace = poutine.trace(model.sample_params).get_trace()
     guided = model.guided_sites() if hasattr(model, "guided_sites") else None
     specs = getattr(getattr(model, "net", None), "param_specs", {})

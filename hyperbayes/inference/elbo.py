@@ -6,7 +6,8 @@ reads. :class:`ELBO` computes exactly
 
     −ELBO = −Σ_obs scale · log p(y | w)  +  β · Σ_latent KL(q ‖ p)
 
-where each latent site's KL is taken, in order of preference, from the guide's fused
+(auxiliary guide sites, such as a flow's latent vector that the sites are sliced from, add
+their log q), where each latent site's KL is taken, in order of preference, from the guide's fused
 ``analytic_kl`` (e.g. the mean-field guide's closed form over flat parameters), from
 ``torch.distributions.kl_divergence``, or as the one-sample estimate log q(w) − log p(w).
 Its value equals Pyro's ``TraceMeanField_ELBO`` (analytic) or ``Trace_ELBO`` (Monte Carlo) on the
@@ -119,4 +120,7 @@ class ELBO:
                 log_q = (q.log_density if isinstance(q, dist.Delta) else q.log_prob(value))
                 term = torch.as_tensor(log_q).sum() - log_prob_sum(p, value)
             total = total + (term * site["scale"] if site["scale"] is not None else term)
+        for site in guide_trace.nodes.values():  # e.g. a flow's latent, split into the sites
+            if site["type"] == "sample" and site["infer"].get("is_auxiliary"):
+                total = total + site["fn"].log_prob(site["value"]).sum()
         return total

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pickle
+import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import pyro
@@ -137,11 +142,12 @@ def _constrain(sites, z: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains: int = 4,
          seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
-         jit: bool = True, device="cpu", progress: bool | None = None) -> NutsResult:
+         parallel: bool = False, device="cpu", progress: bool | None = None) -> NutsResult:
     """Sample the exact posterior of ``model`` given ``data`` with NUTS (Hoffman & Gelman, 2014).
 
-    Chains run one after another, each from its own random initialisation (the net's standard
-    init drawn with seed ``seed + chain``), so chains that disagree reveal poor mixing.
+    Each chain starts from its own random initialisation (the net's standard init drawn with
+    seed ``seed + chain``), so chains that disagree reveal poor mixing. The potential energy is
+    a TorchScript-traced function of one flat vector (see :func:`potential_energy`).
 
     Args:
         model: a hyperbayes BNN (full-batch: the whole of ``data`` in every gradient).
@@ -149,6 +155,9 @@ def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains
         num_samples, warmup: draws kept and warm-up iterations, per chain.
         num_chains: independent chains (≥ 2 for R-hat).
         target_accept, max_tree_depth: NUTS settings.
+        parallel: run chains in separate processes, one per CPU core (CPU only; falls back to
+            one after another when the model cannot be pickled, e.g. a lambda prior). A chain's
+            draws depend only on its seed, so both ways give the same chains.
         device: where to run (``"cpu"`` is usually fastest for toy nets).
         progress: show Pyro's progress bar (default: only on a terminal).
     """
@@ -157,25 +166,50 @@ def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains
     x, y = as_xy(data)
     if num_chains < 1 or num_samples < 1 or warmup < 0:
         raise ValueError("need num_chains ≥ 1, num_samples ≥ 1 and warmup ≥ 0")
+    if getattr(model.net, "dropout", 0.0) > 0:
+        raise ValueError("NUTS needs a deterministic net; this one has MC dropout")
     device = resolve_device(device)
     model.to(device)
     x, y = x.to(device), y.to(device)
     show = progress if progress is not None else _is_terminal()
-    with pyro.validation_enabled(False):  # no support checks inside ~10⁶ log densities
-        result = _run_chains(model, x, y, num_samples, warmup, num_chains, seed, target_accept,
-                             max_tree_depth, device, show)
-    return result
-
-
-def _run_chains(model, x, y, num_samples, warmup, num_chains, seed, target_accept,
-                max_tree_depth, device, show):
-    if getattr(model.net, "dropout", 0.0) > 0:
-        raise ValueError("NUTS needs a deterministic net; this one has MC dropout")
-    sites, potential = potential_energy(model, x, y)
-    potential = _compile(potential, sum(s.numel for s in sites), device)
-    per_chain, divergences, step_sizes = [], [], []
+    settings = (num_samples, warmup, seed, target_accept, max_tree_depth)
     start = time.perf_counter()
-    for chain in range(num_chains):
+    workers = min(num_chains, os.cpu_count() or 1)
+    chains = None
+    if parallel and workers > 1 and device.type == "cpu" and _picklable(model):
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            chains = list(pool.map(_chain_in_worker, [(model, x, y, c, settings)
+                                                       for c in range(num_chains)]))
+    if chains is None:
+        chains = [_run_chain(model, x, y, c, settings, show) for c in range(num_chains)]
+    chain_samples = {k: torch.stack([c[0][k] for c in chains]) for k in chains[0][0]}
+    return NutsResult(chain_samples, [c[1] for c in chains], warmup,
+                      time.perf_counter() - start, [c[2] for c in chains])
+
+
+def _picklable(obj) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:  # lambdas, local classes, open handles ...
+        return False
+    return True
+
+
+def _chain_in_worker(args):
+    """Process-pool entry point: one chain with one torch thread."""
+    model, x, y, chain, settings = args
+    torch.set_num_threads(1)
+    return _run_chain(model, x, y, chain, settings, False)
+
+
+def _run_chain(model, x, y, chain: int, settings, show: bool):
+    """One NUTS chain: (constrained draws, divergent draw indices, adapted step size)."""
+    num_samples, warmup, seed, target_accept, max_tree_depth = settings
+    device = x.device
+    with pyro.validation_enabled(False):  # no support checks inside ~10⁶ log densities
+        sites, potential = potential_energy(model, x, y)
+        potential = _compile(potential, sum(s.numel for s in sites), device)
         set_seed(seed + chain)
         # Each chain starts from the net's standard random initialisation with its own seed.
         init = model_sites(model, torch.Generator().manual_seed(seed + chain))
@@ -185,16 +219,11 @@ def _run_chains(model, x, y, num_samples, warmup, num_chains, seed, target_accep
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1,
                     initial_params={"z": z0}, disable_progbar=not show)
         mcmc.run()
-        per_chain.append(_constrain(sites, mcmc.get_samples()["z"].detach()))
-        diag = mcmc.diagnostics()
-        divergences.append(sorted(int(i) for v in diag.get("divergences", {}).values()
-                                  for i in v))
-        step_sizes.append(float(kernel.step_size))
-    chain_samples = {k: torch.stack([c[k] for c in per_chain]) for k in per_chain[0]}
-    return NutsResult(chain_samples, divergences, warmup, time.perf_counter() - start, step_sizes)
+    draws = _constrain(sites, mcmc.get_samples()["z"].detach())
+    divergent = sorted(int(i) for v in mcmc.diagnostics().get("divergences", {}).values()
+                       for i in v)
+    return draws, divergent, float(kernel.step_size)
 
 
 def _is_terminal() -> bool:
-    import sys
-
     return sys.stderr.isatty()

@@ -37,6 +37,7 @@ __all__ = [
     "FanInNormal",
     "ScaleMixture",
     "Laplace",
+    "Flat",
     "ByName",
     "by_name",
     "on_device",
@@ -194,6 +195,21 @@ class Laplace(ElementwisePrior):
 
     def __repr__(self):
         return f"Laplace(scale={self.scale})"
+
+
+class Flat(ElementwisePrior):
+    """An improper flat prior (log density 0): the parameter is a point estimate's free variable.
+
+    Bayesian hypernetworks put no prior on weight-norm directions and biases (they are
+    maximum-likelihood point estimates); NUTS needs a proper prior instead.
+    """
+
+    def distribution(self, spec):
+        """ImproperUniform over the reals."""
+        return dist.ImproperUniform(dist.constraints.real, (), ())
+
+    def __repr__(self):
+        return "Flat()"
 
 
 class _FromCallable(ElementwisePrior):

@@ -1,0 +1,107 @@
+"""FlowGuide (Bayesian hypernetworks): exact log q, conjugate posteriors, scales-only flows."""
+
+import pyro
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+import hyperbayes as hb
+from hyperbayes.guides import FlowGuide
+from hyperbayes.inference.elbo import ELBO
+from hyperbayes.models import BNN, MLP, Categorical, Gaussian, priors
+from tests.common import assert_close
+
+
+def _perturb(guide, seed=0):
+    """Move every flow parameter off its identity initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in guide.flow_layers.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        guide.affine_log_scale.fill_(-1.0)
+
+
+@pytest.mark.parametrize("flow", ["iaf", "realnvp"])
+def test_log_q_matches_a_direct_change_of_variables(flow):
+    model = BNN(MLP([2, 3, 1]), priors.Normal(1.0), Gaussian(0.5))
+    guide = FlowGuide(model, flow=flow, num_flows=3, hidden=8, over="weights")
+    _perturb(guide)
+    q = guide.distribution()
+    eps = torch.randn(5, guide.flow_dim)
+    x, log_det = eps, torch.zeros(5)
+    for transform in q.transforms:
+        y = transform(x)
+        log_det = log_det + transform.log_abs_det_jacobian(x, y).reshape(5, -1).sum(-1)
+        x = y
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(eps).sum(-1) - log_det
+    # a copy of z defeats the transforms' caches: log_prob must invert every layer
+    assert_close(q.log_prob(x.detach().clone()), expected, atol=1e-3, rtol=1e-4)
+
+
+def test_identity_initialisation_starts_at_the_point_estimate():
+    model = BNN(MLP([2, 3, 1]), priors.Normal(1.0), Gaussian(0.5))
+    guide = FlowGuide(model, flow="realnvp", num_flows=2, hidden=8, over="weights",
+                      init_scale=1e-4)
+    draws = hb.inference.sample_posterior(model, guide, 50)
+    init = model.net.init_params(torch.Generator().manual_seed(0))
+    for name, value in draws.items():
+        assert_close(value.mean(0), init[name], atol=1e-3, rtol=0)
+        assert float(value.std(0).max()) < 1e-3
+
+
+def test_flow_elbo_matches_pyro_trace_elbo():
+    x, y = torch.randn(12, 2), torch.randint(0, 3, (12,))
+    model = BNN(MLP([2, 4, 3]), priors.Normal(1.0), Categorical())
+    guide = FlowGuide(model, flow="iaf", num_flows=2, hidden=8, over="weights")
+    _perturb(guide)
+    values, grads = [], []
+    for loss in (ELBO(), Trace_ELBO()):
+        pyro.set_rng_seed(3)
+        value = loss.differentiable_loss(model, guide, x, y, 120)
+        values.append(value.detach())
+        grads.append(torch.autograd.grad(value, list(guide.parameters())))
+    assert_close(values[0], values[1], rtol=1e-5, atol=1e-3)
+    for a, b in zip(*grads, strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flow", ["iaf", "realnvp"])
+def test_weights_flow_recovers_the_conjugate_posterior(flow):
+    g = torch.Generator().manual_seed(0)
+    n, noise = 40, 0.5
+    x = torch.randn(n, 2, generator=g)
+    y = (x @ torch.tensor([1.5, -0.7]) + 0.3 + noise * torch.randn(n, generator=g)).unsqueeze(-1)
+    design = torch.cat([x, torch.ones(n, 1)], 1).double()
+    cov = torch.linalg.inv(torch.eye(3, dtype=torch.float64) + design.T @ design / noise ** 2)
+    mean = cov @ design.T @ y.double()[:, 0] / noise ** 2
+    model = BNN(MLP([2, 1]), priors.Normal(1.0), Gaussian(noise))
+    guide = FlowGuide(model, flow=flow, num_flows=2, hidden=16, over="weights", init_scale=0.1)
+    loss = Trace_ELBO(num_particles=16, vectorize_particles=True, max_plate_nesting=1)
+    hb.inference.fit(model, guide, (x, y), steps=1500, lr=1e-2, loss=loss, lr_schedule="cosine")
+    draws = hb.inference.sample_posterior(model, guide, 20_000)
+    flat = torch.cat([draws["fc0.weight"].reshape(-1, 2), draws["fc0.bias"]], 1).double()
+    assert_close(flat.mean(0), mean, atol=0.03, rtol=0)
+    assert_close(torch.cov(flat.T), cov, atol=0.003, rtol=0.25)
+
+
+def test_scales_flow_covers_one_scalar_per_unit():
+    net = MLP([6, 5, 4, 3], weight_norm=True)
+    prior = priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Flat()})
+    model = BNN(net, prior, Categorical())
+    guide = FlowGuide(model, flow="realnvp", num_flows=2, hidden=8)
+    assert guide.over == "scales" and guide.flow_dim == 5 + 4 + 3
+    assert {s.name for s in guide.point_sites} == {
+        f"fc{i}.{k}" for i in range(3) for k in ("direction", "bias")}
+    hb.inference.fit(model, guide, (torch.randn(20, 6), torch.randint(0, 3, (20,))), steps=5)
+    pred = hb.inference.predict(model, guide, torch.randn(7, 6), num_samples=9)
+    assert pred.probs.shape == (9, 7, 3)
+    draws = hb.inference.sample_posterior(model, guide, 9)
+    assert draws["fc0.direction"].stride(0) == 0  # a shared point estimate, not 9 copies
+
+
+def test_flow_guide_rejects_bad_settings():
+    model = BNN(MLP([2, 3, 1]), priors.Normal(1.0), Gaussian(1.0))
+    with pytest.raises(ValueError, match="unknown flow 'maf'"):
+        FlowGuide(model, flow="maf")
+    with pytest.raises(ValueError, match="weight-norm net"):
+        FlowGuide(model, over="scales")
