@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
@@ -131,6 +132,12 @@ class SiteGuide(torch.nn.Module):
         chunks = torch.split(flat, [s.numel for s in self.sites], dim=-1)
         return {s.name: c.reshape(tuple(lead) + tuple(s.shape))
                 for s, c in zip(self.sites, chunks, strict=True)}
+
+    @staticmethod
+    def sample_point(site: Site, unconstrained: torch.Tensor) -> torch.Tensor:
+        """Sample ``site`` as a point mass at ``unconstrained`` mapped into the site's support."""
+        value = unconstrained if site.transform is None else site.transform(unconstrained)
+        return pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
 
     def flat_init(self) -> torch.Tensor:
         """The concatenated unconstrained initial values (D,)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pyro
-import pyro.distributions as dist
 import torch
 
 from .base import SiteGuide, param_key
@@ -35,13 +33,8 @@ class Delta(SiteGuide):
 
     def forward(self, *args, **kwargs):
         """Sample every site from its point mass; returns ``{name: value}``."""
-        out = {}
-        for site in self.sites:
-            value = self.values[param_key(site.name)]
-            if site.transform is not None:
-                value = site.transform(value)
-            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
-        return out
+        return {site.name: self.sample_point(site, self.values[param_key(site.name)])
+                for site in self.sites}
 
     def point_estimate(self) -> dict[str, torch.Tensor]:
         """The current point estimate per site (constrained space, detached)."""

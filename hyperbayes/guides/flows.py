@@ -147,8 +147,5 @@ class FlowGuide(SiteGuide):
             out[site.name] = pyro.sample(site.name, dist.Delta(
                 value, log_density=log_density, event_dim=len(site.shape)))
         for site in self.point_sites:
-            value = self.point_values[param_key(site.name)]
-            if site.transform is not None:
-                value = site.transform(value)
-            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
+            out[site.name] = self.sample_point(site, self.point_values[param_key(site.name)])
         return out
