@@ -415,3 +415,14 @@ def test_with_dropout_copies_the_net():
     assert not torch.allclose(dropped(params, x)[0], dropped(params, x)[1])
     with pytest.raises(ValueError, match="dropout must be in"):
         net.with_dropout(1.0)
+
+
+def test_identity_activation_without_bias_is_the_product_model():
+    """MLP([1, 1, 1], 'identity', bias=False) computes ŷ = a·b·x (the BHN product toy)."""
+    net = MLP([1, 1, 1], activation="identity", bias=False)
+    assert set(net.param_specs) == {"fc0.weight", "fc1.weight"}
+    params = {"fc0.weight": torch.tensor([[[2.0]], [[-1.0]]]),
+              "fc1.weight": torch.tensor([[[3.0]], [[-1.0]]])}
+    x = torch.tensor([[1.0], [-2.0]])
+    out = net(params, x)
+    torch.testing.assert_close(out[..., 0], torch.tensor([[6.0, -12.0], [1.0, -2.0]]))

@@ -49,6 +49,7 @@ class gaussian_weights:
         return entry[1:] if entry is not None and entry[0] is value else None
 
 ACTIVATIONS = {
+    "identity": lambda h: h,
     "relu": F.relu,
     "tanh": torch.tanh,
     "leaky_relu": lambda h: F.leaky_relu(h, 0.1),
