@@ -121,3 +121,48 @@ def test_local_reparameterization_gives_the_same_expected_loss():
     assert abs(float(a.mean() - b.mean())) < 4 * float((a.var() / 3000 + b.var() / 3000).sqrt())
     assert float(b.var()) < float(a.var())
     hb.models.nets.gaussian_weights.clear()
+
+
+def test_particles_of_a_point_mass_change_nothing():
+    x, y = _data()
+    model = BNN(MLP([3, 5, 2]), priors.Normal(1.5), Categorical())
+    guide = Delta(model)
+    one, _ = _loss_and_grads(ELBO(), model, guide, x, y)
+    many, _ = _loss_and_grads(ELBO(num_particles=8), model, guide, x, y)
+    assert_close(many, one, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("analytic, reference", [
+    (True, TraceMeanField_ELBO(num_particles=6, vectorize_particles=True, max_plate_nesting=1)),
+    (False, Trace_ELBO(num_particles=6, vectorize_particles=True, max_plate_nesting=1)),
+])
+def test_vectorized_particles_match_pyro(analytic, reference):
+    x, y = _data()
+    model = BNN(MLP([3, 5, 2]), priors.Normal(0.8), Categorical())
+    guide = MeanField(model, init_scale=0.3)
+    ours, our_grads = _loss_and_grads(ELBO(analytic_kl=analytic, num_particles=6), model, guide,
+                                      x, y)
+    theirs, their_grads = _loss_and_grads(reference, model, guide, x, y)
+    assert_close(ours, theirs, rtol=1e-5, atol=1e-3)
+    for a, b in zip(our_grads, their_grads, strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_kl_schedules_set_and_restore_the_weight():
+    x, y = torch.randn(10, 2), torch.randn(10, 1)
+    model = BNN(MLP([2, 1]), priors.Normal(1.0), Gaussian(0.5))
+    guide = MeanField(model)
+    loss = ELBO()
+    seen = []
+    hb.inference.fit(model, guide, (x, y), steps=9, loss=loss, kl_schedule="warmup",
+                     callback=lambda step, value: seen.append(loss.kl_weight))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    assert loss.kl_weight == 1.0
+    seen.clear()
+    hb.inference.fit(model, guide, (x, y), steps=10, loss=loss, kl_schedule="temper",
+                     callback=lambda step, value: seen.append(loss.kl_weight))
+    assert seen[0] == 1000.0 and seen[-1] == 1.0 and seen == sorted(seen, reverse=True)
+    with pytest.raises(ValueError, match="unknown kl_schedule"):
+        hb.inference.fit(model, guide, (x, y), steps=2, loss=loss, kl_schedule="cosine")
+    with pytest.raises(ValueError, match="needs a loss with a kl_weight"):
+        hb.inference.fit(model, guide, (x, y), steps=2, loss=Trace_ELBO(), kl_schedule="warmup")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
@@ -60,18 +61,33 @@ class ELBO:
         analytic_kl: use closed-form KL(q ‖ p) where available (the guide's fused
             ``analytic_kl`` first, then ``torch.distributions.kl_divergence``); otherwise, and
             when False, the one-sample estimate log q(w) − log p(w).
-        kl_weight: β multiplying the KL term (1 is the ELBO; anneal it from 0 for warm-up).
+        kl_weight: β multiplying the KL term (1 is the ELBO). ``fit(kl_schedule=...)`` changes it
+            during training: from 0 up for warm-up, or from large down to temper the likelihood.
+        num_particles: average the estimate over this many guide draws, drawn in one vectorized
+            pass under a ``pyro.plate`` (the model must use at most one plate of its own, as
+            :class:`~hyperbayes.models.BNN` does).
     """
 
-    def __init__(self, analytic_kl: bool = True, kl_weight: float = 1.0):
+    def __init__(self, analytic_kl: bool = True, kl_weight: float = 1.0, num_particles: int = 1):
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be ≥ 1, got {num_particles}")
         self.analytic_kl = analytic_kl
         self.kl_weight = kl_weight
+        self.num_particles = int(num_particles)
 
     def __repr__(self):
-        return f"ELBO(analytic_kl={self.analytic_kl}, kl_weight={self.kl_weight})"
+        return (f"ELBO(analytic_kl={self.analytic_kl}, kl_weight={self.kl_weight}, "
+                f"num_particles={self.num_particles})")
 
     def traces(self, model, guide, *args, **kwargs):
         """Run the guide, then the model replayed against it; returns (model_trace, guide_trace)."""
+        if self.num_particles > 1:
+            with pyro.plate("_particles", self.num_particles, dim=-2):
+                return self._traces(model, guide, *args, **kwargs)
+        return self._traces(model, guide, *args, **kwargs)
+
+    @staticmethod
+    def _traces(model, guide, *args, **kwargs):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs)
@@ -91,16 +107,19 @@ class ELBO:
                 latent[name] = site
             else:
                 raise ValueError(f"latent site {name!r} of the model is not in the guide")
-        return -log_lik + self.kl_weight * self.kl(latent, guide_trace, guide)
+        return -log_lik / self.num_particles + self.kl_weight * self.kl(latent, guide_trace, guide)
 
     def kl(self, model_sites: dict, guide_trace, guide) -> torch.Tensor:
-        """Σ over latent sites of KL(q ‖ p) (analytic or one-sample, as configured)."""
+        """Σ over latent sites of KL(q ‖ p) (analytic or sampled, as configured).
+
+        Sampled terms are averaged over particles; closed forms do not depend on the draws.
+        """
         total = torch.zeros(())
         covered: set[str] = set()
         fused = getattr(guide, "analytic_kl", None)
+        closed = torch.zeros(())
         if self.analytic_kl and callable(fused):
-            value, covered = fused({n: s["fn"] for n, s in model_sites.items()})
-            total = total + value
+            closed, covered = fused({n: s["fn"] for n, s in model_sites.items()})
         standins = getattr(guide, "lrt_standin_sites", ())
         for name, site in model_sites.items():
             if name in covered:
@@ -113,6 +132,7 @@ class ELBO:
             term = None
             if self.analytic_kl and not isinstance(q, dist.Delta):
                 try:
+                    # under the particle plate q's batch holds the K particles: K copies
                     term = torch.distributions.kl_divergence(q, p).sum()
                 except NotImplementedError:
                     term = None
@@ -123,4 +143,4 @@ class ELBO:
         for site in guide_trace.nodes.values():  # e.g. a flow's latent, split into the sites
             if site["type"] == "sample" and site["infer"].get("is_auxiliary"):
                 total = total + site["fn"].log_prob(site["value"]).sum()
-        return total
+        return closed + total / self.num_particles

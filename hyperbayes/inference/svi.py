@@ -110,6 +110,17 @@ def make_adam(params, lr: float):
         return torch.optim.Adam(params, lr=lr)
 
 
+def _kl_schedule(kl_schedule, total_steps: int):
+    if kl_schedule is None or callable(kl_schedule):
+        return kl_schedule
+    if kl_schedule == "warmup":
+        return lambda t: min(1.0, t / max(1.0, total_steps / 3))
+    if kl_schedule == "temper":
+        return lambda t: 1000.0 ** max(0.0, 1 - t / (0.7 * total_steps))
+    raise ValueError(f"unknown kl_schedule {kl_schedule!r}; use 'warmup', 'temper' or a "
+                     "function step -> weight")
+
+
 def _state(model, guide):
     return {"model": copy.deepcopy(model.state_dict()), "guide": copy.deepcopy(guide.state_dict())}
 
@@ -119,7 +130,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         clip_norm: float | None = None, lr_schedule=None, val=None, val_every: int | None = None,
         val_samples: int = 10, select_best: bool = True, checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool = True, device="auto",
-        seed: int | None = 0, progress: bool | None = None, callback=None,
+        seed: int | None = 0, progress: bool | None = None, callback=None, kl_schedule=None,
         validate: bool = True) -> FitResult:
     """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
 
@@ -144,6 +155,11 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         seed: seeds Python, NumPy, torch and Pyro (None leaves them alone).
         progress: show a tqdm bar (default: only on a terminal).
         callback: ``callback(step, loss)`` after every step; return True to stop early.
+        kl_schedule: ``step -> β`` setting ``loss.kl_weight`` before every step (losses with a
+            ``kl_weight``, e.g. :class:`~hyperbayes.inference.ELBO`): ``"warmup"`` rises
+            linearly from 0 to 1 over the first third of training; ``"temper"`` falls
+            geometrically from 1000 to 1 over the first 70% (a tempered likelihood, which helps
+            flexible guides keep several posterior modes). The loss's weight is restored after.
         validate: run Pyro's distribution validation on the first step (then off, for speed).
 
     Returns:
@@ -189,6 +205,11 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'")
     factor = _schedule(lr_schedule, total_steps)
+    kl_weight_at = _kl_schedule(kl_schedule, total_steps)
+    if kl_weight_at is not None and not hasattr(loss, "kl_weight"):
+        raise ValueError(f"kl_schedule needs a loss with a kl_weight (hb.inference.ELBO), got "
+                         f"{type(loss).__name__}")
+    initial_kl_weight = getattr(loss, "kl_weight", None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, factor) if factor else None
     order = torch.Generator().manual_seed(0 if seed is None else int(seed))
 
@@ -242,6 +263,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             position += batch_size
             xb, yb = (x, y) if batch_size == n else (x[idx], y[idx])
             optim.zero_grad(set_to_none=True)
+            if kl_weight_at is not None:
+                loss.kl_weight = float(kl_weight_at(step - 1))
             # Pyro's argument/support validation on the first step only: it catches shape and
             # support mistakes, and costs a full pass over every weight tensor on each step.
             with pyro.validation_enabled(validate and step == first_step + 1):
@@ -277,6 +300,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
                 break
     finally:
         bar.close()
+        if kl_weight_at is not None:
+            loss.kl_weight = initial_kl_weight
     if pending:
         result.losses.extend(torch.stack(pending).tolist())
     result.steps = step
