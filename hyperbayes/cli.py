@@ -13,13 +13,10 @@ __all__ = ["main", "build_parser"]
 
 
 def _method_list(text: str) -> list[str]:
+    """Comma-separated names; each experiment checks them and names the ones it knows."""
     names = [m.strip() for m in text.split(",") if m.strip()]
-    for name in names:
-        if name != methods.REFERENCE:
-            try:
-                methods.get(name)
-            except ValueError as err:  # keep the message that names the known methods
-                raise argparse.ArgumentTypeError(str(err)) from err
+    if not names:
+        raise argparse.ArgumentTypeError("--methods needs at least one name")
     return names
 
 

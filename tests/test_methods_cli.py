@@ -100,3 +100,18 @@ def test_toy_regression_quick_writes_metrics_report_and_figure(tmp_path, capsys)
     assert (out / "bands.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "NUTS diagnostics" in report and "bands.png" in report
+
+
+def test_bhn_product_quick_reports_mode_fractions(tmp_path):
+    out = tmp_path / "product"
+    assert main(["run", "bhn-product", "--quick", "--out", str(out), "--device", "cpu",
+                 "--methods", "nuts,flow,meanfield"]) == 0
+    methods = json.loads((out / "metrics.json").read_text())["methods"]
+    for name in ("nuts", "flow", "meanfield"):
+        assert {"mode_fraction_pos", "mode_fraction_neg"} <= set(methods[name])
+    assert min(methods["nuts"]["mode_fraction_pos"], methods["nuts"]["mode_fraction_neg"]) > 0
+    assert min(methods["flow"]["mode_fraction_pos"], methods["flow"]["mode_fraction_neg"]) >= 0.25
+    assert max(methods["meanfield"]["mode_fraction_pos"],
+               methods["meanfield"]["mode_fraction_neg"]) > 0.95
+    assert (out / "scatter.png").stat().st_size > 10_000
+    assert main(["run", "bhn-product", "--methods", "nope"]) == 2

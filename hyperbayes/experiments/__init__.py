@@ -3,10 +3,11 @@
 The CLI, the benchmarks and the notebooks call these, so an experiment is written once.
 """
 
-from . import toy_regression
+from . import bhn_product, toy_regression
 
 EXPERIMENTS = {
     "toy-regression": toy_regression.run,
+    "bhn-product": bhn_product.run,
 }
 
-__all__ = ["EXPERIMENTS", "toy_regression"]
+__all__ = ["EXPERIMENTS", "toy_regression", "bhn_product"]
