@@ -135,3 +135,18 @@ def test_iaf_flow_covers_both_modes_of_the_product_toy():
     hb.inference.fit(model, meanfield, data.train, steps=1500, lr=5e-3,
                      loss=ELBO(num_particles=64), kl_schedule="temper", seed=0)
     assert max(_product_fractions(meanfield, model)) > 0.95  # one mode only
+
+
+def test_permutations_are_saved_with_the_guide():
+    model = BNN(MLP([3, 4, 1]), priors.Normal(1.0), Gaussian(0.5))
+    guide = FlowGuide(model, flow="realnvp", num_flows=3, hidden=8, over="weights", seed=1)
+    _perturb(guide)
+    other = FlowGuide(model, flow="realnvp", num_flows=3, hidden=8, over="weights", seed=2)
+    other.load_state_dict(guide.state_dict())
+    eps = torch.randn(4, guide.flow_dim)
+    z = guide.distribution().transforms
+    w = other.distribution().transforms
+    a, b = eps, eps
+    for ta, tb in zip(z, w, strict=True):
+        a, b = ta(a), tb(b)
+    assert_close(a, b, atol=1e-6, rtol=0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal
 
+import hyperbayes as hb
 from hyperbayes.guides import Delta, MeanField
 from hyperbayes.inference import (
     checkpoint,
@@ -540,3 +541,25 @@ def test_prediction_to_device():
     pred = predict(model, Delta(model), torch.randn(3, 2), num_samples=2)
     moved = pred.to("cpu")
     assert torch.equal(moved.outputs, pred.outputs) and moved.task == "regression"
+
+
+def test_resume_after_a_finished_run_continues_from_the_last_state(tmp_path):
+    """With validation picking an early best step, the checkpoint still holds the last state."""
+    torch.manual_seed(0)
+    x, vx = torch.randn(64, 3), torch.randn(32, 3)
+    y, vy = (x[:, 0] > 0).long(), (vx[:, 0] <= 0).long()  # validation gets worse: early best
+
+    def run(checkpoint, steps):
+        model = BNN(MLP([3, 8, 2]), priors.Normal(1.0), Categorical())
+        guide = MeanField(model, init_scale=0.1)
+        return hb.inference.fit(model, guide, (x, y), steps=steps, batch_size=16, lr=0.05,
+                                val=(vx, vy), val_every=5, checkpoint=checkpoint,
+                                checkpoint_every=10, progress=False)
+
+    full = run(None, 40)
+    first = run(tmp_path / "c.pt", 20)
+    assert first.best_step < 20
+    resumed = run(tmp_path / "c.pt", 40)
+    assert resumed.resumed_from == 20
+    assert_close(torch.tensor(resumed.losses[20:]), torch.tensor(full.losses[20:]),
+                 atol=1e-3, rtol=1e-5)

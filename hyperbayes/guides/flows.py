@@ -106,6 +106,8 @@ class FlowGuide(SiteGuide):
                     perm = torch.randperm(dim, generator=generator)
                 else:  # undo the permutations so the whole flow starts as the identity
                     perm = order.argsort()
+                # a buffer, so the permutation is saved in state_dict and moves with .to()
+                self.register_buffer(f"permutation{i}", perm)
                 layers.append(T.Permute(perm))
                 order = order[perm]
         self.flow_layers = torch.nn.ModuleList(modules)
@@ -118,12 +120,21 @@ class FlowGuide(SiteGuide):
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
-        for layer in self._layers:  # Permute keeps its permutation as a plain tensor
-            if isinstance(layer, T.Permute):
-                layer.permutation = fn(layer.permutation)
-                layer._inv_permutation = None
-                layer.__dict__.pop("inv_permutation", None)
+        self._sync_permutations()
         return out
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._sync_permutations()
+
+    def _sync_permutations(self):
+        """Point each Permute layer at its buffer (after .to() or loading a state dict)."""
+        buffers = iter(getattr(self, name) for name, _ in self.named_buffers()
+                       if name.startswith("permutation"))
+        for layer in self._layers:
+            if isinstance(layer, T.Permute):
+                layer.permutation = next(buffers)
+                layer.__dict__.pop("inv_permutation", None)
 
     def distribution(self) -> dist.TransformedDistribution:
         """q over the flowed scalars (event shape (D,)): base N(0, I), affine layer, flows."""

@@ -45,13 +45,11 @@ class _NormalKL(torch.autograd.Function):
                 + 0.5 * inv_var * (torch.dot(flat_s, flat_s) + torch.dot(flat_c, flat_c)))
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         centred, scale = ctx.saved_tensors
-        g = grad * ctx.inv_var
-        grad_loc = centred * g
-        grad_log_scale = torch.addcmul(torch.full_like(scale, -float(grad)), scale, scale,
-                                       value=float(g))
-        return grad_loc, grad_log_scale, None, None, None
+        g = grad * ctx.inv_var  # tensors throughout: no device-to-host sync on a GPU
+        return centred * g, scale * scale * g - grad, None, None, None
 
 
 def normal_kl(loc, log_scale, prior_loc: float, prior_scale: float) -> torch.Tensor:
@@ -105,7 +103,6 @@ class MeanField(SiteGuide):
         self.lrt_standin_sites = frozenset(
             n for n, s in zip(self.site_names, self.sites, strict=True)
             if n in self.lrt_sites and scalar_normal(s.prior) is not None)
-        self._chunks = None
 
     def default_loss(self):
         """:class:`~hyperbayes.inference.ELBO` with the closed-form KL."""
@@ -130,9 +127,8 @@ class MeanField(SiteGuide):
         lrt = self.local_reparameterization and self.training
         if lrt:
             gaussian_weights.clear()
-        self._chunks = chunks = self._site_params()
         out = {}
-        for site, (loc, scale, _) in zip(self.sites, chunks, strict=True):
+        for site, (loc, scale, _) in zip(self.sites, self._site_params(), strict=True):
             if lrt and site.name in self.lrt_standin_sites:
                 # The layer samples pre-activations from (loc, scale); the weight itself is never
                 # drawn. The site's value stands in for the weight and only the closed-form KL
@@ -150,20 +146,23 @@ class MeanField(SiteGuide):
 
         KL = Σᵢ [log σ_p − log σᵢ + (σᵢ² + (μᵢ − μ_p)²) / (2σ_p²) − ½], computed with two dot
         products and one sum per site on the views of the last forward pass.
-        Returns the total and the names it covers (the ELBO handles the rest).
+        Returns the total and the names it covers (the ELBO handles the rest). A prior whose
+        loc or scale depends on other latents or parameters (needs gradients) is left to the ELBO,
+        which differentiates through it.
         """
-        chunks = self._chunks if self._chunks is not None else self._site_params()
         total, covered = 0.0, set()
-        for site, (loc, scale, log_scale) in zip(self.sites, chunks, strict=True):
+        for site in self.sites:
             prior = priors.get(site.name)
             normal = scalar_normal(prior) if site.transform is None else None
-            if normal is None:
+            if normal is None or any(t.requires_grad for t in normal):
                 continue
             mu_p, sigma_p = normal
+            key = param_key(site.name)
+            loc, log_scale = self.loc_params[key], self.log_scale_params[key]
+            scale = log_scale.detach().exp()
             total = total + _NormalKL.apply(loc, log_scale, scale.detach(), float(mu_p),
                                             float(sigma_p))
             covered.add(site.name)
-        self._chunks = None
         return torch.as_tensor(total), covered
 
     def scales(self) -> dict[str, torch.Tensor]:

@@ -156,8 +156,9 @@ def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains
         num_chains: independent chains (≥ 2 for R-hat).
         target_accept, max_tree_depth: NUTS settings.
         parallel: run chains in separate processes, one per CPU core (CPU only; falls back to
-            one after another when the model cannot be pickled, e.g. a lambda prior). A chain's
-            draws depend only on its seed, so both ways give the same chains.
+            one after another when the model cannot be pickled, e.g. a lambda prior). Chains get
+            the same seeds either way; workers use one torch thread, so floating-point sums (and
+            then the chains) can differ slightly from a sequential run.
         device: where to run (``"cpu"`` is usually fastest for toy nets).
         progress: show Pyro's progress bar (default: only on a terminal).
     """

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..models.nets import gaussian_weights
 from . import checkpoint as ckpt
 from .device import resolve_device, set_seed
+from .elbo import ELBO
 from .predict import predict
 
 __all__ = ["fit", "FitResult", "as_xy", "validation_metrics", "default_loss", "make_adam"]
@@ -191,6 +192,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         val_x, val_y = (t.to(device) for t in as_xy(val))
         val_every = val_every or max(1, total_steps // 20)
     loss = loss if loss is not None else default_loss(guide)
+    if getattr(guide, "lrt_standin_sites", None) and not isinstance(loss, ELBO):
+        raise ValueError("a MeanField guide with local_reparameterization needs "
+                         f"hb.inference.ELBO (closed-form KL), not {type(loss).__name__}")
     if not any(True for _ in guide.parameters()):
         # Pyro autoguides create their parameters on the first call: make them exist now.
         with torch.no_grad(), pyro.poutine.block():
@@ -226,6 +230,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             scheduler.load_state_dict(state["scheduler"])
         order.set_state(state["order_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         first_step = result.resumed_from = int(state["step"])
         result.losses = list(state["losses"])
         result.validation = list(state["validation"])
@@ -239,6 +245,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             "optimizer": optim.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "perm": perm.cpu(), "position": position,
             "losses": result.losses, "validation": result.validation,
             "best_metric": best_metric, "best_state": best_state, "best_step": result.best_step,
@@ -307,11 +314,11 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     result.steps = step
     if val is None:
         result.best_step = step
-    elif select_best and best_state is not None:
+    if checkpoint is not None:  # the last state, so that a longer run can resume exactly
+        save_checkpoint(step)
+    if val is not None and select_best and best_state is not None:
         model.load_state_dict(best_state["model"])
         guide.load_state_dict(best_state["guide"])
-    if checkpoint is not None:
-        save_checkpoint(step)
     pyro.clear_param_store()
     gaussian_weights.clear()  # drop the last step's local-reparameterization entries
     result.wall_time_s = time.perf_counter() - start_time

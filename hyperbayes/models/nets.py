@@ -128,7 +128,14 @@ class Net:
         Returns a tensor of shape ``L + (N, num_outputs)`` where ``L`` is the sample shape.
         """
         lead = _sample_shape(params, self.param_specs)
-        flat = {n: _flatten_sample(params[n], len(s.shape)) for n, s in self.param_specs.items()}
+        flat = {}
+        for name, spec in self.param_specs.items():
+            value = params[name]
+            flat[name] = _flatten_sample(value, len(spec.shape))
+            if _GAUSSIAN_WEIGHTS and flat[name] is not value:
+                gaussian = gaussian_weights.lookup(value)  # keep LRT through the reshape
+                if gaussian is not None:
+                    gaussian_weights.register(flat[name], *gaussian)
         num_samples = math.prod(lead) if lead else 0
         out = self._forward(flat, x, num_samples)
         if lead:
