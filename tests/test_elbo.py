@@ -18,6 +18,16 @@ def _data():
     return torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g)
 
 
+def _assert_same_estimate(ours, reference, model, guide, x, y, *, value_tol, grad_tol):
+    """Our ELBO and a reference ELBO agree, in value and in every guide gradient, on the same
+    draws; the tolerances are (rtol, atol) pairs."""
+    value, grads = _loss_and_grads(ours, model, guide, x, y)
+    ref_value, ref_grads = _loss_and_grads(reference, model, guide, x, y)
+    assert_close(value, ref_value, rtol=value_tol[0], atol=value_tol[1])
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert_close(a, b, rtol=grad_tol[0], atol=grad_tol[1])
+
+
 def _loss_and_grads(loss, model, guide, x, y, seed=0):
     pyro.set_rng_seed(seed)
     value = loss.differentiable_loss(model, guide, x, y, 160)
@@ -38,22 +48,16 @@ def test_mean_field_elbo_matches_pyro(prior, analytic, reference):
     x, y = _data()
     model = BNN(MLP([3, 5, 2]), prior, Categorical())
     guide = MeanField(model, init_scale=0.3)
-    ours, our_grads = _loss_and_grads(ELBO(analytic_kl=analytic), model, guide, x, y)
-    theirs, their_grads = _loss_and_grads(reference, model, guide, x, y)
-    assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
-    for a, b in zip(our_grads, their_grads, strict=True):
-        assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_same_estimate(ELBO(analytic_kl=analytic), reference, model, guide, x, y,
+                          value_tol=(1e-5, 1e-4), grad_tol=(1e-4, 1e-4))
 
 
 def test_delta_elbo_is_the_negative_log_joint():
     x, y = _data()
     model = BNN(MLP([3, 5, 2]), priors.Normal(1.5), Categorical())
     guide = Delta(model)
-    ours, our_grads = _loss_and_grads(ELBO(), model, guide, x, y)
-    theirs, their_grads = _loss_and_grads(Trace_ELBO(), model, guide, x, y)
-    assert_close(ours, theirs, rtol=1e-6, atol=1e-4)
-    for a, b in zip(our_grads, their_grads, strict=True):
-        assert_close(a, b, rtol=1e-5, atol=1e-5)
+    _assert_same_estimate(ELBO(), Trace_ELBO(), model, guide, x, y,
+                          value_tol=(1e-6, 1e-4), grad_tol=(1e-5, 1e-5))
 
 
 def test_learned_noise_site_uses_the_monte_carlo_term():
@@ -140,12 +144,8 @@ def test_vectorized_particles_match_pyro(analytic, reference):
     x, y = _data()
     model = BNN(MLP([3, 5, 2]), priors.Normal(0.8), Categorical())
     guide = MeanField(model, init_scale=0.3)
-    ours, our_grads = _loss_and_grads(ELBO(analytic_kl=analytic, num_particles=6), model, guide,
-                                      x, y)
-    theirs, their_grads = _loss_and_grads(reference, model, guide, x, y)
-    assert_close(ours, theirs, rtol=1e-5, atol=1e-3)
-    for a, b in zip(our_grads, their_grads, strict=True):
-        assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_same_estimate(ELBO(analytic_kl=analytic, num_particles=6), reference, model, guide,
+                          x, y, value_tol=(1e-5, 1e-3), grad_tol=(1e-4, 1e-4))
 
 
 def test_kl_schedules_set_and_restore_the_weight():
@@ -181,11 +181,8 @@ def test_gradients_reach_a_latent_prior_scale():
     x, y = _data()
     model = BNN(MLP([3, 4, 2]), _HierarchicalPrior(), Categorical())
     guide = MeanField(model, init_scale=0.3)
-    ours, our_grads = _loss_and_grads(ELBO(), model, guide, x, y)
-    theirs, their_grads = _loss_and_grads(TraceMeanField_ELBO(), model, guide, x, y)
-    assert_close(ours, theirs, rtol=1e-5, atol=1e-3)
-    for a, b in zip(our_grads, their_grads, strict=True):
-        assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_same_estimate(ELBO(), TraceMeanField_ELBO(), model, guide, x, y,
+                          value_tol=(1e-5, 1e-3), grad_tol=(1e-4, 1e-4))
 
 
 def test_local_reparameterization_survives_vectorized_particles():

@@ -13,7 +13,7 @@ from pyro.distributions import constraints
 from pyro.distributions.transforms import biject_to, transform_to
 from pyro.infer.autoguide.initialization import InitMessenger
 
-__all__ = ["Site", "SiteGuide", "model_sites", "param_key"]
+__all__ = ["Site", "SiteGuide", "model_sites", "param_key", "split_sites", "concat_init"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,18 @@ class Site:
 def param_key(site_name: str) -> str:
     """A module-attribute-safe key for a site name (``fc0.weight`` → ``fc0__weight``)."""
     return site_name.replace(".", "__")
+
+
+def split_sites(sites: list[Site], flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split a (..., D) tensor into per-site unconstrained values of shape (..., *shape)."""
+    lead = tuple(flat.shape[:-1])
+    chunks = torch.split(flat, [s.numel for s in sites], dim=-1)
+    return {s.name: c.reshape(lead + tuple(s.shape)) for s, c in zip(sites, chunks, strict=True)}
+
+
+def concat_init(sites: list[Site]) -> torch.Tensor:
+    """The sites' unconstrained initial values concatenated into one (D,) vector."""
+    return torch.cat([s.init.reshape(-1) for s in sites])
 
 
 def _feasible_value(site) -> torch.Tensor:
@@ -128,10 +140,7 @@ class SiteGuide(torch.nn.Module):
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a (..., D) tensor into per-site unconstrained values of shape (..., *shape)."""
-        lead = flat.shape[:-1]
-        chunks = torch.split(flat, [s.numel for s in self.sites], dim=-1)
-        return {s.name: c.reshape(tuple(lead) + tuple(s.shape))
-                for s, c in zip(self.sites, chunks, strict=True)}
+        return split_sites(self.sites, flat)
 
     @staticmethod
     def sample_point(site: Site, unconstrained: torch.Tensor) -> torch.Tensor:
@@ -141,4 +150,4 @@ class SiteGuide(torch.nn.Module):
 
     def flat_init(self) -> torch.Tensor:
         """The concatenated unconstrained initial values (D,)."""
-        return torch.cat([s.init.reshape(-1) for s in self.sites])
+        return concat_init(self.sites)

@@ -24,7 +24,7 @@ import pyro.distributions.transforms as T
 import torch
 
 from ..inference.elbo import ELBO
-from .base import SiteGuide, param_key
+from .base import SiteGuide, concat_init, param_key, split_sites
 
 __all__ = ["FlowGuide", "FLOWS"]
 
@@ -84,7 +84,7 @@ class FlowGuide(SiteGuide):
         if num_flows and dim < 2:
             raise ValueError("a flow needs at least two flowed scalars")
         self.flow_dim = dim
-        init = torch.cat([s.init.reshape(-1) for s in self.flow_sites])
+        init = concat_init(self.flow_sites)
         self.affine_loc = torch.nn.Parameter(init)
         self.affine_log_scale = torch.nn.Parameter(torch.full((dim,), math.log(init_scale)))
         self.point_values = torch.nn.ParameterDict(
@@ -145,10 +145,10 @@ class FlowGuide(SiteGuide):
     def forward(self, *args, **kwargs):
         """Sample the flow once and every site from it (or its point estimate)."""
         z = pyro.sample("_flow_latent", self.distribution(), infer={"is_auxiliary": True})
-        chunks = torch.split(z, [s.numel for s in self.flow_sites], dim=-1)
+        unconstrained = split_sites(self.flow_sites, z)
         out = {}
-        for site, chunk in zip(self.flow_sites, chunks, strict=True):
-            u = chunk.reshape(*z.shape[:-1], *site.shape)
+        for site in self.flow_sites:
+            u = unconstrained[site.name]
             if site.transform is None:
                 value, log_density = u, 0.0
             else:

@@ -158,10 +158,8 @@ class MeanField(SiteGuide):
                 continue
             mu_p, sigma_p = normal
             key = param_key(site.name)
-            loc, log_scale = self.loc_params[key], self.log_scale_params[key]
-            scale = log_scale.detach().exp()
-            total = total + _NormalKL.apply(loc, log_scale, scale.detach(), float(mu_p),
-                                            float(sigma_p))
+            total = total + normal_kl(self.loc_params[key], self.log_scale_params[key], mu_p,
+                                      sigma_p)
             covered.add(site.name)
         return torch.as_tensor(total), covered
 

@@ -15,7 +15,7 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from ..guides.base import model_sites
+from ..guides.base import concat_init, model_sites, split_sites
 from ..models.priors import ElementwisePrior
 from .device import resolve_device, set_seed
 from .predict import Prediction, predict_from_samples
@@ -76,7 +76,6 @@ def potential_energy(model, x: torch.Tensor, y: torch.Tensor):
     elementwise log densities, with no Pyro tracing (NUTS takes ~10³ gradients per draw).
     """
     sites = model_sites(model)
-    sizes = [s.numel for s in sites]
     specs = model.net.param_specs
     device = model.device
     if isinstance(model.prior, ElementwisePrior):
@@ -95,9 +94,10 @@ def potential_energy(model, x: torch.Tensor, y: torch.Tensor):
                     if node["type"] == "sample"}
 
     def potential(z: torch.Tensor) -> torch.Tensor:
+        unconstrained = split_sites(sites, z)
         params, log_det = {}, 0.0
-        for site, u in zip(sites, torch.split(z, sizes), strict=True):
-            u = u.reshape(site.shape)
+        for site in sites:
+            u = unconstrained[site.name]
             if site.transform is None:
                 params[site.name] = u
             else:
@@ -132,12 +132,9 @@ def _compile(potential, dim: int, device):
 
 def _constrain(sites, z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Split draws z (..., D) into constrained per-site values (..., *shape)."""
-    out = {}
-    chunks = torch.split(z, [s.numel for s in sites], dim=-1)
-    for site, u in zip(sites, chunks, strict=True):
-        u = u.reshape(*z.shape[:-1], *site.shape)
-        out[site.name] = u if site.transform is None else site.transform(u)
-    return out
+    unconstrained = split_sites(sites, z)
+    return {s.name: unconstrained[s.name] if s.transform is None else s.transform(
+        unconstrained[s.name]) for s in sites}
 
 
 def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains: int = 4,
@@ -214,7 +211,7 @@ def _run_chain(model, x, y, chain: int, settings, show: bool):
         set_seed(seed + chain)
         # Each chain starts from the net's standard random initialisation with its own seed.
         init = model_sites(model, torch.Generator().manual_seed(seed + chain))
-        z0 = torch.cat([s.init.reshape(-1) for s in init]).to(device)
+        z0 = concat_init(init).to(device)
         kernel = NUTS(potential_fn=lambda p: potential(p["z"]), target_accept_prob=target_accept,
                       max_tree_depth=max_tree_depth)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1,

@@ -255,7 +255,13 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         perm, position = resumed["perm"].to(device), int(resumed["position"])
     else:
         perm, position = torch.randperm(n, generator=order).to(device), 0
-    pending: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []  # losses still on the device, moved in batches
+
+    def flush_losses():
+        if pending:
+            result.losses.extend(torch.stack(pending).tolist())
+            pending.clear()
+
     bar = tqdm(total=total_steps, initial=first_step, disable=(None if progress is None
                                                                else not progress),
                desc="fit", leave=False, dynamic_ncols=True)
@@ -284,8 +290,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
                 scheduler.step()
             pending.append(value.detach())
             if len(pending) >= 50 or step == total_steps:
-                result.losses.extend(torch.stack(pending).tolist())
-                pending.clear()
+                flush_losses()
                 if not math.isfinite(result.losses[-1]):
                     raise FloatingPointError(
                         f"the loss became {result.losses[-1]} at step {step}; lower lr or set "
@@ -300,8 +305,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
                     best_state = _state(model, guide) if select_best else None
             stop = callback is not None and callback(step, value.detach())
             if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
-                result.losses.extend(torch.stack(pending).tolist()) if pending else None
-                pending.clear()
+                flush_losses()
                 save_checkpoint(step)
             if stop:
                 break
@@ -309,8 +313,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         bar.close()
         if kl_weight_at is not None:
             loss.kl_weight = initial_kl_weight
-    if pending:
-        result.losses.extend(torch.stack(pending).tolist())
+    flush_losses()
     result.steps = step
     if val is None:
         result.best_step = step
