@@ -426,3 +426,30 @@ def test_identity_activation_without_bias_is_the_product_model():
     x = torch.tensor([[1.0], [-2.0]])
     out = net(params, x)
     torch.testing.assert_close(out[..., 0], torch.tensor([[6.0, -12.0], [1.0, -2.0]]))
+
+
+@pytest.mark.parametrize("h_shape, g_shape, b_shape", [
+    ((5, 4), (3,), (3,)),           # one scale sample, as in BHN training
+    ((5, 4), (2, 3), (3,)),         # sampled scales, shared input and bias
+    ((2, 5, 4), (2, 3), (2, 3)),    # per-sample inputs, scales and biases
+    ((2, 5, 4), (3,), None),        # per-sample inputs, shared scales, no bias
+])
+def test_fused_weight_norm_layer_gradients_match_autograd(h_shape, g_shape, b_shape):
+    """The fused weight-norm layer's hand-written backward equals autograd through
+    (h·vᵀ)·(g/‖v‖) + b for every combination of shared and sampled operands."""
+    from hyperbayes.models.nets import _WeightNormLinear
+
+    gen = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.double).requires_grad_()
+
+    h, v, g = leaf(*h_shape), leaf(3, 4), leaf(*g_shape)
+    b = leaf(*b_shape) if b_shape else None
+    inputs = [t for t in (h, v, g, b) if t is not None]
+    assert torch.autograd.gradcheck(lambda *a: _WeightNormLinear.apply(*a, *([None] * (
+        4 - len(a)))), tuple(inputs))
+    reference = torch.matmul(h, v.t()) * (g / v.norm(dim=1)).unsqueeze(-2)
+    if b is not None:
+        reference = reference + (b.unsqueeze(-2) if b.dim() == 2 else b)
+    assert_close(_WeightNormLinear.apply(h, v, g, b), reference, atol=1e-12)

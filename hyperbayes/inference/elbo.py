@@ -44,6 +44,11 @@ def scalar_normal(d) -> tuple[float, float] | None:
 
 def log_prob_sum(d, value: torch.Tensor) -> torch.Tensor:
     """Σ log d(value), with a one-pass path for scalar Normals (−½‖(v − μ)/σ‖² − n log σ√2π)."""
+    base = d
+    while isinstance(base, dist.Independent | torch.distributions.Independent):
+        base = base.base_dist
+    if type(base) is dist.ImproperUniform and base.support is dist.constraints.real:
+        return value.new_zeros(())  # a flat prior: log density 0, no pass over the value
     normal = scalar_normal(d)
     if normal is None:
         return d.log_prob(value).sum()

@@ -227,12 +227,72 @@ def _unit_multiplier(params, prefix):
     return params[f"{prefix}.scale"] / norm
 
 
+def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
+    """Sum the leading dims of a broadcast gradient ``t`` down to ``shape``."""
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    return t
+
+
+class _WeightNormLinear(torch.autograd.Function):
+    """y = (h·vᵀ)·(g/‖v‖) + b with one shared direction matrix v (out, in).
+
+    h is (N, in) or (S, N, in); g and b are (out,) or (S, out). Autograd through ``norm`` and the
+    product would make five passes over v in the backward (norm gradient, its masked fill,
+    division, product, and accumulating the two gradient paths); here the gradient of v is
+    one matmul plus one fused in-place multiply-add.
+    """
+
+    @staticmethod
+    def forward(ctx, h, v, g, b):
+        norm = torch.linalg.vector_norm(v, dim=1)
+        mult = g / norm
+        pre = torch.matmul(h, v.t())  # (…, N, out)
+        out = pre * mult.unsqueeze(-2)
+        if b is not None:
+            out = out + (b.unsqueeze(-2) if b.dim() == 2 else b)
+        ctx.save_for_backward(h, v, g, norm, mult, pre)
+        ctx.has_bias = b is not None
+        ctx.bias_shape = b.shape if b is not None else None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        h, v, g, norm, mult, pre = ctx.saved_tensors
+        grad_pre = grad * mult.unsqueeze(-2)
+        grad_h = grad_v = grad_g = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.matmul(grad_pre, v)
+        # d/d(g/‖v‖), per sample and unit
+        grad_mult = (grad * pre).sum(-2)
+        if ctx.needs_input_grad[1]:
+            if h.dim() == grad_pre.dim():
+                gp, hh = grad_pre.reshape(-1, v.shape[0]), h.reshape(-1, v.shape[1])
+            else:  # h shared by all samples: sum the gradients over samples first
+                gp, hh = _sum_to(grad_pre, grad_pre.shape[-2:]), h
+            grad_v = torch.mm(gp.t(), hh)
+            # the norm's share: ∂/∂v of g/‖v‖ is −g·v/‖v‖³ per row
+            coeff = _sum_to(-(grad_mult * g), norm.shape) / (norm * norm * norm)
+            grad_v.addcmul_(v, coeff.unsqueeze(-1))
+        if ctx.needs_input_grad[2]:
+            grad_g = _sum_to(grad_mult / norm, g.shape)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_b = grad.sum(-2)
+            grad_b = _sum_to(grad_b, ctx.bias_shape)
+        return grad_h, grad_v, grad_g, grad_b
+
+
 def _linear(h: torch.Tensor, params, prefix: str, num_samples: int) -> torch.Tensor:
     """Batched dense layer. h: (N, in) or (S, N, in); weights (out, in) or (S, out, in)."""
     w = params.get(f"{prefix}.weight", params.get(f"{prefix}.direction"))
     b = params.get(f"{prefix}.bias")
-    mult = _unit_multiplier(params, prefix)
     gaussian = gaussian_weights.lookup(w) if _GAUSSIAN_WEIGHTS else None
+    g = params.get(f"{prefix}.scale")
+    if gaussian is None and g is not None and w.dim() == 2 and g.dim() <= 2 and (
+            b is None or b.dim() <= 2):
+        return _WeightNormLinear.apply(h, w, g, b)  # shared directions (BHN over scales)
+    mult = _unit_multiplier(params, prefix)
     if gaussian is not None:  # local reparameterization: sample pre-activations
         loc, scale = gaussian
         mean = torch.matmul(h, loc.transpose(-1, -2))
