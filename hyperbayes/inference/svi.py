@@ -129,7 +129,8 @@ def _state(model, guide):
 def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = None,
         batch_size: int | None = None, lr: float = 1e-3, loss=None, optimizer: str = "adam",
         clip_norm: float | None = None, lr_schedule=None, val=None, val_every: int | None = None,
-        val_samples: int = 10, select_best: bool = True, checkpoint: str | Path | None = None,
+        val_samples: int = 10, select_best: bool = True, select_by: str = "val_nll",
+        checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool = True, device="auto",
         seed: int | None = 0, progress: bool | None = None, callback=None, kl_schedule=None,
         validate: bool = True) -> FitResult:
@@ -148,7 +149,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         lr_schedule: None, ``"cosine"``, ``"linear"``, ``"exponential"`` or ``step -> factor``.
         val, val_every, val_samples: validation data (Split or pair), how often to evaluate
             (default: 20 times per run) and how many MC samples to use.
-        select_best: at the end keep the parameters of the best validation NLL.
+        select_best: at the end keep the parameters of the best validation pass.
+        select_by: which validation metric decides "best": ``"val_nll"`` (lowest) or, for
+            classification, ``"val_accuracy"`` (highest; ties keep the earlier pass).
         checkpoint, checkpoint_every, resume: a file to save progress to atomically every
             ``checkpoint_every`` steps (and at the end); with ``resume`` an existing file is
             verified and training continues from it.
@@ -167,6 +170,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         A :class:`FitResult`. The model and guide are trained in place.
     """
     start_time = time.perf_counter()
+    if select_by not in ("val_nll", "val_accuracy"):
+        raise ValueError(f"select_by must be 'val_nll' or 'val_accuracy', got {select_by!r}")
     if hasattr(data, "train") and hasattr(data, "test"):
         if val is None and getattr(data, "val", None) is not None:
             val = data.val
@@ -300,8 +305,14 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             if val is not None and (step % val_every == 0 or step == total_steps):
                 metrics = validation_metrics(model, guide, val_x, val_y, val_samples)
                 result.validation.append({"step": step, **metrics})
-                if metrics["val_nll"] < best_metric:
-                    best_metric, result.best_step = metrics["val_nll"], step
+                if select_by not in metrics:
+                    raise ValueError(f"select_by={select_by!r} is not a validation metric here; "
+                                     f"choose from {sorted(metrics)}")
+                # stored as a number to minimize: accuracy enters negated
+                current = -metrics[select_by] if select_by == "val_accuracy" else metrics[
+                    select_by]
+                if current < best_metric:
+                    best_metric, result.best_step = current, step
                     best_state = _state(model, guide) if select_best else None
             stop = callback is not None and callback(step, value.detach())
             if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
