@@ -17,3 +17,19 @@ def _fresh_pyro_state():
     with pyro.validation_enabled(True):
         yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST: loaded from the cache, fetched once if missing; skips when it can't be had."""
+    import hyperbayes as hb
+
+    try:
+        return hb.datasets.load("mnist")
+    except hb.datasets.DatasetError:
+        pass
+    try:
+        hb.datasets.fetch("mnist", progress=False)
+        return hb.datasets.load("mnist")
+    except (hb.datasets.DatasetError, OSError) as err:
+        pytest.skip(f"MNIST is not available and could not be fetched: {err}")

@@ -172,6 +172,28 @@ def test_validation_selects_argmin_of_val_nll():
     assert result.steps == 40
 
 
+def test_validation_selects_by_accuracy_when_asked():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 2, generator=g)
+    y = (x[:, 0] > 0).long()
+    val = (x, 1 - y)  # learning y makes validation accuracy fall: the best pass is early
+    model = BNN(MLP([2, 8, 2]), priors.Normal(1.0), Categorical())
+    guide = Delta(model)
+    snapshots = {}
+    result = fit(model, guide, (x, y), steps=30, lr=0.05, val=val, val_every=3,
+                 select_by="val_accuracy",
+                 callback=lambda step, loss: snapshots.__setitem__(step, _state(guide)))
+    accuracy = [v["val_accuracy"] for v in result.validation]
+    best = result.validation[accuracy.index(max(accuracy))]["step"]  # first of any ties
+    assert result.best_step == best
+    _assert_same_state(_state(guide), snapshots[best])
+    with pytest.raises(ValueError, match="select_by must be"):
+        fit(model, guide, (x, y), steps=1, select_by="accuracy")
+    with pytest.raises(ValueError, match="not a validation metric"):  # regression: no accuracy
+        fit(_model(), Delta(_model()), _data(10), steps=2, val=_data(10), val_every=1,
+            select_by="val_accuracy")
+
+
 def test_validation_without_selection_keeps_last_parameters():
     x, y = _data(30)
     model = _model()

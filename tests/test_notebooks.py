@@ -18,7 +18,9 @@ def test_notebooks_match_their_scripts():
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.ipynb")))
-def test_notebook_executes(name, tmp_path, monkeypatch):
+def test_notebook_executes(name, tmp_path, monkeypatch, request):
+    if 'load("mnist")' in (NOTEBOOKS / name).read_text():
+        request.getfixturevalue("mnist")  # fetched here, or the test skips without it
     monkeypatch.setenv("HYPERBAYES_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)

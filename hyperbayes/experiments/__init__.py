@@ -3,12 +3,15 @@
 The CLI, the benchmarks and the notebooks call these, so an experiment is written once.
 """
 
-from . import bhn_mnist, bhn_product, toy_regression
+from . import bhn_correlations, bhn_mnist, bhn_product, bhn_toy, toy_regression
 
 EXPERIMENTS = {
     "toy-regression": toy_regression.run,
     "bhn-product": bhn_product.run,
+    "bhn-toy": bhn_toy.run,
     "bhn-mnist": bhn_mnist.run,
+    "bhn-correlations": bhn_correlations.run,
 }
 
-__all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_mnist"]
+__all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
+           "bhn_correlations"]

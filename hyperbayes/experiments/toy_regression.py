@@ -21,7 +21,7 @@ from ..inference.predict import Prediction
 from ..models import BNN, MLP, Gaussian, priors
 from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
 
-__all__ = ["run", "Settings", "DEFAULT_METHODS"]
+__all__ = ["run", "study", "band_axes", "ToyStudy", "Settings", "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("map", "meanfield", "mcdropout", "nuts")
 
@@ -46,58 +46,48 @@ class Settings:
                    nuts_samples=100, nuts_max_tree_depth=5)
 
 
-def _band_figure(path: Path, data, x_grid, preds: dict[str, Prediction], reference, y_scale):
-    """One panel per method: ±1/2/3σ band of f against the NUTS band and the data."""
-    plt, sns = plotting()
-    names = [n for n in preds if n != "nuts"]
-    cols = max(1, len(names))
-    fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 3.6), sharey=True, squeeze=False)
-    xs = x_grid[:, 0].numpy()
-    palette = sns.color_palette("deep")
-    for ax, name in zip(axes[0], names, strict=False):
-        for pred, label, color in ((reference, "NUTS", "0.35"), (preds[name], name, palette[0])):
-            if pred is None:
-                continue
-            mean = pred.f.mean(0).numpy() * y_scale
-            std = pred.f.std(0).numpy() * y_scale
-            ax.fill_between(xs, mean - 2 * std, mean + 2 * std, color=color,
-                            alpha=0.18 if label == "NUTS" else 0.3, lw=0,
-                            label=f"{label} ±2σ")
-            ax.plot(xs, mean, color=color, lw=1.5 if label == "NUTS" else 2)
-        ax.plot(xs, data.info["true_function"].numpy() if "true_function" in data.info else xs ** 3,
-                "k--", lw=0.8, label="x³")
-        ax.scatter(data.train.x[:, 0], data.train.y[:, 0], s=12, color="k", zorder=5)
-        ax.set_title(name)
-        ax.set_xlabel("x")
-        ax.set_ylim(-160, 160)
-        ax.legend(loc="upper left", fontsize=8)
-    axes[0][0].set_ylabel("y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+@dataclass
+class ToyStudy:
+    """Every method on one regression toy against NUTS, in the toy's original units.
 
-
-def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
-        out: str | Path = "results/toy-regression", settings: Settings | None = None,
-        progress: bool | None = None) -> ExperimentResult:
-    """Fit each method on ``cubic`` and compare it with NUTS; write metrics.json, PNGs, report.md.
-
-    Returns an :class:`ExperimentResult` whose ``metrics`` is what metrics.json holds:
-    per method ``test_log_likelihood``, ``rmse`` and, against NUTS, ``std_ratio_in_data``,
-    ``std_ratio_out_of_data``, ``predictive_distance``; for NUTS its diagnostics.
+    Attributes:
+        data: the toy Dataset.
+        results: per method its metrics (and for NUTS its diagnostics).
+        preds: per method its Prediction of f on the test grid, in fitted (standardized) units.
+        reference: NUTS's Prediction (or None without NUTS).
+        y_center, y_scale: the standardization of targets (f = pred.f · y_scale + y_center).
     """
-    start = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
-    unknown = [m for m in methods_to_run if m != "nuts" and m not in methods.available()]
+
+    data: object
+    results: dict
+    preds: dict
+    reference: Prediction | None
+    y_center: float
+    y_scale: float
+
+
+def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cpu",
+          progress: bool | None = None, method_options: dict | None = None,
+          center_y: bool = False) -> ToyStudy:
+    """Fit each method (and NUTS) on a 1-d regression toy and compare each with NUTS.
+
+    Inputs are mapped to [−1, 1] over the training range and targets divided by their training
+    std (and centred with ``center_y``), which makes the posterior far better conditioned for
+    NUTS; metrics are in the original units. ``method_options`` maps a label to
+    ``(registered method name, build options)``; a label without an entry is a method name.
+    """
+    method_options = method_options or {}
+    unknown = [m for m in methods_to_run if m != "nuts" and m not in method_options
+               and m not in methods.available()]
     if unknown:
         methods.get(unknown[0])  # raises with the list of known names
-    device = resolve_device(device)
-    out = Path(out)
-    data = datasets.load("cubic", seed=seed)
-    x_scale, y_scale = 4.0, float(data.train.y.std())
+    lo, hi = data.info["train_range"]
+    x_center, x_scale = (lo + hi) / 2, (hi - lo) / 2
+    y_center = float(data.train.y.mean()) if center_y else 0.0
+    y_scale = float(data.train.y.std())
     noise = data.info["noise_std"] / y_scale
-    train = (data.train.x / x_scale, data.train.y / y_scale)
-    x_grid = data.test.x / x_scale
+    train = ((data.train.x - x_center) / x_scale, (data.train.y - y_center) / y_scale)
+    x_grid = (data.test.x - x_center) / x_scale
 
     def make_parts():
         return MLP([1, settings.hidden, 1]), priors.FanInNormal(1.0), Gaussian(scale=noise)
@@ -127,38 +117,91 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
                            "step_sizes": draws.step_sizes}
         preds["nuts"] = reference
 
-    for name in methods_to_run:
-        if name == "nuts":
+    for label in methods_to_run:
+        if label == "nuts":
             continue
         t0 = time.perf_counter()
-        model, guide, loss = methods.build(name, *make_parts(), seed=seed)
+        name, options = method_options.get(label, (label, {}))
+        model, guide, loss = methods.build(name, *make_parts(), seed=seed, **options)
         fit(model, guide, train, steps=settings.vi_steps, lr=settings.lr, loss=loss,
             device=device, seed=seed, progress=progress)
-        preds[name] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
-        timings[name] = time.perf_counter() - t0
-        results[name] = {}
+        preds[label] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
+        timings[label] = time.perf_counter() - t0
+        results[label] = {}
 
     y_test = data.test.y[:, 0]
-    for name, pred in preds.items():
-        f = pred.f * y_scale
-        entry = results[name]
+    inside = in_range_mask(data.test.x, data.info["train_range"])
+    ref_scaled = (Prediction(reference.outputs * y_scale + y_center, "regression")
+                  if reference is not None else None)
+    for label, pred in preds.items():
+        f = pred.f * y_scale + y_center
+        entry = results[label]
         entry["test_log_likelihood"] = metrics.gaussian_log_likelihood(
             f, y_test, data.info["noise_std"])
         entry["rmse"] = metrics.rmse(f, y_test)
-        inside = in_range_mask(data.test.x, data.info["train_range"])
         entry["rmse_in_data"] = metrics.rmse(f[:, inside], y_test[inside])
-        if reference is not None and name != "nuts":
-            scaled = Prediction(pred.outputs * y_scale, "regression")
-            ref_scaled = Prediction(reference.outputs * y_scale, "regression")
+        if ref_scaled is not None and label != "nuts":
+            scaled = Prediction(pred.outputs * y_scale + y_center, "regression")
             entry.update(compare(scaled, ref_scaled, data.test.x, data.info["train_range"]))
-        entry["wall_time_s"] = timings[name]
+        entry["wall_time_s"] = timings[label]
+    return ToyStudy(data, results, preds, reference, y_center, y_scale)
 
+
+def band_axes(axes, toy: ToyStudy, names, ylim=None, true_label="true f") -> None:
+    """Draw, on each axis, one method's ±2σ band of f over NUTS's band and the data."""
+    _, sns = plotting()
+    data = toy.data
+    xs = data.test.x[:, 0].numpy()
+    palette = sns.color_palette("deep")
+    for ax, name in zip(axes, names, strict=False):
+        for pred, label, color in ((toy.reference, "NUTS", "0.35"),
+                                   (toy.preds[name], name, palette[0])):
+            if pred is None:
+                continue
+            mean = pred.f.mean(0).numpy() * toy.y_scale + toy.y_center
+            std = pred.f.std(0).numpy() * toy.y_scale
+            ax.fill_between(xs, mean - 2 * std, mean + 2 * std, color=color,
+                            alpha=0.18 if label == "NUTS" else 0.3, lw=0,
+                            label=f"{label} ±2σ")
+            ax.plot(xs, mean, color=color, lw=1.5 if label == "NUTS" else 2)
+        ax.plot(xs, data.info["true_function"][:, 0].numpy(), "k--", lw=0.8, label=true_label)
+        ax.scatter(data.train.x[:, 0], data.train.y[:, 0], s=12, color="k", zorder=5)
+        ax.set_title(name)
+        ax.set_xlabel("x")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.legend(loc="upper left", fontsize=8)
+
+
+def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
+        out: str | Path = "results/toy-regression", settings: Settings | None = None,
+        progress: bool | None = None) -> ExperimentResult:
+    """Fit each method on ``cubic`` and compare it with NUTS; write metrics.json, PNGs, report.md.
+
+    Returns an :class:`ExperimentResult` whose ``metrics`` is what metrics.json holds:
+    per method ``test_log_likelihood``, ``rmse`` and, against NUTS, ``std_ratio_in_data``,
+    ``std_ratio_out_of_data``, ``predictive_distance``; for NUTS its diagnostics.
+    """
+    start = time.perf_counter()
+    settings = settings or (Settings.quick() if quick else Settings())
+    device = resolve_device(device)
+    out = Path(out)
+    toy = study(datasets.load("cubic", seed=seed), methods_to_run, settings, seed=seed,
+                device=device, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "bands.png"
-    _band_figure(figure, data, data.test.x, preds, reference, y_scale)
+    plt, _ = plotting()
+    names = [n for n in toy.preds if n != "nuts"]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.6),
+                             sharey=True, squeeze=False)
+    band_axes(axes[0], toy, names, ylim=(-160, 160), true_label="x³")
+    axes[0][0].set_ylabel("y")
+    fig.tight_layout()
+    fig.savefig(figure, dpi=120)
+    plt.close(fig)
     payload = {"experiment": "toy-regression", "dataset": "cubic", "seed": seed, "quick": quick,
                "device": str(device), "settings": settings.__dict__, "machine": machine_info(),
-               "methods": results, "wall_time_s": time.perf_counter() - start}
+               "methods": toy.results, "wall_time_s": time.perf_counter() - start}
     write_json(out / "metrics.json", payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("toy-regression", payload, out, [figure], payload["wall_time_s"])
