@@ -98,8 +98,8 @@ _BHN_INIT_SCALE = math.exp(-7)  # the Bayesian hypernetworks code's initial log-
 
 
 def _flow(net, prior, likelihood, seed=0, flow="realnvp", num_flows=8, hidden=200, over="auto",
-          init_scale=_BHN_INIT_SCALE):
-    model = BNN(net, prior, likelihood)
+          init_scale=_BHN_INIT_SCALE, noise_groups=1):
+    model = BNN(net, prior, likelihood, noise_groups=noise_groups)
     guide = FlowGuide(model, flow=flow, num_flows=num_flows, hidden=hidden, over=over,
                       init_scale=init_scale, seed=seed)
     return model, guide, ELBO()

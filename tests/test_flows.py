@@ -6,7 +6,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import hyperbayes as hb
-from hyperbayes.guides import FlowGuide
+from hyperbayes.guides import FlowGuide, MeanField
 from hyperbayes.inference.elbo import ELBO
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, priors
 from tests.common import assert_close
@@ -150,3 +150,61 @@ def test_permutations_are_saved_with_the_guide():
     for ta, tb in zip(z, w, strict=True):
         a, b = ta(a), tb(b)
     assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_noise_groups_elbo_matches_pyro_and_averages_the_kl():
+    """One draw per example group: our ELBO equals Pyro's Trace_ELBO (value and gradient) on the
+    same draws, and with a point-mass guide (every draw the same) it equals the one-draw ELBO."""
+    x, y = torch.randn(12, 2), torch.randint(0, 3, (12,))
+    prior = priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Normal(2.0)})
+    model = BNN(MLP([2, 4, 3], weight_norm=True), prior, Categorical(), noise_groups=3)
+    guide = FlowGuide(model, flow="realnvp", num_flows=2, hidden=8, over="scales",
+                      init_scale=0.3)
+    _perturb(guide)
+    values, grads = [], []
+    for loss in (ELBO(), Trace_ELBO()):
+        pyro.set_rng_seed(3)
+        value = loss.differentiable_loss(model, guide, x, y, 120)
+        values.append(value.detach())
+        grads.append(torch.autograd.grad(value, list(guide.parameters())))
+    assert_close(values[0], values[1], rtol=1e-5, atol=1e-3)
+    for a, b in zip(*grads, strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # a (numerically) point-mass flow: G identical draws give the one-draw loss exactly
+    with torch.no_grad():
+        guide.affine_log_scale.fill_(-30.0)
+    single = BNN(model.net, prior, Categorical())
+    one = FlowGuide(single, flow="realnvp", num_flows=2, hidden=8, over="scales")
+    one.load_state_dict(guide.state_dict())
+    assert_close(ELBO(analytic_kl=False).differentiable_loss(model, guide, x, y, 120),
+                 ELBO(analytic_kl=False).differentiable_loss(single, one, x, y, 120), rtol=1e-6)
+
+
+def test_noise_groups_evaluate_each_group_with_its_own_draw():
+    x = torch.randn(8, 2)
+    model = BNN(MLP([2, 5, 3], weight_norm=True),
+                priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Flat()}),
+                Categorical(), noise_groups=4)
+    guide = FlowGuide(model, flow="iaf", num_flows=1, hidden=8, over="scales", init_scale=0.5)
+    guide_trace = pyro.poutine.trace(guide).get_trace(x)
+    outputs = pyro.poutine.replay(model, trace=guide_trace)(x)
+    draws = {name: guide_trace.nodes[name]["value"] for name in model.net.param_specs}
+    assert draws["fc0.scale"].shape == (4, 5)
+    for g in range(4):
+        single = {k: v[g] for k, v in draws.items()}
+        assert_close(outputs[2 * g:2 * g + 2], model.net(single, x[2 * g:2 * g + 2]), atol=1e-6)
+    assert guide().get("fc0.scale").shape == (5,)  # without data (prediction): one draw
+
+
+def test_noise_groups_reject_what_they_cannot_serve():
+    net, prior = MLP([2, 3, 2], weight_norm=True), priors.Normal(1.0)
+    model = BNN(net, prior, Categorical(), noise_groups=2)
+    x, y = torch.randn(5, 2), torch.randint(0, 2, (5,))
+    with pytest.raises(ValueError, match="must divide the minibatch size"):
+        ELBO().differentiable_loss(model, FlowGuide(model, num_flows=1, hidden=4), x, y)
+    with pytest.raises(ValueError, match="one sample of .* per group"):
+        ELBO().differentiable_loss(model, MeanField(model), x[:4], y[:4])
+    with pytest.raises(ValueError, match="without latent sites"):
+        BNN(net, prior, Gaussian(scale=None), noise_groups=2)  # a learned noise scale
+    with pytest.raises(ValueError, match="positive integer"):
+        BNN(net, prior, Categorical(), noise_groups=0)

@@ -74,7 +74,8 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
     Inputs are mapped to [−1, 1] over the training range and targets divided by their training
     std (and centred with ``center_y``), which makes the posterior far better conditioned for
     NUTS; metrics are in the original units. ``method_options`` maps a label to
-    ``(registered method name, build options)``; a label without an entry is a method name.
+    ``(registered method name, build options)`` or ``(name, build options, fit overrides)``
+    (e.g. a smaller ``lr``); a label without an entry is a method name.
     """
     method_options = method_options or {}
     unknown = [m for m in methods_to_run if m != "nuts" and m not in method_options
@@ -121,10 +122,11 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
         if label == "nuts":
             continue
         t0 = time.perf_counter()
-        name, options = method_options.get(label, (label, {}))
+        name, options, *overrides = method_options.get(label, (label, {}))
         model, guide, loss = methods.build(name, *make_parts(), seed=seed, **options)
-        fit(model, guide, train, steps=settings.vi_steps, lr=settings.lr, loss=loss,
-            device=device, seed=seed, progress=progress)
+        fit_options = {"steps": settings.vi_steps, "lr": settings.lr, "loss": loss,
+                       **(overrides[0] if overrides else {})}
+        fit(model, guide, train, device=device, seed=seed, progress=progress, **fit_options)
         preds[label] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
         timings[label] = time.perf_counter() - t0
         results[label] = {}

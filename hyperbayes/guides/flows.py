@@ -22,6 +22,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from pyro import poutine
 
 from ..inference.elbo import ELBO
 from .base import SiteGuide, concat_init, param_key, split_sites
@@ -78,6 +79,7 @@ class FlowGuide(SiteGuide):
         if over not in ("scales", "weights"):
             raise ValueError(f"over must be 'scales', 'weights' or 'auto', got {over!r}")
         self.over, self.flow, self.num_flows, self.hidden = over, flow, num_flows, hidden
+        self.noise_groups = getattr(model, "noise_groups", 1)
         self.flow_sites = [s for s in self.sites if over == "weights" or s.role == "scale"]
         self.point_sites = [s for s in self.sites if s not in self.flow_sites]
         dim = sum(s.numel for s in self.flow_sites)
@@ -143,7 +145,19 @@ class FlowGuide(SiteGuide):
         return dist.TransformedDistribution(base, [affine, *self._layers])
 
     def forward(self, *args, **kwargs):
-        """Sample the flow once and every site from it (or its point estimate)."""
+        """Sample the flow once and every site from it (or its point estimate).
+
+        Called on a minibatch of a model with ``noise_groups`` G > 1, it draws G samples, one
+        per example group, in the model's ``noise_groups`` plate (weighted 1/G); called without
+        data (prediction) it draws one.
+        """
+        if self.noise_groups > 1 and args:
+            with pyro.plate("noise_groups", self.noise_groups, dim=-1), \
+                    poutine.scale(scale=1.0 / self.noise_groups):
+                return self._sample_sites()
+        return self._sample_sites()
+
+    def _sample_sites(self):
         z = pyro.sample("_flow_latent", self.distribution(), infer={"is_auxiliary": True})
         unconstrained = split_sites(self.flow_sites, z)
         out = {}

@@ -147,5 +147,6 @@ class ELBO:
             total = total + (term * site["scale"] if site["scale"] is not None else term)
         for site in guide_trace.nodes.values():  # e.g. a flow's latent, split into the sites
             if site["type"] == "sample" and site["infer"].get("is_auxiliary"):
-                total = total + site["fn"].log_prob(site["value"]).sum()
+                log_q = site["fn"].log_prob(site["value"])
+                total = total + scale_and_mask(log_q, site["scale"], site["mask"]).sum()
         return closed + total / self.num_particles

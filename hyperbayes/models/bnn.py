@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyro
 import torch
+from pyro import poutine
 
 from .likelihoods import Likelihood
 from .nets import Net
@@ -24,6 +25,13 @@ class BNN(torch.nn.Module):
         net: a :class:`~hyperbayes.models.nets.Net` (e.g. ``MLP([1, 100, 1])``).
         prior: a :class:`~hyperbayes.models.priors.Prior` over the net's parameters.
         likelihood: a :class:`~hyperbayes.models.likelihoods.Likelihood`.
+        noise_groups: G > 1 splits every minibatch into G equal groups of examples, each
+            evaluated with its own parameter draw (the Bayesian-hypernetworks option of
+            independent noise per example group; the default 1 uses one draw per minibatch).
+            The parameter sites sit in a ``pyro.plate("noise_groups", G)`` scaled by 1/G, so the
+            KL term is averaged over the G draws; the guide must draw one sample per group
+            (:class:`~hyperbayes.guides.FlowGuide` does). MLP nets only; not with ELBO particles
+            or likelihoods with latent sites.
 
     Example::
 
@@ -31,7 +39,7 @@ class BNN(torch.nn.Module):
         pyro.infer.Predictive(model, num_samples=10)(x)["obs"].shape   # (10, N, 1)
     """
 
-    def __init__(self, net: Net, prior: Prior, likelihood: Likelihood):
+    def __init__(self, net: Net, prior: Prior, likelihood: Likelihood, *, noise_groups: int = 1):
         super().__init__()
         if not isinstance(net, Net):
             raise TypeError(f"net must be a hyperbayes Net, got {type(net).__name__}")
@@ -42,6 +50,12 @@ class BNN(torch.nn.Module):
             raise TypeError(f"likelihood must be a hyperbayes Likelihood, got "
                             f"{type(likelihood).__name__}")
         self.net, self.prior, self.likelihood = net, prior, likelihood
+        if isinstance(noise_groups, bool) or not isinstance(noise_groups, int) or noise_groups < 1:
+            raise ValueError(f"noise_groups must be a positive integer, got {noise_groups!r}")
+        if noise_groups > 1 and poutine.block(likelihood.sample_latents)(torch.device("cpu")):
+            raise ValueError("noise_groups > 1 needs a likelihood without latent sites (e.g. a "
+                             "Gaussian with a fixed scale)")
+        self.noise_groups = noise_groups
         # An anchor buffer: model.to(device) moves it, and prior distributions follow it.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
@@ -77,8 +91,12 @@ class BNN(torch.nn.Module):
             y: targets (N,) or (N, out); None to sample them.
             dataset_size: size of the full training set (defaults to N).
         """
-        params = self.sample_params()
-        outputs = self.net(params, x)
+        if self.noise_groups > 1:
+            outputs = self._grouped_outputs(x)
+            params = {}  # no likelihood latents (checked in __init__)
+        else:
+            params = self.sample_params()
+            outputs = self.net(params, x)
         if outputs.dim() > 2 and outputs.shape[-3] == 1:
             # Parameters carried an outer plate's sample dim plus a singleton in the data
             # plate's slot (e.g. vectorized ELBO particles): (K, 1, N, out) -> (K, N, out).
@@ -88,3 +106,21 @@ class BNN(torch.nn.Module):
                         subsample=torch.arange(n, device=x.device)):
             self.likelihood.observe(outputs, y, params)
         return outputs
+
+    def _grouped_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (N, out) with example group g evaluated under parameter draw g."""
+        groups, n = self.noise_groups, x.shape[0]
+        if n % groups:
+            raise ValueError(f"noise_groups={groups} must divide the minibatch size, got {n}")
+        with pyro.plate("noise_groups", groups, dim=-1), poutine.scale(scale=1.0 / groups):
+            params = self.prior.sample(self.net.param_specs, self.device)
+        for name, spec in self.net.param_specs.items():
+            shape = tuple(params[name].shape)
+            if shape != (groups, *spec.shape):
+                raise ValueError(
+                    f"with noise_groups={groups} the guide must draw one sample of {name!r} per "
+                    f"group, shape {(groups, *spec.shape)}; got {shape} (FlowGuide does; ELBO "
+                    "particles cannot be combined with noise groups)")
+        grouped = x.reshape(groups, n // groups, *x.shape[1:])
+        out = self.net(params, grouped, grouped=True)
+        return out.reshape(n, *out.shape[2:])

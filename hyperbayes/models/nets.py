@@ -122,12 +122,18 @@ class Net:
     param_specs: dict[str, ParamSpec]
     dropout: float = 0.0
 
-    def __call__(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, *,
+                 grouped: bool = False) -> torch.Tensor:
         """Evaluate the net on inputs ``x`` (N, ...) for every sample of ``params``.
 
         Returns a tensor of shape ``L + (N, num_outputs)`` where ``L`` is the sample shape.
+        With ``grouped=True``, ``x`` is (G, M, ...) and sample g of ``params`` (sample shape
+        (G,)) is evaluated on group g only, giving (G, M, num_outputs) at the cost of one pass.
         """
         lead = _sample_shape(params, self.param_specs)
+        if grouped and (len(lead) > 1 or (lead and lead[0] != x.shape[0])):
+            raise ValueError(f"grouped evaluation needs one parameter sample per input group: "
+                             f"sample shape {tuple(lead)}, {x.shape[0]} groups")
         flat = {}
         for name, spec in self.param_specs.items():
             value = params[name]
@@ -137,14 +143,14 @@ class Net:
                 if gaussian is not None:
                     gaussian_weights.register(flat[name], *gaussian)
         num_samples = math.prod(lead) if lead else 0
-        out = self._forward(flat, x, num_samples)
+        out = self._forward(flat, x, num_samples, grouped)
         if lead:
             if out.dim() == 2:  # every parameter was shared across samples and nothing random ran
                 out = out.expand(num_samples, *out.shape)
             out = out.reshape(*lead, *out.shape[1:])
         return out
 
-    def _forward(self, params, x, num_samples):  # pragma: no cover - abstract
+    def _forward(self, params, x, num_samples, grouped=False):  # pragma: no cover - abstract
         raise NotImplementedError
 
     @property
@@ -350,8 +356,8 @@ class MLP(Net):
             f", dropout={self.dropout}" if self.dropout else "")
         return f"MLP({self.sizes}, {self.activation!r}{extras})"
 
-    def _forward(self, params, x, num_samples):
-        h = x.reshape(x.shape[0], -1)
+    def _forward(self, params, x, num_samples, grouped=False):
+        h = x.reshape(*x.shape[:2], -1) if grouped else x.reshape(x.shape[0], -1)
         if h.shape[-1] != self.sizes[0]:
             raise ValueError(f"MLP expects {self.sizes[0]} input features, got {h.shape[-1]}")
         act = ACTIVATIONS[self.activation]
@@ -425,7 +431,9 @@ class CNN(Net):
             out = out + (b[:, None, :, None, None] if b.dim() == 2 else b[:, None, None])
         return out
 
-    def _forward(self, params, x, num_samples):
+    def _forward(self, params, x, num_samples, grouped=False):
+        if grouped:
+            raise NotImplementedError("grouped evaluation (noise_groups) supports MLP nets")
         if tuple(x.shape[1:]) != (self.in_channels, self.image_size, self.image_size):
             raise ValueError(
                 f"CNN expects images (N, {self.in_channels}, {self.image_size}, "
