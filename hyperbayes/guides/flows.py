@@ -12,6 +12,11 @@ layer starts as the identity.
 ``over="scales"`` (the paper's choice for large nets) puts the flow on the weight-norm scales g,
 one per unit, so the flow's size grows linearly with the number of units; directions v and
 biases are point estimates in the same guide. ``over="weights"`` puts it on every parameter.
+
+As in the paper, one noise sample serves a whole minibatch by default; a model built with
+``BNN(..., noise_groups=G)`` gets one sample per group of examples instead (the guide draws G
+in the model's ``noise_groups`` plate). Softmax clipping is ``Categorical(clip=True)`` and
+gradient clipping ``fit(clip_norm=...)``.
 """
 
 from __future__ import annotations
