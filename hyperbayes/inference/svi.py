@@ -111,6 +111,32 @@ def make_adam(params, lr: float):
         return torch.optim.Adam(params, lr=lr)
 
 
+def _param_groups(model, guide, lr: float, multipliers: dict[str, float]) -> list[dict]:
+    """Optimizer parameter groups: the guide parameters matched by ``multipliers`` at their own
+    learning rates, everything else at ``lr``."""
+    by_factor: dict[float, list] = {}
+    used = set()
+    for name, p in guide.named_parameters():
+        if not p.requires_grad:
+            continue
+        prefix = next((k for k in multipliers if name.startswith(k)), None)
+        if prefix is not None:
+            used.add(prefix)
+        by_factor.setdefault(multipliers[prefix] if prefix else 1.0, []).append(p)
+    unused = [k for k in multipliers if k not in used]
+    if unused:
+        names = [n for n, _ in guide.named_parameters()][:8]
+        raise ValueError(f"lr_multipliers prefixes {unused} match no guide parameter (names "
+                         f"look like {names})")
+    for factor in multipliers.values():
+        if not factor > 0:
+            raise ValueError(f"lr_multipliers must be positive, got {factor}")
+    rest = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": rest + by_factor.pop(1.0, []), "lr": lr}]
+    groups += [{"params": ps, "lr": lr * f} for f, ps in by_factor.items()]
+    return [g for g in groups if g["params"]]
+
+
 def _kl_schedule(kl_schedule, total_steps: int):
     if kl_schedule is None or callable(kl_schedule):
         return kl_schedule
@@ -128,7 +154,8 @@ def _state(model, guide):
 
 def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = None,
         batch_size: int | None = None, lr: float = 1e-3, loss=None, optimizer: str = "adam",
-        clip_norm: float | None = None, lr_schedule=None, val=None, val_every: int | None = None,
+        clip_norm: float | None = None, lr_multipliers: dict[str, float] | None = None,
+        lr_schedule=None, val=None, val_every: int | None = None,
         val_samples: int = 10, select_best: bool = True, select_by: str = "val_nll",
         checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool = True, device="auto",
@@ -146,6 +173,10 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         lr, optimizer: learning rate and ``"adam"`` | ``"sgd"`` (momentum 0.9).
         loss: an ELBO with ``differentiable_loss(model, guide, *args)`` (default: the guide's).
         clip_norm: clip the global gradient norm to this value.
+        lr_multipliers: ``{name prefix: factor}``: guide parameters whose name (as in
+            ``guide.named_parameters()``) starts with a prefix train at ``factor × lr`` (e.g.
+            ``{"flow_layers": 0.1}`` for a flow's coupling networks); the first matching prefix
+            wins. A prefix that matches nothing is an error.
         lr_schedule: None, ``"cosine"``, ``"linear"``, ``"exponential"`` or ``step -> factor``.
         val, val_every, val_samples: validation data (Split or pair), how often to evaluate
             (default: 20 times per run) and how many MC samples to use.
@@ -207,10 +238,11 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     params = [p for p in list(model.parameters()) + list(guide.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("neither the model nor the guide has trainable parameters")
+    groups = _param_groups(model, guide, lr, lr_multipliers or {})
     if optimizer == "adam":
-        optim = make_adam(params, lr)
+        optim = make_adam(groups, lr)
     elif optimizer == "sgd":
-        optim = torch.optim.SGD(params, lr=lr, momentum=0.9)
+        optim = torch.optim.SGD(groups, lr=lr, momentum=0.9)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'")
     factor = _schedule(lr_schedule, total_steps)
