@@ -208,3 +208,18 @@ def test_noise_groups_reject_what_they_cannot_serve():
         BNN(net, prior, Gaussian(scale=None), noise_groups=2)  # a learned noise scale
     with pytest.raises(ValueError, match="positive integer"):
         BNN(net, prior, Categorical(), noise_groups=0)
+
+
+def test_fit_lr_multipliers_slow_down_only_the_matched_parameters():
+    x, y = torch.randn(16, 2), torch.randint(0, 3, (16,))
+    model = BNN(MLP([2, 4, 3]), priors.Normal(1.0), Categorical())
+    guide = FlowGuide(model, flow="realnvp", num_flows=2, hidden=8, over="weights")
+    _perturb(guide)
+    before = {k: v.detach().clone() for k, v in guide.named_parameters()}
+    hb.inference.fit(model, guide, (x, y), steps=5, lr=1e-2,
+                     lr_multipliers={"flow_layers": 1e-6}, progress=False)
+    moved = {k: float((v.detach() - before[k]).abs().max()) for k, v in guide.named_parameters()}
+    assert max(v for k, v in moved.items() if k.startswith("flow_layers")) < 1e-6
+    assert moved["affine_loc"] > 1e-3
+    with pytest.raises(ValueError, match="match no guide parameter"):
+        hb.inference.fit(model, guide, (x, y), steps=1, lr_multipliers={"flows": 0.1})
