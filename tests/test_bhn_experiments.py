@@ -44,7 +44,7 @@ def test_bhn_mnist_configuration_names():
 
 def test_bhn_mnist_tiny_run_reports_the_table_and_resumes(mnist, tmp_path):
     settings = replace(bhn_mnist.Settings.quick(), hidden=32, flow_hidden=16, train_limit=600,
-                       eval_limit=500, test_samples=10)
+                       eval_limit=500, test_samples=10, epochs=10, epochs_subset=10, lr=3e-3)
     configs = ("flow-2", "mle", "5k-24/flow-0")
     first = bhn_mnist.run(configs, settings=settings, data=mnist, out=tmp_path, device="cpu",
                           progress=False)
