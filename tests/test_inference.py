@@ -416,9 +416,9 @@ class CountingMLP(MLP):
 
     calls = 0
 
-    def _forward(self, params, x, num_samples):
+    def _forward(self, params, x, num_samples, grouped=False):
         CountingMLP.calls += 1
-        return super()._forward(params, x, num_samples)
+        return super()._forward(params, x, num_samples, grouped)
 
 
 def test_predict_regression_shapes_and_single_pass():
