@@ -98,10 +98,10 @@ _BHN_INIT_SCALE = math.exp(-7)  # the Bayesian hypernetworks code's initial log-
 
 
 def _flow(net, prior, likelihood, seed=0, flow="realnvp", num_flows=8, hidden=200, over="auto",
-          init_scale=_BHN_INIT_SCALE, noise_groups=1):
+          init_scale=_BHN_INIT_SCALE, noise_groups=1, log_scale_clamp="soft"):
     model = BNN(net, prior, likelihood, noise_groups=noise_groups)
     guide = FlowGuide(model, flow=flow, num_flows=num_flows, hidden=hidden, over=over,
-                      init_scale=init_scale, seed=seed)
+                      init_scale=init_scale, log_scale_clamp=log_scale_clamp, seed=seed)
     return model, guide, ELBO()
 
 

@@ -65,7 +65,8 @@ def test_bhn_mnist_tiny_run_reports_the_table_and_resumes(mnist, tmp_path):
     for name in configs:
         assert again.metrics["methods"][name]["test_accuracy"] == first.metrics["methods"][
             name]["test_accuracy"]
-        assert again.metrics["methods"][name]["train_s"] < first.metrics["methods"][name][
+        # the training time is the checkpoint's recorded total, not the resumed call's
+        assert again.metrics["methods"][name]["train_s"] >= first.metrics["methods"][name][
             "train_s"]
 
 

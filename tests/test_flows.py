@@ -7,6 +7,7 @@ from pyro.infer import Trace_ELBO
 
 import hyperbayes as hb
 from hyperbayes.guides import FlowGuide, MeanField
+from hyperbayes.guides.flows import SoftClampedConditioner
 from hyperbayes.inference.elbo import ELBO
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, priors
 from tests.common import assert_close
@@ -223,3 +224,43 @@ def test_fit_lr_multipliers_slow_down_only_the_matched_parameters():
     assert moved["affine_loc"] > 1e-3
     with pytest.raises(ValueError, match="match no guide parameter"):
         hb.inference.fit(model, guide, (x, y), steps=1, lr_multipliers={"flows": 0.1})
+
+
+def test_soft_clamp_bounds_the_log_scale_smoothly():
+    """The tanh bound: identity near 0, inside (-5, 3), and no gradient push past the bounds
+    (Pyro's hard clamp passes the gradient straight through, which let bhn-mnist diverge)."""
+
+    class Raw(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros_like(x), x
+
+    conditioner = SoftClampedConditioner(Raw(), low=-5.0, high=3.0)
+    raw = torch.tensor([-100.0, -1e-3, 0.0, 1e-3, 100.0], requires_grad=True)
+    _, log_scale = conditioner(raw)
+    assert torch.all(log_scale >= -5.0) and torch.all(log_scale <= 3.0)
+    _, moderate = conditioner(torch.tensor([-10.0, 10.0]))
+    assert -5.0 < moderate[0].item() < -4.0 and 2.5 < moderate[1].item() < 3.0
+    assert log_scale[1:4].tolist() == pytest.approx([-1e-3, 0.0, 1e-3], abs=1e-8)
+    assert log_scale[0].item() == pytest.approx(-5.0) and log_scale[4].item() == pytest.approx(3.0)
+    (grad,) = torch.autograd.grad(log_scale.sum(), raw)
+    assert grad[[0, 4]].abs().max() < 1e-6 and grad[2].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="low < 0 < high"):
+        SoftClampedConditioner(Raw(), low=1.0, high=3.0)
+
+
+@pytest.mark.parametrize("flow", ["iaf", "realnvp"])
+def test_flow_guide_is_seeded_and_clamps_softly_by_default(flow):
+    model = BNN(MLP([3, 4, 2]), priors.Normal(1.0), Gaussian(1.0))
+    first = FlowGuide(model, flow=flow, num_flows=2, hidden=16, seed=3)
+    torch.manual_seed(123)  # the global generator's state must not matter
+    second = FlowGuide(model, flow=flow, num_flows=2, hidden=16, seed=3)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+    conditioners = [m for m in first.modules() if isinstance(m, SoftClampedConditioner)]
+    assert len(conditioners) == 2
+    hard = FlowGuide(model, flow=flow, num_flows=2, hidden=16, log_scale_clamp="hard")
+    assert not any(isinstance(m, SoftClampedConditioner) for m in hard.modules())
+    z = first.distribution().rsample((5,))
+    assert torch.isfinite(first.distribution().log_prob(z)).all()  # IAF inverts through it
+    with pytest.raises(ValueError, match="unknown log_scale_clamp 'tanh'"):
+        FlowGuide(model, flow=flow, log_scale_clamp="tanh")

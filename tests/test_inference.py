@@ -291,6 +291,9 @@ def test_checkpoint_resume_is_exact(tmp_path):
     assert first.steps == 10 and checkpoint.load(tmp_path / "b" / "run.ckpt")["step"] == 10
     resumed, resumed_state = _train(tmp_path / "b" / "run.ckpt", 20)  # fresh model and guide
     assert resumed.resumed_from == 10 and resumed.steps == 20
+    # the training time adds the first call's, recorded in the checkpoint
+    assert resumed.wall_time_s < resumed.total_wall_time_s <= (
+        first.total_wall_time_s + resumed.wall_time_s)
     assert resumed.losses == pytest.approx(full.losses, abs=1e-6)
     _assert_same_state(resumed_state, full_state, atol=1e-7)
     assert os.listdir(tmp_path / "b") == ["run.ckpt"]

@@ -65,9 +65,12 @@ class Settings:
     clip_norm: float = 10.0
     dropout: float = 0.5
     flow_hidden: int = 200
-    # the coupling networks train at this fraction of lr; 0.1 did not prevent the divergence
-    # the report describes (flow-8 diverged at epoch 6 instead of 9), so the default is 1
+    # the coupling networks train at this fraction of lr (0.1 did not prevent the divergence
+    # that Pyro's hard log-scale clamp caused: flow-8 diverged at epoch 6 instead of 9)
     flow_lr_multiplier: float = 1.0
+    # "soft" bounds the coupling log-scales with tanh; "hard" is Pyro's straight-through clamp,
+    # with which every coupling configuration diverged (see the report)
+    flow_log_scale_clamp: str = "soft"
     val_samples: int = 10
     test_samples: int = 200
     validations: int = 20         # validation passes per configuration (MNIST 50,000)
@@ -119,7 +122,8 @@ def _build(config: Config, settings: Settings, seed: int):
         prior = priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Flat()})
         return methods.build("flow", MLP(sizes, weight_norm=True), prior, Categorical(),
                              seed=seed, flow="realnvp", num_flows=config.couplings,
-                             hidden=settings.flow_hidden, over="scales")
+                             hidden=settings.flow_hidden, over="scales",
+                             log_scale_clamp=settings.flow_log_scale_clamp)
     if config.method == "dropout":
         return methods.build("mcdropout", MLP(sizes), priors.Flat(), Categorical(), seed=seed,
                              dropout=settings.dropout)
@@ -150,7 +154,6 @@ def _run_config(config: Config, settings: Settings, full, device, seed, checkpoi
     steps = math.ceil(epochs * steps_per_epoch)
     every = max(1, steps // (settings.validations_subset if config.subset else
                              settings.validations))
-    t0 = time.perf_counter()
     multipliers = {"flow_layers": settings.flow_lr_multiplier} if config.couplings else None
     result = fit(model, guide, train, steps=steps, batch_size=settings.batch_size,
                  lr=settings.lr, lr_multipliers=multipliers, lr_schedule="cosine",
@@ -159,7 +162,6 @@ def _run_config(config: Config, settings: Settings, full, device, seed, checkpoi
                  select_by="val_accuracy", checkpoint=checkpoint_dir / _checkpoint_name(
                      config, settings, seed, train),
                  checkpoint_every=every, device=device, seed=seed, progress=progress)
-    train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred = predict(model, guide, test.x.to(device), settings.test_samples)
     report = metrics.classification_report(pred.probs.cpu(), test.y)
@@ -176,7 +178,7 @@ def _run_config(config: Config, settings: Settings, full, device, seed, checkpoi
         "train_examples": len(train),
         "hidden": config.hidden or settings.hidden,
         "guide_parameters": sum(p.numel() for p in guide.parameters()),
-        "train_s": train_s,
+        "train_s": result.total_wall_time_s,  # includes the runs a checkpoint resumed
         "test_s": time.perf_counter() - t0,
     }
     return row, result.validation
@@ -193,7 +195,7 @@ def _checkpoint_name(config: Config, settings: Settings, seed: int, train) -> st
     unused = (("epochs", "validations") if config.subset else
               ("epochs_subset", "validations_subset"))
     if not config.couplings:
-        unused += ("flow_lr_multiplier",)
+        unused += ("flow_lr_multiplier", "flow_log_scale_clamp")
     for name in (*unused, "test_samples"):
         fields.pop(name)
     key = json.dumps([config.name, fields, seed, len(train)], sort_keys=True)

@@ -32,9 +32,45 @@ from pyro import poutine
 from ..inference.elbo import ELBO
 from .base import SiteGuide, concat_init, param_key, split_sites
 
-__all__ = ["FlowGuide", "FLOWS"]
+__all__ = ["FlowGuide", "FLOWS", "SoftClampedConditioner"]
 
 FLOWS = ("iaf", "realnvp")
+LOG_SCALE_CLAMPS = ("soft", "hard")
+
+
+class SoftClampedConditioner(torch.nn.Module):
+    """Wrap a flow layer's conditioner so its log-scale output is bounded smoothly.
+
+    Pyro's affine flow layers clamp the log-scale to [-5, 3] with straight-through gradients
+    (``clamp_preserve_gradients``): once a log-scale is clamped, the ELBO's entropy term keeps
+    pushing its pre-activation upward although the value no longer moves, the conditioner's
+    shared hidden layer grows, and its shift output eventually explodes. On bhn-mnist this
+    made every coupling flow diverge (flow-8 at step 3,610 of 7,820). Here the log-scale is
+    ``b·tanh(raw/b)`` with ``b`` the upper bound for raw > 0 and the lower one for raw < 0: the
+    identity near 0 (slope 1), bounded, and with a vanishing gradient at the bounds.
+
+    Args:
+        net: the conditioner (a Pyro ``DenseNN`` or ``AutoRegressiveNN``) returning
+            ``(shift, log_scale)``.
+        low, high: the bounds of the log-scale (low < 0 < high).
+    """
+
+    def __init__(self, net: torch.nn.Module, low: float = -5.0, high: float = 3.0):
+        super().__init__()
+        if not low < 0 < high:
+            raise ValueError(f"need low < 0 < high for the log-scale bounds, got {low}, {high}")
+        self.net, self.low, self.high = net, float(low), float(high)
+
+    @property
+    def permutation(self):
+        """The wrapped autoregressive network's variable order (IAF inverts through it)."""
+        return self.net.permutation
+
+    def forward(self, x):
+        """``(shift, bounded log-scale)`` of the wrapped conditioner."""
+        shift, raw = self.net(x)
+        return shift, torch.where(raw > 0, self.high * torch.tanh(raw / self.high),
+                                  -self.low * torch.tanh(raw / -self.low))
 
 
 def _zero_last_layer(transform) -> None:
@@ -44,6 +80,22 @@ def _zero_last_layer(transform) -> None:
     if isinstance(last, torch.nn.Linear):
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
+
+
+def _flow_layer(flow: str, dim: int, hidden: int, log_scale_clamp: str):
+    """One IAF or affine-coupling layer over ``dim`` scalars that starts as the identity."""
+    if flow == "iaf":  # MADE needs at least as many hidden units as inputs
+        layer = T.affine_autoregressive(dim, hidden_dims=[max(hidden, dim)])
+    else:
+        layer = T.affine_coupling(dim, hidden_dims=[hidden])
+    _zero_last_layer(layer)
+    if log_scale_clamp == "soft":
+        name = "arn" if flow == "iaf" else "nn"
+        setattr(layer, name, SoftClampedConditioner(
+            getattr(layer, name), layer.log_scale_min_clip, layer.log_scale_max_clip))
+        # the tanh bounds the values; Pyro's clamp then never acts
+        layer.log_scale_min_clip, layer.log_scale_max_clip = -math.inf, math.inf
+    return layer
 
 
 class FlowGuide(SiteGuide):
@@ -59,6 +111,9 @@ class FlowGuide(SiteGuide):
             least the flow's dimension, which MADE requires).
         over: ``"scales"``, ``"weights"``, or ``"auto"`` (scales when the net has them).
         init_scale: initial σ of the elementwise affine layer (the BHN code uses e^-7).
+        log_scale_clamp: how each flow layer bounds its log-scale to [-5, 3]: ``"soft"``
+            (default, a tanh: see :class:`SoftClampedConditioner`) or ``"hard"`` (Pyro's clamp
+            with straight-through gradients, which diverged on bhn-mnist).
         seed: seeds the point-estimate initialisation and the RealNVP permutations.
 
     Example::
@@ -70,10 +125,14 @@ class FlowGuide(SiteGuide):
     """
 
     def __init__(self, model, *, flow: str = "realnvp", num_flows: int = 4, hidden: int = 200,
-                 over: str = "auto", init_scale: float = math.exp(-7), seed: int | None = 0):
+                 over: str = "auto", init_scale: float = math.exp(-7),
+                 log_scale_clamp: str = "soft", seed: int | None = 0):
         super().__init__(model, seed=seed)
         if flow not in FLOWS:
             raise ValueError(f"unknown flow {flow!r}; choose from {FLOWS}")
+        if log_scale_clamp not in LOG_SCALE_CLAMPS:
+            raise ValueError(f"unknown log_scale_clamp {log_scale_clamp!r}; choose from "
+                             f"{LOG_SCALE_CLAMPS}")
         if num_flows < 0 or hidden < 1 or not init_scale > 0:
             raise ValueError("need num_flows ≥ 0, hidden ≥ 1 and init_scale > 0")
         has_scales = any(s.role == "scale" for s in self.sites)
@@ -100,12 +159,11 @@ class FlowGuide(SiteGuide):
         layers, modules = [], []
         order = torch.arange(dim)  # where each output coordinate comes from, after permutations
         for i in range(num_flows):
-            if flow == "iaf":
-                # MADE needs at least as many hidden units as inputs
-                layer = T.affine_autoregressive(dim, hidden_dims=[max(hidden, dim)])
-            else:
-                layer = T.affine_coupling(dim, hidden_dims=[hidden])
-            _zero_last_layer(layer)
+            # the conditioners' initial weights (and MADE's orders) come from ``seed`` too, not
+            # from whatever state the global generator is in
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(generator.initial_seed() + 1 + i)
+                layer = _flow_layer(flow, dim, hidden, log_scale_clamp)
             layers.append(layer)
             modules.append(layer)
             if flow == "realnvp":

@@ -35,6 +35,8 @@ class FitResult:
         best_step: the step whose parameters were kept (the last step without validation).
         steps: number of optimization steps run in total (including any resumed ones).
         wall_time_s: seconds spent in this call.
+        total_wall_time_s: seconds spent training over every call that contributed to this
+            result (this one plus those recorded in a resumed checkpoint).
         device: the device trained on.
         resumed_from: the step a checkpoint resumed from, or None.
     """
@@ -44,6 +46,7 @@ class FitResult:
     best_step: int = 0
     steps: int = 0
     wall_time_s: float = 0.0
+    total_wall_time_s: float = 0.0
     device: str = "cpu"
     resumed_from: int | None = None
 
@@ -258,6 +261,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     best_metric, best_state = math.inf, None
     first_step = 0
     resumed = None
+    earlier_wall_time = 0.0
     if checkpoint is not None and resume and Path(checkpoint).exists():
         state = resumed = ckpt.load(checkpoint, map_location=device)
         model.load_state_dict(state["model"])
@@ -275,6 +279,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         best_metric = float(state["best_metric"])
         best_state = state.get("best_state")
         result.best_step = int(state["best_step"])
+        earlier_wall_time = float(state.get("wall_time_s", 0.0))
 
     def save_checkpoint(step):
         ckpt.save(checkpoint, {
@@ -286,6 +291,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             "perm": perm.cpu(), "position": position,
             "losses": result.losses, "validation": result.validation,
             "best_metric": best_metric, "best_state": best_state, "best_step": result.best_step,
+            "wall_time_s": earlier_wall_time + time.perf_counter() - start_time,
         })
 
     if resumed is not None:  # continue inside the epoch the checkpoint was taken in
@@ -368,4 +374,5 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     pyro.clear_param_store()
     gaussian_weights.clear()  # drop the last step's local-reparameterization entries
     result.wall_time_s = time.perf_counter() - start_time
+    result.total_wall_time_s = earlier_wall_time + result.wall_time_s
     return result
