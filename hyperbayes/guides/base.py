@@ -85,6 +85,9 @@ def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
     guided = model.guided_sites() if hasattr(model, "guided_sites") else None
     specs = getattr(getattr(model, "net", None), "param_specs", {})
     net_init = model.net.init_params(generator) if specs else {}
+    prior = getattr(model, "prior", None)
+    if prior is not None and hasattr(prior, "init_values"):
+        net_init.update(prior.init_values(specs, generator))
     sites = []
     for name, node in trace.nodes.items():
         if node["type"] != "sample" or node["is_observed"]:
@@ -114,7 +117,7 @@ def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
         role = specs[name].role if name in specs else ""
         sites.append(Site(name, shape, transform, init.detach().to(torch.get_default_dtype()),
                           role, fn))
-    if not sites:
+    if not sites and guided != []:  # [] : the prior draws every latent itself (one-hot codes)
         raise ValueError("the model has no latent sites to guide")
     return sites
 

@@ -4,9 +4,10 @@ from . import checkpoint, metrics
 from .compare import compare
 from .device import resolve_device, set_seed
 from .elbo import ELBO
+from .illation import fit_em, illate
 from .predict import Prediction, predict, predict_from_samples, sample_posterior, sample_prior
 from .svi import FitResult, fit
 
 __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
-           "metrics"]
+           "metrics", "illate", "fit_em"]

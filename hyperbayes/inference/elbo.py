@@ -110,6 +110,10 @@ class ELBO:
                 log_lik = log_lik + scale_and_mask(log_p, site["scale"], site["mask"]).sum()
             elif name in guide_trace.nodes:
                 latent[name] = site
+            elif site["mask"] is False:
+                # drawn from its prior in the model with its density masked out: a latent whose
+                # q equals its p (e.g. the MetaPrior's P(W | Z)), so it adds nothing to the ELBO
+                continue
             else:
                 raise ValueError(f"latent site {name!r} of the model is not in the guide")
         return -log_lik / self.num_particles + self.kl_weight * self.kl(latent, guide_trace, guide)

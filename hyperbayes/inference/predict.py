@@ -172,7 +172,10 @@ def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
-    per_sample = max(1, model.net.num_params)
+    # a prior that computes while sampling (the MetaPrior's hyperprior) says how many floats
+    # it holds per parameter
+    per_sample = max(1, model.net.num_params) * getattr(
+        getattr(model, "prior", None), "work_per_param", 1)
     group = max(1, min(num_samples, max_sample_floats // per_sample))
     parts = []
     for start in range(0, num_samples, group):

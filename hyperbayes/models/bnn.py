@@ -49,6 +49,7 @@ class BNN(torch.nn.Module):
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood must be a hyperbayes Likelihood, got "
                             f"{type(likelihood).__name__}")
+        prior.bind(net.param_specs)
         self.net, self.prior, self.likelihood = net, prior, likelihood
         if isinstance(noise_groups, bool) or not isinstance(noise_groups, int) or noise_groups < 1:
             raise ValueError(f"noise_groups must be a positive integer, got {noise_groups!r}")

@@ -59,6 +59,15 @@ class Prior:
         """Names of the sites a guide should cover, or None for every latent site."""
         return None
 
+    def bind(self, specs: Mapping[str, ParamSpec]) -> None:
+        """Called once by the model with its net's parameters: a prior that depends on the net's
+        structure checks and records it here (a ValueError names what does not fit)."""
+
+    def init_values(self, specs: Mapping[str, ParamSpec],
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Starting values for guided sites that are not the net's parameters (e.g. codes)."""
+        return {}
+
 
 class ElementwisePrior(Prior):
     """A prior that factorizes over parameters: subclasses give :meth:`distribution` per spec.

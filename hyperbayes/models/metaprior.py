@@ -1,0 +1,415 @@
+"""The MetaPrior (Karaletsos, Dayan & Ghahramani, 2018): a latent code per unit and a neural
+hyperprior g(z_out, z_in; ξ) that gives every weight its distribution P(w | z).
+
+Every unit u of layer l of an MLP (inputs, hidden units and outputs alike) has a code
+z_{l,u} ∈ R^D with P(z) = N(0, I). The weight from unit j of layer l−1 to unit i of layer l is
+drawn from P(w | [z_{l,i}, z_{l−1,j}(, z_s)]; ξ), where one network g, shared across the whole net,
+maps the weight code to
+
+* ``variant="gaussian"``: a mean and a scale, w ~ N(μ, σ²);
+* ``variant="implicit"``: the weight itself, w = g(z_w, ε; ξ) with ε ~ N(0, 1) per weight.
+
+A bias is the weight of a unit's code paired with a zero code (the paper's suggestion).
+The ELBO of the paper (Eq. 3) only needs a guide over Z: W is drawn from the same P(W | Z; ξ) in
+the model and in the guide, so its density cancels. Here the weights (Gaussian) or the noise ε
+(implicit) are model sites under ``poutine.mask(False)``: they are drawn from the prior, carry no
+density term, and no guide needs to know about them (:meth:`MetaPrior.guided_sites` names the
+code sites). Any hyperbayes guide (mean field by default) then infers Q(Z; Φ), and ``fit`` trains
+Φ and ξ jointly because ξ are parameters of the model.
+
+g's first layer acts on a concatenation, W₁[z_i; z_j] = A z_i + B z_j, so it is computed as an
+outer sum of per-unit projections (units × hidden) broadcast over the weights: the
+(weights × 2D) input is never built (:meth:`Hyperprior.naive` builds it, for tests and benchmarks).
+
+Example::
+
+    prior = MetaPrior(code_dim=2, hidden=32)
+    model = BNN(MLP([1, 100, 1]), prior, Gaussian(scale=3.0))
+    guide = MeanField(model, init_scale=0.1)   # Q(Z): one Gaussian per code coordinate
+    hb.inference.fit(model, guide, data.train, steps=5000)   # trains Q(Z) and g together
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+
+from .nets import ACTIVATIONS, ParamSpec
+from .priors import Prior
+
+__all__ = ["Hyperprior", "MetaPrior", "VARIANTS", "CODE_KINDS", "code_site", "GLOBAL_CODE_SITE"]
+
+VARIANTS = ("gaussian", "implicit")
+CODE_KINDS = ("latent", "onehot")
+GLOBAL_CODE_SITE = "codes.global"
+_MIN_SCALE = 1e-4
+
+
+def code_site(layer: int) -> str:
+    """Name of the code site of unit layer ``layer`` (0: inputs, L: outputs)."""
+    return f"codes.{layer}"
+
+
+class Hyperprior(torch.nn.Module):
+    """g(z_w; ξ): an MLP from a weight code to ``outputs`` numbers per weight.
+
+    The weight code is ``[z_out, z_in, z_global, noise]`` (the last two optional). Its first layer
+    is split by blocks, ``W₁ = [A | B | C | E]``, so :meth:`forward` adds per-unit projections by
+    broadcasting instead of concatenating codes per weight.
+
+    Args:
+        code_dim: D, the size of a unit code.
+        hidden: width of g's hidden layers.
+        outputs: numbers per weight (2 for a Gaussian's mean and scale, 1 for an implicit weight).
+        global_dim: size of the global code z_s (0: none).
+        noise_dim: size of the per-weight noise input (0: none).
+        depth: number of hidden layers of g.
+        activation: name in :data:`~hyperbayes.models.nets.ACTIVATIONS`.
+    """
+
+    def __init__(self, code_dim: int, hidden: int = 32, outputs: int = 2, *, global_dim: int = 0,
+                 noise_dim: int = 0, depth: int = 1, activation: str = "relu"):
+        super().__init__()
+        for name, value, low in (("code_dim", code_dim, 1), ("hidden", hidden, 1),
+                                 ("outputs", outputs, 1), ("global_dim", global_dim, 0),
+                                 ("noise_dim", noise_dim, 0), ("depth", depth, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from "
+                             f"{sorted(ACTIVATIONS)}")
+        self.code_dim, self.global_dim, self.noise_dim = code_dim, global_dim, noise_dim
+        self.activation = activation
+        self.first = torch.nn.Linear(2 * code_dim + global_dim + noise_dim, hidden)
+        self.hidden_layers = torch.nn.ModuleList(
+            torch.nn.Linear(hidden, hidden) for _ in range(depth - 1))
+        self.out = torch.nn.Linear(hidden, outputs)
+
+    @property
+    def hidden(self) -> int:
+        """Width of g's hidden layers."""
+        return self.first.out_features
+
+    def _blocks(self):
+        d, g = self.code_dim, self.global_dim
+        return torch.split(self.first.weight, [d, d, g, self.noise_dim], dim=1)
+
+    def _act(self, h: torch.Tensor, inplace: bool) -> torch.Tensor:
+        if self.activation == "relu":
+            return h.relu_() if inplace else h.relu()
+        return ACTIVATIONS[self.activation](h)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden_layers:
+            h = self._act(layer(h), inplace=True)
+        return self.out(h)
+
+    def forward(self, z_out: torch.Tensor, z_in: torch.Tensor | None = None,
+                z_global: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """g on every pair (i, j): ``(..., out, in, outputs)``; ``(..., out, outputs)`` when
+        ``z_in`` is None (a bias: the input code is zero).
+
+        Args:
+            z_out: codes of the receiving units (..., out, D).
+            z_in: codes of the sending units (..., in, D), or None.
+            z_global: the global code (..., global_dim), when g has one.
+            noise: per-weight noise (..., out, in, noise_dim) (or (..., out, noise_dim) for
+                biases), when g has a noise input.
+        """
+        self._check_inputs(z_out, z_in, z_global, noise)
+        a, b, c, e = self._blocks()
+        pre = F.linear(z_out, a, self.first.bias)               # (..., out, H)
+        if z_global is not None:
+            pre = pre + F.linear(z_global, c).unsqueeze(-2)
+        if z_in is not None:                                     # outer sum over (i, j)
+            pre = pre.unsqueeze(-2) + F.linear(z_in, b).unsqueeze(-3)
+        if noise is not None:
+            pre = pre + F.linear(noise, e)
+        return self._head(self._act(pre, inplace=True))
+
+    def naive(self, z_out: torch.Tensor, z_in: torch.Tensor | None = None,
+              z_global: torch.Tensor | None = None,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The same function computed from the concatenated weight codes (one row of 2D + …
+        inputs per weight): the reference the factorized :meth:`forward` is tested against."""
+        self._check_inputs(z_out, z_in, z_global, noise)
+        if z_in is None:
+            z_in = z_out.new_zeros(*z_out.shape[:-2], 1, self.code_dim)
+            squeeze = True
+        else:
+            squeeze = False
+        lead = torch.broadcast_shapes(z_out.shape[:-2], z_in.shape[:-2])
+        n_out, n_in = z_out.shape[-2], z_in.shape[-2]
+        parts = [z_out.unsqueeze(-2).expand(*lead, n_out, n_in, self.code_dim),
+                 z_in.unsqueeze(-3).expand(*lead, n_out, n_in, self.code_dim)]
+        if z_global is not None:
+            parts.append(z_global[..., None, None, :].expand(*lead, n_out, n_in, self.global_dim))
+        if noise is not None:
+            parts.append((noise.unsqueeze(-2) if squeeze else noise).expand(
+                *lead, n_out, n_in, self.noise_dim))
+        out = self._head(self._act(self.first(torch.cat(parts, dim=-1)), inplace=False))
+        return out.squeeze(-2) if squeeze else out
+
+    def _check_inputs(self, z_out, z_in, z_global, noise):
+        if z_out.shape[-1] != self.code_dim or (z_in is not None
+                                                and z_in.shape[-1] != self.code_dim):
+            raise ValueError(f"codes must have {self.code_dim} coordinates, got z_out "
+                             f"{tuple(z_out.shape)}"
+                             + (f" and z_in {tuple(z_in.shape)}" if z_in is not None else ""))
+        if (z_global is None) != (self.global_dim == 0):
+            raise ValueError(f"this hyperprior has global_dim={self.global_dim}: give z_global "
+                             "exactly when it is positive")
+        if (noise is None) != (self.noise_dim == 0):
+            raise ValueError(f"this hyperprior has noise_dim={self.noise_dim}: give noise "
+                             "exactly when it is positive")
+
+
+class MetaPrior(Prior, torch.nn.Module):
+    """A prior over an MLP's weights through latent unit codes and a shared hyperprior network.
+
+    The model's latent sites are the codes ``codes.0`` (input units, shape (in, D)) …
+    ``codes.L`` (output units), plus ``codes.global`` (shape (global_dim,)) when
+    ``global_dim > 0``; guides approximate those only. The net's parameters (``fc0.weight``, …)
+    are drawn from P(W | Z; ξ) inside the model. The hyperprior's parameters ξ are parameters of
+    the model (the prior is a submodule of :class:`~hyperbayes.models.BNN`), so ``fit`` learns
+    them with the guide's.
+
+    Args:
+        code_dim: D, the size of each unit's code (ignored with ``codes="onehot"``).
+        hidden: width of g's hidden layers (the paper's toy uses 32).
+        variant: ``"gaussian"`` (g gives a mean and a scale per weight) or ``"implicit"`` (g also
+            reads noise ε ~ N(0, 1) and gives the weight).
+        codes: ``"latent"`` (codes are latent variables) or ``"onehot"`` (each unit's code is a
+            fixed one-hot vector over all units: the paper's Gaussian-OH baseline; nothing is
+            left to infer, so ``fit`` learns ξ by maximum likelihood).
+        global_dim: size of a global code z_s appended to every weight code (0: none).
+        depth: number of hidden layers of g.
+        activation: g's activation.
+        fan_in_scaling: divide every generated weight (mean and scale) by √fan_in, so one g
+            serves layers of any width with pre-activations of order one (not in the paper,
+            which uses one layer width per net; set False for the unscaled model).
+        init_code_scale: spread of the initial code values a guide starts from (the codes'
+            prior mean is 0 for every unit; starting them all there would make every unit alike).
+        init_weight_scale: initial σ of P(w | z) before fan-in scaling (Gaussian variant).
+        seed: seed of g's initial parameters.
+    """
+
+    def __init__(self, code_dim: int = 2, hidden: int = 32, *, variant: str = "gaussian",
+                 codes: str = "latent", global_dim: int = 0, depth: int = 1,
+                 activation: str = "relu", fan_in_scaling: bool = True,
+                 init_code_scale: float = 1.0, init_weight_scale: float = 0.1,
+                 seed: int | None = 0):
+        torch.nn.Module.__init__(self)
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown MetaPrior variant {variant!r}; choose from {VARIANTS}")
+        if codes not in CODE_KINDS:
+            raise ValueError(f"unknown MetaPrior codes {codes!r}; choose from {CODE_KINDS}")
+        if codes == "onehot" and global_dim:
+            raise ValueError("one-hot codes have no global code; use global_dim=0")
+        if not init_code_scale > 0 or not init_weight_scale > 0:
+            raise ValueError("init_code_scale and init_weight_scale must be positive")
+        self.code_dim, self.hidden, self.variant, self.codes = code_dim, hidden, variant, codes
+        self.global_dim, self.depth, self.activation = global_dim, depth, activation
+        self.fan_in_scaling = fan_in_scaling
+        self.init_code_scale, self.init_weight_scale = float(init_code_scale), float(
+            init_weight_scale)
+        self.seed = seed
+        self.units: list[int] | None = None
+        self.layers: list[tuple[ParamSpec, ParamSpec | None]] = []
+        self.g: Hyperprior | None = None
+        # the codes' prior N(loc, scale²) per site; None: N(0, I). illate(anchor="posterior")
+        # swaps in a trained posterior so that re-inference starts from, and stays near, it.
+        self.code_priors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if codes == "latent":  # the hyperprior's size is known now; one-hot waits for the net
+            self._build_g(code_dim)
+
+    def __repr__(self):
+        return (f"MetaPrior(code_dim={self.code_dim}, hidden={self.hidden}, "
+                f"variant={self.variant!r}, codes={self.codes!r}, global_dim={self.global_dim})")
+
+    # -- structure -----------------------------------------------------------------------------
+
+    def _build_g(self, code_dim: int):
+        outputs = 2 if self.variant == "gaussian" else 1
+        noise_dim = 1 if self.variant == "implicit" else 0
+        with torch.random.fork_rng(devices=[]):
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+            g = Hyperprior(code_dim, self.hidden, outputs, global_dim=self.global_dim,
+                           noise_dim=noise_dim, depth=self.depth, activation=self.activation)
+            if self.variant == "gaussian":  # start P(w | z) narrow around its mean
+                with torch.no_grad():
+                    g.out.bias[1] = math.log(math.expm1(self.init_weight_scale))
+        self.g = g
+
+    def bind(self, specs: Mapping[str, ParamSpec]) -> None:
+        """Check that the net is an MLP with plain weights and learn its unit layout."""
+        layers: dict[int, dict[str, ParamSpec]] = {}
+        for spec in specs.values():
+            if spec.role not in ("weight", "bias"):
+                raise ValueError(f"MetaPrior generates plain weights and biases; parameter "
+                                 f"{spec.name!r} has role {spec.role!r} (use weight_norm=False)")
+            if spec.role == "weight" and len(spec.shape) != 2:
+                raise ValueError(f"MetaPrior supports dense layers only; {spec.name!r} has shape "
+                                 f"{spec.shape}")
+            layers.setdefault(spec.layer, {})[spec.role] = spec
+        order = sorted(layers)
+        if order != list(range(len(order))) or any("weight" not in layers[k] for k in order):
+            raise ValueError(f"MetaPrior needs dense layers 0..L-1 each with a weight; got "
+                             f"{sorted(specs)}")
+        units = [layers[0]["weight"].shape[1]]
+        for k in order:
+            out, fan_in = layers[k]["weight"].shape
+            if fan_in != units[-1]:
+                raise ValueError(f"layer {k} reads {fan_in} inputs but layer {k - 1} has "
+                                 f"{units[-1]} units: MetaPrior needs a plain MLP")
+            units.append(out)
+        pairs = [(layers[k]["weight"], layers[k].get("bias")) for k in order]
+        if self.units is not None and (units != self.units or [
+                (w.name, b.name if b else None) for w, b in pairs] != [
+                (w.name, b.name if b else None) for w, b in self.layers]):
+            raise ValueError(f"this MetaPrior is bound to a net with units {self.units}; make a "
+                             f"new one for units {units}")
+        self.units, self.layers = units, pairs
+        if self.codes == "onehot" and self.g is None:
+            self._build_g(sum(units))
+            total, start = sum(units), 0
+            for layer, n in enumerate(units):
+                self.register_buffer(f"_onehot_{layer}", torch.eye(total)[start:start + n],
+                                     persistent=False)
+                start += n
+
+    def _require_bound(self, specs):
+        if self.units is None:
+            self.bind(specs)
+
+    def code_sites(self) -> list[str]:
+        """Names of the latent code sites (inputs first, the global code last)."""
+        if self.codes == "onehot" or self.units is None:
+            return []
+        return [code_site(k) for k in range(len(self.units))] + (
+            [GLOBAL_CODE_SITE] if self.global_dim else [])
+
+    def guided_sites(self, specs):
+        """The code sites: the weights are drawn from P(W | Z) inside the model."""
+        self._require_bound(specs)
+        return self.code_sites()
+
+    def init_values(self, specs, generator=None) -> dict[str, torch.Tensor]:
+        """Random starting codes ``init_code_scale · N(0, I)`` for a guide (distinct per unit)."""
+        self._require_bound(specs)
+        shapes = {code_site(k): (n, self.code_dim) for k, n in enumerate(self.units)}
+        if self.global_dim:
+            shapes[GLOBAL_CODE_SITE] = (self.global_dim,)
+        if self.codes == "onehot":
+            return {}
+        return {name: self.init_code_scale * torch.randn(shape, generator=generator)
+                for name, shape in shapes.items()}
+
+    @property
+    def work_per_param(self) -> int:
+        """Floats g holds per generated weight while sampling (sizes prediction groups)."""
+        return self.hidden * self.depth + 2
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def _code_distribution(self, name, shape, device):
+        if name in self.code_priors:
+            loc, scale = self.code_priors[name]
+            return dist.Normal(loc.to(device), scale.to(device)).to_event(len(shape))
+        zero = torch.zeros((), device=device)
+        return dist.Normal(zero, zero + 1.0).expand(shape).to_event(len(shape))
+
+    def sample_codes(self, device) -> dict[str, torch.Tensor]:
+        """Sample the code sites (latent codes) or return the fixed one-hot codes."""
+        if self.codes == "onehot":
+            return {code_site(k): getattr(self, f"_onehot_{k}") for k in range(len(self.units))}
+        out = {}
+        for k, n in enumerate(self.units):
+            name = code_site(k)
+            out[name] = pyro.sample(name, self._code_distribution(name, (n, self.code_dim),
+                                                                  device))
+        if self.global_dim:
+            out[GLOBAL_CODE_SITE] = pyro.sample(GLOBAL_CODE_SITE, self._code_distribution(
+                GLOBAL_CODE_SITE, (self.global_dim,), device))
+        return out
+
+    def weight_distribution(self, spec: ParamSpec, z_out, z_in, z_global, noise=None):
+        """What g says about parameter ``spec``: ``(loc, scale)`` (Gaussian) or the weights
+        (implicit, given ``noise``), fan-in scaled."""
+        out = self.g(z_out, z_in, z_global, noise)
+        factor = 1.0 / math.sqrt(spec.fan_in) if self.fan_in_scaling else 1.0
+        if self.variant == "implicit":
+            return out[..., 0] * factor
+        return out[..., 0] * factor, (F.softplus(out[..., 1]) + _MIN_SCALE) * factor
+
+    def sample(self, specs, device):
+        """Sample the codes, then every weight and bias from P(W | Z; ξ).
+
+        Returns ``{site: value}`` for the codes and the net's parameters.
+        """
+        self._require_bound(specs)
+        codes = self.sample_codes(device)
+        z_global = codes.get(GLOBAL_CODE_SITE)
+        values = dict(codes)
+        for k, (weight, bias) in enumerate(self.layers):
+            z_out, z_in = codes[code_site(k + 1)], codes[code_site(k)]
+            values[weight.name] = self._sample_param(weight, z_out, z_in, z_global, device)
+            if bias is not None:
+                values[bias.name] = self._sample_param(bias, z_out, None, z_global, device)
+        return values
+
+    def _sample_param(self, spec, z_out, z_in, z_global, device):
+        event = len(spec.shape)
+        # Drawn from the prior in model and guide alike: no density term (see the module doc).
+        with poutine.mask(mask=False):
+            if self.variant == "implicit":
+                zero = torch.zeros((), device=device)
+                noise = pyro.sample(f"{spec.name}.noise", dist.Normal(zero, zero + 1.0).expand(
+                    (*spec.shape, 1)).to_event(event + 1))
+                return self.weight_distribution(spec, z_out, z_in, z_global, noise)
+            loc, scale = self.weight_distribution(spec, z_out, z_in, z_global)
+            return pyro.sample(spec.name, dist.Normal(loc, scale).to_event(event))
+
+    def generate(self, codes: Mapping[str, torch.Tensor], *, mean: bool = False,
+                 noise_seed: int | None = None) -> dict[str, torch.Tensor]:
+        """The net's parameters for given codes, outside any Pyro model (for plots and probes).
+
+        Args:
+            codes: ``{code site: value}``, every site with the same leading sample shape.
+            mean: return g's mean weights (Gaussian) instead of a draw.
+            noise_seed: seed of the draw (Gaussian noise or implicit ε).
+        """
+        if self.units is None:
+            raise RuntimeError("the MetaPrior is not bound to a net yet (build the BNN first)")
+        generator = None
+        if noise_seed is not None:
+            device = next(self.g.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(noise_seed)
+        codes = dict(codes)
+        if self.codes == "onehot":
+            codes.update(self.sample_codes(None))
+        z_global = codes.get(GLOBAL_CODE_SITE)
+        out = {}
+        for k, (weight, bias) in enumerate(self.layers):
+            for spec, z_in in ((weight, codes[code_site(k)]), (bias, None)):
+                if spec is None:
+                    continue
+                z_out = codes[code_site(k + 1)]
+                if self.variant == "implicit":
+                    shape = torch.broadcast_shapes(z_out.shape[:-2], () if z_in is None else
+                                                   z_in.shape[:-2]) + (*spec.shape, 1)
+                    noise = torch.randn(shape, generator=generator, device=z_out.device)
+                    out[spec.name] = self.weight_distribution(spec, z_out, z_in, z_global, noise)
+                    continue
+                loc, scale = self.weight_distribution(spec, z_out, z_in, z_global)
+                out[spec.name] = loc if mean else loc + scale * torch.randn(
+                    loc.shape, generator=generator, device=loc.device)
+        return out
