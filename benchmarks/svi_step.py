@@ -50,13 +50,13 @@ def _median_time(step, repeats: int, warmup: int, device) -> float:
     return statistics.median(times)
 
 
-def plain_map_step(x, y, device, fused: bool = False):
+def plain_map_step(x, y, device, fused: bool = False, sizes=SIZES):
     """A plain-PyTorch MAP step: nn.Linear stack, N·cross-entropy + ½‖w‖² (N(0,1) prior), Adam
     (torch's default implementation, or its fused kernel with ``fused=True``)."""
     layers = []
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b))
-        if i < len(SIZES) - 2:
+        if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*layers).to(device)
     optim = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused or None)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from .guides import Delta, FlowGuide, MeanField
 from .inference.elbo import ELBO
 from .models import BNN
+from .models.metaprior import MetaPrior
 
 __all__ = ["Method", "register", "build", "available", "get", "REFERENCE"]
 
@@ -105,6 +106,17 @@ def _flow(net, prior, likelihood, seed=0, flow="realnvp", num_flows=8, hidden=20
     return model, guide, ELBO()
 
 
+def _metaprior(net, prior, likelihood, seed=0, code_dim=2, hidden=32, variant="gaussian",
+               codes="latent", global_dim=0, init_scale=0.1, **prior_options):
+    # The method *is* its prior: the given prior is replaced by a MetaPrior over the same net.
+    meta = MetaPrior(code_dim=code_dim, hidden=hidden, variant=variant, codes=codes,
+                     global_dim=global_dim, seed=seed, **prior_options)
+    model = BNN(net, meta, likelihood)
+    guide = (Delta(model, seed=seed) if codes == "onehot" else
+             MeanField(model, init_scale=init_scale, seed=seed))
+    return model, guide, ELBO()
+
+
 register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map))
 register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundell et al. 2015)",
                 _meanfield, reference="Blundell et al., Weight Uncertainty in Neural Networks, "
@@ -112,6 +124,10 @@ register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundel
 register(Method("mcdropout", "MC dropout: MAP with dropout kept on at prediction (Gal & "
                 "Ghahramani 2016)", _mcdropout, reference="Gal & Ghahramani, Dropout as a "
                 "Bayesian Approximation, ICML 2016"))
+register(Method("metaprior", "MetaPrior: latent unit codes, weights from a neural hyperprior "
+                "g(z_i, z_j), mean-field Q over the codes (Karaletsos et al. 2018); replaces the "
+                "given prior", _metaprior, reference="Karaletsos, Dayan & Ghahramani, "
+                "Probabilistic Meta-Representations of Neural Networks, UAI 2018 workshop"))
 register(Method("flow", "Bayesian hypernetwork: a normalizing-flow guide over the weight-norm "
                 "scales or all weights (Krueger et al. 2017)", _flow,
                 reference="Krueger et al., Bayesian Hypernetworks, arXiv:1710.04759"))

@@ -117,12 +117,15 @@ def test_joint_training_fits_data_and_moves_codes_and_hyperprior():
     torch.manual_seed(0)
     x = torch.linspace(-2, 2, 40).unsqueeze(-1)
     y = torch.sin(2 * x) + 0.05 * torch.randn_like(x)
-    model = BNN(MLP([1, 20, 1], activation="tanh"), MetaPrior(code_dim=2, hidden=16),
-                Gaussian(scale=0.1))
+    # a narrow initial P(w | z): at 0.1 the weight noise swamps the 0.1 observation noise of
+    # 20 summed units and training first flattens the function (measured RMSE 0.65 after 1,500
+    # steps); at 0.01 it fits within 3,000 steps
+    model = BNN(MLP([1, 20, 1], activation="tanh"),
+                MetaPrior(code_dim=2, hidden=16, init_weight_scale=0.01), Gaussian(scale=0.1))
     guide = hb.guides.MeanField(model, init_scale=0.1)
     g_before = [p.detach().clone() for p in model.prior.parameters()]
     codes_before = guide.locs()
-    result = fit(model, guide, (x, y), steps=1500, lr=1e-2, progress=False)
+    result = fit(model, guide, (x, y), steps=3000, lr=1e-2, progress=False)
     assert result.losses[-1] < 0.1 * result.losses[0]
     pred = hb.inference.predict(model, guide, x, 50)
     rmse = (pred.mean() - y.squeeze(-1)).pow(2).mean().sqrt().item()

@@ -3,7 +3,8 @@
 The CLI, the benchmarks and the notebooks call these, so an experiment is written once.
 """
 
-from . import bhn_correlations, bhn_mnist, bhn_product, bhn_toy, toy_regression
+from . import (bhn_correlations, bhn_mnist, bhn_product, bhn_toy, metaprior_moons,
+               metaprior_toy, toy_regression)
 
 EXPERIMENTS = {
     "toy-regression": toy_regression.run,
@@ -11,7 +12,9 @@ EXPERIMENTS = {
     "bhn-toy": bhn_toy.run,
     "bhn-mnist": bhn_mnist.run,
     "bhn-correlations": bhn_correlations.run,
+    "metaprior-toy": metaprior_toy.run,
+    "metaprior-moons": metaprior_moons.run,
 }
 
 __all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
-           "bhn_correlations"]
+           "bhn_correlations", "metaprior_toy", "metaprior_moons"]

@@ -9,7 +9,7 @@ every number and figure is reported back in the original units.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import datasets, methods
@@ -56,6 +56,8 @@ class ToyStudy:
         preds: per method its Prediction of f on the test grid, in fitted (standardized) units.
         reference: NUTS's Prediction (or None without NUTS).
         y_center, y_scale: the standardization of targets (f = pred.f · y_scale + y_center).
+        x_center, x_scale: the standardization of inputs (fitted x = (x − x_center) / x_scale).
+        fitted: per VI method its trained ``(model, guide)`` (in fitted units), for probes.
     """
 
     data: object
@@ -64,6 +66,9 @@ class ToyStudy:
     reference: Prediction | None
     y_center: float
     y_scale: float
+    x_center: float = 0.0
+    x_scale: float = 1.0
+    fitted: dict = field(default_factory=dict)
 
 
 def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cpu",
@@ -96,6 +101,7 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
     results: dict[str, dict] = {}
     preds: dict[str, Prediction] = {}
     timings: dict[str, float] = {}
+    fitted: dict[str, tuple] = {}
     reference = None
     if "nuts" in methods_to_run:
         set_seed(seed)
@@ -128,6 +134,7 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
                        **(overrides[0] if overrides else {})}
         fit(model, guide, train, device=device, seed=seed, progress=progress, **fit_options)
         preds[label] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
+        fitted[label] = (model, guide)
         timings[label] = time.perf_counter() - t0
         results[label] = {}
 
@@ -146,7 +153,7 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
             scaled = Prediction(pred.outputs * y_scale + y_center, "regression")
             entry.update(compare(scaled, ref_scaled, data.test.x, data.info["train_range"]))
         entry["wall_time_s"] = timings[label]
-    return ToyStudy(data, results, preds, reference, y_center, y_scale)
+    return ToyStudy(data, results, preds, reference, y_center, y_scale, x_center, x_scale, fitted)
 
 
 def band_axes(axes, toy: ToyStudy, names, ylim=None, true_label="true f") -> None:

@@ -191,19 +191,25 @@ class MetaPrior(Prior, torch.nn.Module):
             left to infer, so ``fit`` learns ξ by maximum likelihood).
         global_dim: size of a global code z_s appended to every weight code (0: none).
         depth: number of hidden layers of g.
-        activation: g's activation.
-        fan_in_scaling: divide every generated weight (mean and scale) by √fan_in, so one g
-            serves layers of any width with pre-activations of order one (not in the paper,
-            which uses one layer width per net; set False for the unscaled model).
+        activation: g's activation. tanh (the default) keeps g bounded, so codes that Q puts
+            far from the data's units cannot generate huge weights; with ReLU, on the cubic toy
+            (4,000 steps, seed 0) the fit stayed nearly linear (in-range RMSE 14.3 vs 7.0 with
+            tanh) and out-of-data predictive stds reached 100 (tanh: 20).
+        fan_in_scaling: divide every generated weight (mean and scale) by √fan_in (not in the
+            paper). Off by default: on the cubic toy it made the fit collapse to a line
+            (in-range RMSE 9.5–16.9 against 7.0 without it) and out-of-data stds explode.
         init_code_scale: spread of the initial code values a guide starts from (the codes'
             prior mean is 0 for every unit; starting them all there would make every unit alike).
-        init_weight_scale: initial σ of P(w | z) before fan-in scaling (Gaussian variant).
+        init_weight_scale: initial σ of P(w | z) (Gaussian variant). Where many units sum into
+            an output with small observation noise, a wide start makes the weight noise swamp
+            the data and training first flattens the function; 0.01 then fits faster (a sine
+            on 20 tanh units), while 0.1 fitted the cubic toy better (in-range RMSE 7.0 vs 10.2).
         seed: seed of g's initial parameters.
     """
 
     def __init__(self, code_dim: int = 2, hidden: int = 32, *, variant: str = "gaussian",
                  codes: str = "latent", global_dim: int = 0, depth: int = 1,
-                 activation: str = "relu", fan_in_scaling: bool = True,
+                 activation: str = "tanh", fan_in_scaling: bool = False,
                  init_code_scale: float = 1.0, init_weight_scale: float = 0.1,
                  seed: int | None = 0):
         torch.nn.Module.__init__(self)
