@@ -68,6 +68,10 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     fig.savefig(figures[0], dpi=120)
     plt.close(fig)
     meta = [n for n in names if n.startswith("metaprior")]
+    for label in meta:   # how far Q over the hidden codes moved from the prior N(0, I)
+        _, guide = toy.fitted[label]
+        toy.results[label]["hidden_code_mean_spread"] = guide.locs()["codes.1"].std().item()
+        toy.results[label]["hidden_code_posterior_std"] = guide.scales()["codes.1"].mean().item()
     if meta:
         figures.append(out / "codes.png")
         _codes_figure(figures[-1], toy, meta, settings, seed)
@@ -210,6 +214,19 @@ def _report(payload: dict, figures: list[str]) -> str:
             "std ratios are the method's predictive std of f(x) over NUTS's inside / outside "
             "[−4, 4]; predictive_distance the W₁ distance to NUTS's distribution of f(x). "
             "The paper shows this experiment as a figure only (Fig. 2).", ""]
+    spread = [(m, v["hidden_code_mean_spread"], v["hidden_code_posterior_std"])
+              for m, v in payload["methods"].items() if "hidden_code_mean_spread" in v]
+    for name, mean_spread, post_std in spread:
+        line = (f"`{name}`: the hidden units' code means spread with std {mean_spread:.2f} "
+                f"and their posterior std averages {post_std:.2f} (the prior's is 1).")
+        if mean_spread < 0.5 < post_std:
+            line += (" The means crowd near 0 under a wide posterior: Q over the hidden codes "
+                     "stays close to the prior, the units act as exchangeable draws whose "
+                     "average is the fit, so clamping every code to its mean (the function-draw "
+                     "figure, as in the paper) gives a flatter function than the predictive "
+                     "mean, and moving one unit's code changes it little: the paper's global "
+                     "change from a single code is not reproduced.")
+        text += [line, ""]
     text += [f"![{name}]({name})" for name in figures]
     text += ["", f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
              f"wall time {payload['wall_time_s']:.0f} s.", ""]

@@ -56,6 +56,99 @@ def code_site(layer: int) -> str:
     return f"codes.{layer}"
 
 
+_CHUNK_FLOATS = 1 << 18  # 1 MB of hidden activations per chunk: stays in cache
+
+
+def _tanh_of_sum(tanh_a, tanh_b, a, b):
+    """tanh(a + b) from tanh a and tanh b by the addition formula
+    (tanh a + tanh b) / (1 + tanh a · tanh b): two elementwise passes instead of a tanh per pair.
+    Where the denominator is small (a and b saturated with opposite signs) the formula loses
+    precision, and tanh(a + b) is evaluated directly there."""
+    den = torch.addcmul(torch.ones((), dtype=tanh_a.dtype, device=tanh_a.device), tanh_a, tanh_b)
+    hidden = (tanh_a + tanh_b).div_(den)
+    # 1 + ta·tb ≥ 1 − max|ta|·max|tb|: check per pair only when that bound allows a small one
+    if bool(tanh_a.abs().amax() * tanh_b.abs().amax() > 0.99):
+        unsafe = den < 1e-2
+        hidden = torch.where(unsafe, torch.tanh(a + b), hidden)
+    return hidden
+
+
+class _PairwiseHead(torch.autograd.Function):
+    """o[b, i, j] = W₂ · act(p_out[b, i] + p_in[b, j] (+ E·ε[b, i, j])) + b₂ for one hidden layer,
+    computed in chunks of receiving units, and recomputed chunk by chunk in the backward.
+
+    Plain autograd writes the (pairs × hidden) pre-activation and activation tensors to memory
+    and reads them back several times in the backward; here each chunk stays in cache and
+    nothing of that size is kept between the passes. With tanh and no noise input the
+    activation itself factorizes too: tanh is taken once per unit, not once per pair
+    (:func:`_tanh_of_sum`).
+    """
+
+    @staticmethod
+    def _hidden(ctx, p_out, p_in, tanh_out, tanh_in, noise, e, start, stop):
+        a, b = p_out[:, start:stop, None, :], p_in[:, None, :, :]
+        if tanh_out is not None:
+            return _tanh_of_sum(tanh_out[:, start:stop, None, :], tanh_in[:, None, :, :], a, b)
+        pre = a + b
+        if noise is not None:
+            pre = pre + F.linear(noise[:, start:stop], e)
+        return ctx.act(pre)
+
+    @staticmethod
+    def forward(ctx, p_out, p_in, noise, e, w2, b2, act):
+        ctx.act = act
+        ctx.tanh_sum = act is torch.tanh and noise is None
+        ctx.save_for_backward(p_out, p_in, noise, e, w2, b2)
+        tanh_out, tanh_in = ((torch.tanh(p_out), torch.tanh(p_in)) if ctx.tanh_sum else
+                             (None, None))
+        rows = max(1, _CHUNK_FLOATS // max(1, p_in.shape[1] * p_in.shape[2]))
+        out = p_out.new_empty(p_out.shape[0], p_out.shape[1], p_in.shape[1], w2.shape[0])
+        for start in range(0, p_out.shape[1], rows):
+            hidden = _PairwiseHead._hidden(ctx, p_out, p_in, tanh_out, tanh_in, noise, e,
+                                           start, start + rows)
+            out[:, start:start + rows] = F.linear(hidden, w2, b2)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        p_out, p_in, noise, e, w2, b2 = ctx.saved_tensors
+        tanh_out, tanh_in = ((torch.tanh(p_out), torch.tanh(p_in)) if ctx.tanh_sum else
+                             (None, None))
+        rows = max(1, _CHUNK_FLOATS // max(1, p_in.shape[1] * p_in.shape[2]))
+        grad_out, grad_in = torch.zeros_like(p_out), torch.zeros_like(p_in)
+        grad_w2, grad_e = torch.zeros_like(w2), None if e is None else torch.zeros_like(e)
+        one = torch.ones((), dtype=grad.dtype, device=grad.device)
+        for start in range(0, p_out.shape[1], rows):
+            stop = start + rows
+            g_out = grad[:, start:stop]
+            grad_hidden = g_out @ w2
+            if ctx.tanh_sum:
+                hidden = _PairwiseHead._hidden(ctx, p_out, p_in, tanh_out, tanh_in, None, None,
+                                               start, stop)
+                grad_w2 += g_out.reshape(-1, g_out.shape[-1]).t() @ hidden.reshape(
+                    -1, hidden.shape[-1])
+                grad_pre = grad_hidden.mul_(torch.addcmul(one, hidden, hidden, value=-1.0))
+            else:
+                with torch.enable_grad():
+                    pre = (p_out[:, start:stop, None, :] + p_in[:, None, :, :]).detach()
+                    if noise is not None:
+                        pre = pre + F.linear(noise[:, start:stop], e.detach())
+                    pre.requires_grad_(True)
+                    hidden = ctx.act(pre)
+                    (grad_pre,) = torch.autograd.grad(hidden, pre, grad_hidden)
+                hidden = hidden.detach()
+                grad_w2 += g_out.reshape(-1, g_out.shape[-1]).t() @ hidden.reshape(
+                    -1, hidden.shape[-1])
+            grad_out[:, start:stop] = grad_pre.sum(2)
+            grad_in += grad_pre.sum(1)
+            if noise is not None:
+                grad_e += grad_pre.reshape(-1, grad_pre.shape[-1]).t() @ noise[
+                    :, start:stop].reshape(-1, noise.shape[-1])
+        grad_b2 = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_out, grad_in, None, grad_e, grad_w2, grad_b2, None
+
+
 class Hyperprior(torch.nn.Module):
     """g(z_w; ξ): an MLP from a weight code to ``outputs`` numbers per weight.
 
@@ -126,6 +219,10 @@ class Hyperprior(torch.nn.Module):
         self._check_inputs(z_out, z_in, z_global, noise)
         a, b, c, e = self._blocks()
         pre = F.linear(z_out, a, self.first.bias)               # (..., out, H)
+        if z_in is not None and not self.hidden_layers:
+            if z_global is not None:
+                pre = pre + F.linear(z_global, c).unsqueeze(-2)
+            return self._fused_pairs(pre, F.linear(z_in, b), noise, e)
         if z_global is not None:
             pre = pre + F.linear(z_global, c).unsqueeze(-2)
         if z_in is not None:                                     # outer sum over (i, j)
@@ -133,6 +230,21 @@ class Hyperprior(torch.nn.Module):
         if noise is not None:
             pre = pre + F.linear(noise, e)
         return self._head(self._act(pre, inplace=True))
+
+    def _fused_pairs(self, p_out, p_in, noise, e):
+        """The one-hidden-layer head on every (i, j) pair through :class:`_PairwiseHead`."""
+        lead = torch.broadcast_shapes(p_out.shape[:-2], p_in.shape[:-2],
+                                      () if noise is None else noise.shape[:-3])
+        n_out, n_in, hidden = p_out.shape[-2], p_in.shape[-2], p_out.shape[-1]
+        p_out = p_out.expand(*lead, n_out, hidden).reshape(-1, n_out, hidden)
+        p_in = p_in.expand(*lead, n_in, hidden).reshape(-1, n_in, hidden)
+        if noise is not None:
+            noise = noise.expand(*lead, n_out, n_in, noise.shape[-1]).reshape(
+                -1, n_out, n_in, noise.shape[-1])
+        act = ACTIVATIONS[self.activation]
+        out = _PairwiseHead.apply(p_out, p_in, noise, e if noise is not None else None,
+                                  self.out.weight, self.out.bias, act)
+        return out.reshape(*lead, n_out, n_in, out.shape[-1])
 
     def naive(self, z_out: torch.Tensor, z_in: torch.Tensor | None = None,
               z_global: torch.Tensor | None = None,
