@@ -1,7 +1,8 @@
 """MetaPrior costs: its SVI step as a ratio to a plain-PyTorch MAP step on the same net, the
 factorized hyperprior against the naive concatenation, and the peak memory of one SVI step.
 
-    python benchmarks/metaprior_step.py [--quick] [--device auto] --out results/benchmarks/metaprior_step.json
+    cd benchmarks && python metaprior_step.py [--quick] [--device auto] \
+        --out ../results/benchmarks/metaprior_step.json
 
 * step ratio: 784-100-10 ReLU, batch 128, codes D = 10, hyperprior 32 hidden units (Gaussian
   P(w | z)), mean-field Q over the codes, one sample; the plain MAP step (nn.Linear, Adam) on the
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import pyro
 import torch
+from svi_step import BATCH, _interleaved_medians, _sync, plain_map_step, svi_step
 
 import hyperbayes as hb
 from hyperbayes.experiments.common import machine_info, write_json
 from hyperbayes.models import MLP, priors
-from svi_step import BATCH, _interleaved_medians, _sync, plain_map_step, svi_step
 
 SMALL = [784, 100, 10]
 LARGE = [784, 800, 800, 10]

@@ -254,7 +254,8 @@ def test_flow_guide_is_seeded_and_clamps_softly_by_default(flow):
     first = FlowGuide(model, flow=flow, num_flows=2, hidden=16, seed=3)
     torch.manual_seed(123)  # the global generator's state must not matter
     second = FlowGuide(model, flow=flow, num_flows=2, hidden=16, seed=3)
-    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+    pairs = zip(first.state_dict().items(), second.state_dict().items(), strict=True)
+    for (name, a), (_, b) in pairs:
         assert torch.equal(a, b), name
     conditioners = [m for m in first.modules() if isinstance(m, SoftClampedConditioner)]
     assert len(conditioners) == 2

@@ -9,7 +9,7 @@ import torch
 import hyperbayes as hb
 from hyperbayes.inference import ELBO, fit, fit_em, illate
 from hyperbayes.models import BNN, CNN, MLP, Categorical, Gaussian
-from hyperbayes.models.metaprior import Hyperprior, MetaPrior, code_site
+from hyperbayes.models.metaprior import Hyperprior, MetaPrior
 
 
 def _model(sizes=(3, 5, 2), variant="gaussian", **kwargs):
@@ -157,7 +157,8 @@ def test_joint_training_fits_data_and_moves_codes_and_hyperprior():
     pred = hb.inference.predict(model, guide, x, 50)
     rmse = (pred.mean() - y.squeeze(-1)).pow(2).mean().sqrt().item()
     assert rmse < 0.25, rmse   # sin(2x) has std 0.7 on this grid
-    assert any(not torch.equal(a, b) for a, b in zip(g_before, model.prior.parameters()))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(g_before, model.prior.parameters(), strict=True))
     assert not torch.equal(codes_before["codes.1"], guide.locs()["codes.1"])
 
 
@@ -208,7 +209,8 @@ def test_illate_changes_only_the_chosen_codes():
     assert torch.equal(after["codes.1"], before["codes.1"])
     assert not torch.equal(after["codes.2"], before["codes.2"])
     assert torch.equal(new_guide.scales()["codes.1"], guide.scales()["codes.1"])
-    assert all(torch.equal(a, b) for a, b in zip(g_before, model.prior.parameters()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(g_before, model.prior.parameters(), strict=True))
     assert torch.equal(guide.locs()["codes.2"], before["codes.2"])   # the original is untouched
     assert all(p.requires_grad for p in model.parameters())          # freezing is undone
     assert result.steps == 50
@@ -240,11 +242,11 @@ def test_fit_em_alternates_codes_and_hyperprior():
     results = fit_em(model, guide, (x, y), rounds=1, e_steps=5, m_steps=5, progress=False,
                      callback=lambda step, loss: snapshots.append(snap()) and False)
     assert len(results) == 2
-    e_end, m_end = snapshots[5], snapshots[10]
-    assert all(torch.equal(a, b) for a, b in zip(snapshots[0][0], e_end[0]))   # E: ξ fixed
-    assert any(not torch.equal(a, b) for a, b in zip(snapshots[0][1], e_end[1]))
-    assert all(torch.equal(a, b) for a, b in zip(e_end[1], m_end[1]))          # M: Φ fixed
-    assert any(not torch.equal(a, b) for a, b in zip(e_end[0], m_end[0]))
+    e_end, m_end = snapshots[5], snapshots[10]   # E: ξ fixed, Φ moves; M: the reverse
+    assert all(torch.equal(a, b) for a, b in zip(snapshots[0][0], e_end[0], strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(snapshots[0][1], e_end[1], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(e_end[1], m_end[1], strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(e_end[0], m_end[0], strict=True))
 
 
 def test_prediction_groups_samples_by_hyperprior_work():

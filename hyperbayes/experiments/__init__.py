@@ -3,8 +3,15 @@
 The CLI, the benchmarks and the notebooks call these, so an experiment is written once.
 """
 
-from . import (bhn_correlations, bhn_mnist, bhn_product, bhn_toy, metaprior_moons,
-               metaprior_toy, toy_regression)
+from . import (
+               bhn_correlations,
+               bhn_mnist,
+               bhn_product,
+               bhn_toy,
+               metaprior_moons,
+               metaprior_toy,
+               toy_regression,
+)
 
 EXPERIMENTS = {
     "toy-regression": toy_regression.run,

@@ -1,4 +1,4 @@
-"""metaprior-toy: the MetaPrior as a function prior on the cubic toy (Karaletsos et al. 2018, Fig. 2).
+"""metaprior-toy: the MetaPrior as a function prior on the cubic toy (Karaletsos et al., Fig. 2).
 
 Data: x ~ U[−4, 4], 20 points, y = x³ + N(0, 3²) (standardized for fitting, reported in original
 units). Net 1-100-1 ReLU; MetaPrior with 2-d codes and a hyperprior of 32 hidden units, a

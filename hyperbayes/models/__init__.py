@@ -6,5 +6,5 @@ from .likelihoods import Categorical, Gaussian
 from .metaprior import MetaPrior
 from .nets import CNN, MLP, ParamSpec
 
-__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "ParamSpec", "Gaussian", "Categorical", "likelihoods", "nets",
-           "priors"]
+__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "ParamSpec", "Gaussian", "Categorical",
+           "likelihoods", "nets", "priors"]
