@@ -28,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/svi_step.py --out results/benchmarks/svi_step.json
+	$(PY) benchmarks/metaprior_step.py --out results/benchmarks/metaprior_step.json
 
 clean:
 	rm -rf $(VENV) results

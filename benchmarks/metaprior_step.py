@@ -1,8 +1,8 @@
 """MetaPrior costs: its SVI step as a ratio to a plain-PyTorch MAP step on the same net, the
 factorized hyperprior against the naive concatenation, and the peak memory of one SVI step.
 
-    cd benchmarks && python metaprior_step.py [--quick] [--device auto] \
-        --out ../results/benchmarks/metaprior_step.json
+    python benchmarks/metaprior_step.py [--quick] [--device auto] \
+        --out results/benchmarks/metaprior_step.json
 
 * step ratio: 784-100-10 ReLU, batch 128, codes D = 10, hyperprior 32 hidden units (Gaussian
   P(w | z)), mean-field Q over the codes, one sample; the plain MAP step (nn.Linear, Adam) on the

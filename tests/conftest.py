@@ -7,6 +7,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the suite tests CPU semantics ("auto" would pick a GPU where there is one); GPU paths have
+# their own tests that ask for device="cuda"
+os.environ.setdefault("HYPERBAYES_DEVICE", "cpu")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 

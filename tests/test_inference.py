@@ -388,6 +388,18 @@ def test_fit_refuses_a_corrupt_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_checkpoint_resumes_on_cuda(tmp_path):
+    """Checkpoints load with map_location=cuda; the RNG states must stay CPU byte tensors."""
+    model = _model()
+    first = fit(model, Delta(model), _data(), steps=4, checkpoint=tmp_path / "c.pt",
+                checkpoint_every=2, device="cuda", progress=False)
+    model = _model()
+    again = fit(model, Delta(model), _data(), steps=6, checkpoint=tmp_path / "c.pt",
+                device="cuda", progress=False)
+    assert again.resumed_from == first.steps == 4 and again.steps == 6
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is available")
 def test_resolve_device_cuda_without_gpu_raises():
     with pytest.raises(RuntimeError, match="no CUDA GPU is available"):
@@ -400,11 +412,16 @@ def test_resolve_device_cuda_without_gpu_raises():
         fit(model, Delta(model), _data(), steps=1, device="cuda")
 
 
-def test_resolve_device():
+def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto").type == "cpu"       # the suite pins HYPERBAYES_DEVICE=cpu
+    monkeypatch.delenv("HYPERBAYES_DEVICE")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device(None).type == expected
+    monkeypatch.setenv("HYPERBAYES_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("auto")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         resolve_device("tpu")
 

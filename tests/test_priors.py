@@ -324,7 +324,7 @@ def test_learned_noise_site_is_guided():
         assert gtrace.nodes["noise_scale"]["value"] > 0
         assert gtrace.nodes["noise_scale"]["value"].shape == ()
         before = {k: v.clone() for k, v in guide.state_dict().items()}
-        hb.inference.fit(model, guide, (x, y), steps=10, lr=0.05)
+        hb.inference.fit(model, guide, (x, y), steps=10, lr=0.05, device="cpu")
         noise_keys = [k for k in before if "noise_scale" in k]
         assert noise_keys
         assert any(not torch.equal(before[k], guide.state_dict()[k]) for k in noise_keys)

@@ -269,10 +269,11 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         optim.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
-        order.set_state(state["order_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        # RNG states are CPU byte tensors, whatever map_location moved the rest to
+        order.set_state(state["order_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         if device.type == "cuda" and state.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         first_step = result.resumed_from = int(state["step"])
         result.losses = list(state["losses"])
         result.validation = list(state["validation"])

@@ -219,7 +219,9 @@ class Hyperprior(torch.nn.Module):
         self._check_inputs(z_out, z_in, z_global, noise)
         a, b, c, e = self._blocks()
         pre = F.linear(z_out, a, self.first.bias)               # (..., out, H)
-        if z_in is not None and not self.hidden_layers:
+        if z_in is not None and not self.hidden_layers and z_out.device.type == "cpu":
+            # chunks in cache pay off on a CPU; on a GPU one broadcast pass over all pairs
+            # beats a Python loop of small kernels (measured 0.23× the naive speed chunked)
             if z_global is not None:
                 pre = pre + F.linear(z_global, c).unsqueeze(-2)
             return self._fused_pairs(pre, F.linear(z_in, b), noise, e)
