@@ -46,3 +46,24 @@ def test_cli_knows_the_metaprior_method_and_experiments(capsys):
         code = exit_.code
     assert code == 2
     assert "metaprior-moons" in capsys.readouterr().err
+
+
+def test_metaprior_mnist_experiments_write_their_tables(mnist, tmp_path):
+    from hyperbayes.experiments import metaprior_mnist
+
+    settings = replace(metaprior_mnist.Settings.quick(), hidden=16, code_dim=3,
+                       train_limit=300, eval_limit=200, shots=(10,), illation_steps=(2, 4))
+    result = metaprior_mnist.run_mnist(settings=settings, data=mnist, out=tmp_path / "m",
+                                       device="cpu", progress=False)
+    assert set(result.metrics["methods"]) == {"gaussian_lv", "gaussian_oh", "meanfield"}
+    assert all(0 <= v["test_accuracy"] <= 1 for v in result.metrics["methods"].values())
+    assert {f.name for f in result.figures} == {"codes_tsne.png", "input_codes.png"}
+    surgery = metaprior_mnist.run_surgery(settings=settings, data=mnist, out=tmp_path / "s",
+                                          device="cpu", progress=False)
+    rows = json.loads((tmp_path / "s" / "metrics.json").read_text())["methods"]
+    for method in ("gaussian_lv", "meanfield"):
+        for task in ("pixels", "labels", "both"):
+            entry = rows[method][task]["10"]
+            assert set(entry) == {"permuted_accuracy", "clean_accuracy", "by_steps"}
+            assert set(entry["by_steps"]) == {"2", "4"}
+    assert surgery.figures[0].name == "adaptation.png"

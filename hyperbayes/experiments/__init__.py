@@ -8,6 +8,7 @@ from . import (
                bhn_mnist,
                bhn_product,
                bhn_toy,
+               metaprior_mnist,
                metaprior_moons,
                metaprior_toy,
                toy_regression,
@@ -21,7 +22,11 @@ EXPERIMENTS = {
     "bhn-correlations": bhn_correlations.run,
     "metaprior-toy": metaprior_toy.run,
     "metaprior-moons": metaprior_moons.run,
+    "metaprior-mnist": metaprior_mnist.run_mnist,
+    "metaprior-fewshot": metaprior_mnist.run_fewshot,
+    "metaprior-surgery": metaprior_mnist.run_surgery,
 }
 
 __all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
-           "bhn_correlations", "metaprior_toy", "metaprior_moons"]
+           "bhn_correlations", "metaprior_toy", "metaprior_moons",
+           "metaprior_mnist"]
