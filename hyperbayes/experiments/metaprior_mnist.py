@@ -256,7 +256,6 @@ def _adapt(kind, name, task, model, guide, shots_data, test, clean_test, setting
     checkpoints = sorted(settings.illation_steps)
     scores = {}
     work = copy.deepcopy(guide)
-    state = copy.deepcopy(model.state_dict())
 
     def score(step, _loss):
         if step in checkpoints:
@@ -269,8 +268,7 @@ def _adapt(kind, name, task, model, guide, shots_data, test, clean_test, setting
                "seed": seed, "progress": False, "callback": score,
                "batch_size": min(len(shots_data), settings.batch_size)}
     if name == "meanfield":  # the baseline: every weight's posterior moves on the shots
-        fit(model, work, shots_data, **options)
-        model.load_state_dict(state)
+        fit(model, work, shots_data, **options)   # (its model has no parameters to change)
     else:
         sites = "all" if kind == "fewshot" else SURGERY_SITES[task]
         illate(model, work, shots_data, sites=sites, copy_guide=False, **options)

@@ -61,28 +61,33 @@ def _site_of(param_name: str, site_keys: dict[str, str]) -> str | None:
 
 
 @contextlib.contextmanager
-def _trainable(model, guide, *, model_params: bool, guide_sites: set[str] | None):
-    """Temporarily freeze the model's parameters (unless ``model_params``) and every guide
-    parameter outside ``guide_sites`` (None: all guide parameters train)."""
-    saved = [(p, p.requires_grad) for p in list(model.parameters()) + list(guide.parameters())]
+def _frozen(params):
+    """Temporarily stop gradients to ``params``; every flag is restored afterwards."""
+    saved = [(p, p.requires_grad) for p in params]
     try:
-        for p in model.parameters():
-            p.requires_grad_(model_params and p.requires_grad)
-        if guide_sites is not None:
-            keys = {param_key(s): s for s in getattr(guide, "site_names", [])}
-            per_site = {n: _site_of(n, keys) for n, _ in guide.named_parameters()}
-            shared = [n for n, s in per_site.items() if s is None]
-            if shared:
-                raise ValueError(
-                    f"{type(guide).__name__} has parameters shared by all sites ({shared[:3]}…): "
-                    "illation over a subset of codes needs a guide with per-site parameters "
-                    "(MeanField or Delta); use sites='all' with this guide")
-            for name, p in guide.named_parameters():
-                p.requires_grad_(per_site[name] in guide_sites and p.requires_grad)
+        for p, _ in saved:
+            p.requires_grad_(False)
         yield
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+
+def _frozen_for_illation(model, guide, guide_sites: set[str] | None):
+    """Freeze the model's parameters (ξ) and every guide parameter outside ``guide_sites``
+    (None: all guide parameters train)."""
+    frozen = list(model.parameters())
+    if guide_sites is not None:
+        keys = {param_key(s): s for s in getattr(guide, "site_names", [])}
+        per_site = {n: _site_of(n, keys) for n, _ in guide.named_parameters()}
+        shared = [n for n, s in per_site.items() if s is None]
+        if shared:
+            raise ValueError(
+                f"{type(guide).__name__} has parameters shared by all sites ({shared[:3]}…): "
+                "illation over a subset of codes needs a guide with per-site parameters "
+                "(MeanField or Delta); use sites='all' with this guide")
+        frozen += [p for n, p in guide.named_parameters() if per_site[n] not in guide_sites]
+    return _frozen(frozen)
 
 
 def illate(model, guide, data, *, sites="all", steps: int = 500, lr: float = 1e-2,
@@ -115,8 +120,8 @@ def illate(model, guide, data, *, sites="all", steps: int = 500, lr: float = 1e-
     if anchor == "posterior":
         prior.code_priors.update(_posterior_moments(model, new_guide, chosen))
     try:
-        with _trainable(model, new_guide, model_params=False,
-                        guide_sites=None if set(chosen) == set(every) else set(chosen)):
+        with _frozen_for_illation(model, new_guide,
+                                  None if set(chosen) == set(every) else set(chosen)):
             result = fit(model, new_guide, data, steps=steps, lr=lr, **fit_kwargs)
     finally:
         prior.code_priors.clear()
@@ -153,21 +158,10 @@ def fit_em(model, guide, data, *, rounds: int = 10, e_steps: int = 200, m_steps:
     results = []
     for r in range(rounds):
         seed = None if base_seed is None else base_seed + 2 * r
-        with _trainable(model, guide, model_params=False, guide_sites=None):
+        with _frozen(model.parameters()):
             results.append(fit(model, guide, data, steps=e_steps, seed=seed, **fit_kwargs))
-        with _frozen_guide(guide):
+        with _frozen(guide.parameters()):
             results.append(fit(model, guide, data, steps=m_steps,
                                seed=None if seed is None else seed + 1, **fit_kwargs))
     return results
 
-
-@contextlib.contextmanager
-def _frozen_guide(guide):
-    saved = [(p, p.requires_grad) for p in guide.parameters()]
-    try:
-        for p, _ in saved:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)

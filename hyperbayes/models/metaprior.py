@@ -85,23 +85,37 @@ class _PairwiseHead(torch.autograd.Function):
     """
 
     @staticmethod
-    def _hidden(ctx, p_out, p_in, tanh_out, tanh_in, noise, e, start, stop):
-        a, b = p_out[:, start:stop, None, :], p_in[:, None, :, :]
-        if tanh_out is not None:
-            return _tanh_of_sum(tanh_out[:, start:stop, None, :], tanh_in[:, None, :, :], a, b)
-        pre = a + b
+    def _rows(p_in) -> int:
+        """Receiving units per chunk."""
+        return max(1, _CHUNK_FLOATS // max(1, p_in.shape[1] * p_in.shape[2]))
+
+    @staticmethod
+    def _unit_tanh(ctx, p_out, p_in):
+        """tanh of every unit's projection when the activation factorizes, else (None, None)."""
+        return (torch.tanh(p_out), torch.tanh(p_in)) if ctx.tanh_sum else (None, None)
+
+    @staticmethod
+    def _pre(p_out, p_in, noise, e, start, stop):
+        """The pre-activations of the pairs of receiving units start..stop."""
+        pre = p_out[:, start:stop, None, :] + p_in[:, None, :, :]
         if noise is not None:
             pre = pre + F.linear(noise[:, start:stop], e)
-        return ctx.act(pre)
+        return pre
+
+    @staticmethod
+    def _hidden(ctx, p_out, p_in, tanh_out, tanh_in, noise, e, start, stop):
+        if tanh_out is not None:
+            return _tanh_of_sum(tanh_out[:, start:stop, None, :], tanh_in[:, None, :, :],
+                                p_out[:, start:stop, None, :], p_in[:, None, :, :])
+        return ctx.act(_PairwiseHead._pre(p_out, p_in, noise, e, start, stop))
 
     @staticmethod
     def forward(ctx, p_out, p_in, noise, e, w2, b2, act):
         ctx.act = act
         ctx.tanh_sum = act is torch.tanh and noise is None
         ctx.save_for_backward(p_out, p_in, noise, e, w2, b2)
-        tanh_out, tanh_in = ((torch.tanh(p_out), torch.tanh(p_in)) if ctx.tanh_sum else
-                             (None, None))
-        rows = max(1, _CHUNK_FLOATS // max(1, p_in.shape[1] * p_in.shape[2]))
+        tanh_out, tanh_in = _PairwiseHead._unit_tanh(ctx, p_out, p_in)
+        rows = _PairwiseHead._rows(p_in)
         out = p_out.new_empty(p_out.shape[0], p_out.shape[1], p_in.shape[1], w2.shape[0])
         for start in range(0, p_out.shape[1], rows):
             hidden = _PairwiseHead._hidden(ctx, p_out, p_in, tanh_out, tanh_in, noise, e,
@@ -111,11 +125,10 @@ class _PairwiseHead(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad):  # runs without grad mode (once_differentiable)
         p_out, p_in, noise, e, w2, b2 = ctx.saved_tensors
-        tanh_out, tanh_in = ((torch.tanh(p_out), torch.tanh(p_in)) if ctx.tanh_sum else
-                             (None, None))
-        rows = max(1, _CHUNK_FLOATS // max(1, p_in.shape[1] * p_in.shape[2]))
+        tanh_out, tanh_in = _PairwiseHead._unit_tanh(ctx, p_out, p_in)
+        rows = _PairwiseHead._rows(p_in)
         grad_out, grad_in = torch.zeros_like(p_out), torch.zeros_like(p_in)
         grad_w2, grad_e = torch.zeros_like(w2), None if e is None else torch.zeros_like(e)
         one = torch.ones((), dtype=grad.dtype, device=grad.device)
@@ -123,23 +136,18 @@ class _PairwiseHead(torch.autograd.Function):
             stop = start + rows
             g_out = grad[:, start:stop]
             grad_hidden = g_out @ w2
-            if ctx.tanh_sum:
+            if ctx.tanh_sum:  # d tanh = 1 − tanh²
                 hidden = _PairwiseHead._hidden(ctx, p_out, p_in, tanh_out, tanh_in, None, None,
                                                start, stop)
-                grad_w2 += g_out.reshape(-1, g_out.shape[-1]).t() @ hidden.reshape(
-                    -1, hidden.shape[-1])
                 grad_pre = grad_hidden.mul_(torch.addcmul(one, hidden, hidden, value=-1.0))
-            else:
+            else:  # any activation: differentiate it on the recomputed chunk
+                pre = _PairwiseHead._pre(p_out, p_in, noise, e, start, stop).requires_grad_()
                 with torch.enable_grad():
-                    pre = (p_out[:, start:stop, None, :] + p_in[:, None, :, :]).detach()
-                    if noise is not None:
-                        pre = pre + F.linear(noise[:, start:stop], e.detach())
-                    pre.requires_grad_(True)
                     hidden = ctx.act(pre)
                     (grad_pre,) = torch.autograd.grad(hidden, pre, grad_hidden)
                 hidden = hidden.detach()
-                grad_w2 += g_out.reshape(-1, g_out.shape[-1]).t() @ hidden.reshape(
-                    -1, hidden.shape[-1])
+            grad_w2 += g_out.reshape(-1, g_out.shape[-1]).t() @ hidden.reshape(
+                -1, hidden.shape[-1])
             grad_out[:, start:stop] = grad_pre.sum(2)
             grad_in += grad_pre.sum(1)
             if noise is not None:
@@ -422,16 +430,20 @@ class MetaPrior(Prior, torch.nn.Module):
         self._require_bound(specs)
         return self.code_sites()
 
-    def init_values(self, specs, generator=None) -> dict[str, torch.Tensor]:
-        """Random starting codes ``init_code_scale · N(0, I)`` for a guide (distinct per unit)."""
-        self._require_bound(specs)
+    def _code_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every latent code site (unit layers, then the global code)."""
         shapes = {code_site(k): (n, self.code_dim) for k, n in enumerate(self.units)}
         if self.global_dim:
             shapes[GLOBAL_CODE_SITE] = (self.global_dim,)
+        return shapes
+
+    def init_values(self, specs, generator=None) -> dict[str, torch.Tensor]:
+        """Random starting codes ``init_code_scale · N(0, I)`` for a guide (distinct per unit)."""
+        self._require_bound(specs)
         if self.codes == "onehot":
             return {}
         return {name: self.init_code_scale * torch.randn(shape, generator=generator)
-                for name, shape in shapes.items()}
+                for name, shape in self._code_shapes().items()}
 
     @property
     def work_per_param(self) -> int:
@@ -451,15 +463,8 @@ class MetaPrior(Prior, torch.nn.Module):
         """Sample the code sites (latent codes) or return the fixed one-hot codes."""
         if self.codes == "onehot":
             return {code_site(k): getattr(self, f"_onehot_{k}") for k in range(len(self.units))}
-        out = {}
-        for k, n in enumerate(self.units):
-            name = code_site(k)
-            out[name] = pyro.sample(name, self._code_distribution(name, (n, self.code_dim),
-                                                                  device))
-        if self.global_dim:
-            out[GLOBAL_CODE_SITE] = pyro.sample(GLOBAL_CODE_SITE, self._code_distribution(
-                GLOBAL_CODE_SITE, (self.global_dim,), device))
-        return out
+        return {name: pyro.sample(name, self._code_distribution(name, shape, device))
+                for name, shape in self._code_shapes().items()}
 
     def weight_distribution(self, spec: ParamSpec, z_out, z_in, z_global, noise=None):
         """What g says about parameter ``spec``: ``(loc, scale)`` (Gaussian) or the weights
@@ -470,6 +475,14 @@ class MetaPrior(Prior, torch.nn.Module):
             return out[..., 0] * factor
         return out[..., 0] * factor, (F.softplus(out[..., 1]) + _MIN_SCALE) * factor
 
+    def _param_codes(self, codes):
+        """(spec, z_out, z_in) for every weight and bias; z_in is None for a bias."""
+        for k, (weight, bias) in enumerate(self.layers):
+            z_out = codes[code_site(k + 1)]
+            yield weight, z_out, codes[code_site(k)]
+            if bias is not None:
+                yield bias, z_out, None
+
     def sample(self, specs, device):
         """Sample the codes, then every weight and bias from P(W | Z; ξ).
 
@@ -479,11 +492,8 @@ class MetaPrior(Prior, torch.nn.Module):
         codes = self.sample_codes(device)
         z_global = codes.get(GLOBAL_CODE_SITE)
         values = dict(codes)
-        for k, (weight, bias) in enumerate(self.layers):
-            z_out, z_in = codes[code_site(k + 1)], codes[code_site(k)]
-            values[weight.name] = self._sample_param(weight, z_out, z_in, z_global, device)
-            if bias is not None:
-                values[bias.name] = self._sample_param(bias, z_out, None, z_global, device)
+        for spec, z_out, z_in in self._param_codes(codes):
+            values[spec.name] = self._sample_param(spec, z_out, z_in, z_global, device)
         return values
 
     def _sample_param(self, spec, z_out, z_in, z_global, device):
@@ -518,18 +528,14 @@ class MetaPrior(Prior, torch.nn.Module):
             codes.update(self.sample_codes(None))
         z_global = codes.get(GLOBAL_CODE_SITE)
         out = {}
-        for k, (weight, bias) in enumerate(self.layers):
-            for spec, z_in in ((weight, codes[code_site(k)]), (bias, None)):
-                if spec is None:
-                    continue
-                z_out = codes[code_site(k + 1)]
-                if self.variant == "implicit":
-                    shape = torch.broadcast_shapes(z_out.shape[:-2], () if z_in is None else
-                                                   z_in.shape[:-2]) + (*spec.shape, 1)
-                    noise = torch.randn(shape, generator=generator, device=z_out.device)
-                    out[spec.name] = self.weight_distribution(spec, z_out, z_in, z_global, noise)
-                    continue
-                loc, scale = self.weight_distribution(spec, z_out, z_in, z_global)
-                out[spec.name] = loc if mean else loc + scale * torch.randn(
-                    loc.shape, generator=generator, device=loc.device)
+        for spec, z_out, z_in in self._param_codes(codes):
+            if self.variant == "implicit":
+                shape = torch.broadcast_shapes(z_out.shape[:-2], () if z_in is None else
+                                               z_in.shape[:-2]) + (*spec.shape, 1)
+                noise = torch.randn(shape, generator=generator, device=z_out.device)
+                out[spec.name] = self.weight_distribution(spec, z_out, z_in, z_global, noise)
+                continue
+            loc, scale = self.weight_distribution(spec, z_out, z_in, z_global)
+            out[spec.name] = loc if mean else loc + scale * torch.randn(
+                loc.shape, generator=generator, device=loc.device)
         return out
