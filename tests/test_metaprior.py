@@ -62,6 +62,44 @@ def _compare_gradients(noise_dim, global_dim):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("global_dim", [0, 2])
+def test_sin_hyperprior_as_matrix_product_equals_naive(global_dim):
+    """sin(a + b) = sin a cos b + cos a sin b: the rank-2H product gives g exactly, gradients
+    included (float64)."""
+    torch.manual_seed(2)
+    g = Hyperprior(3, hidden=8, outputs=2, global_dim=global_dim, activation="sin").double()
+    z_out = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    z_in = torch.randn(1, 11, 3, dtype=torch.float64, requires_grad=True)
+    z_global = torch.randn(2, global_dim, dtype=torch.float64) if global_dim else None
+    weights = torch.randn(2, 9, 11, 2, dtype=torch.float64)
+    fast, slow = g(z_out, z_in, z_global), g.naive(z_out, z_in, z_global)
+    assert fast.shape == (2, 9, 11, 2)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    leaves = [z_out, z_in, *g.parameters()]
+    for a, b in zip(torch.autograd.grad((fast * weights).sum(), leaves),
+                    torch.autograd.grad((slow * weights).sum(), leaves), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("codes", ["latent", "onehot"])
+def test_rescaled_start_has_the_asked_spread(codes):
+    """init_frequency / init_mean_scale: over random starting codes g's pre-activations and the
+    weight means have the asked standard deviations, and every weight's σ starts equal."""
+    prior = MetaPrior(code_dim=4, hidden=64, activation="sin", codes=codes, init_frequency=3.0,
+                      init_mean_scale=0.5, init_weight_scale=0.02, seed=3)
+    model = BNN(MLP([30, 40, 5]), prior, Categorical())
+    g = model.prior.g
+    torch.manual_seed(4)   # fresh codes, not the ones the rescaling measured on
+    z_out, z_in, _, _ = prior._typical_inputs(g.code_dim, pairs=200)
+    pre = g.first(g._pair_inputs(z_out, z_in, None, None))
+    assert pre.std().item() == pytest.approx(3.0, rel=0.15)
+    out = g(z_out, z_in)
+    assert out[..., 0].std().item() == pytest.approx(0.5, rel=0.15)
+    assert abs(out[..., 0].mean().item()) < 0.1
+    scale = torch.nn.functional.softplus(out[..., 1])
+    torch.testing.assert_close(scale, torch.full_like(scale, 0.02))
+
+
 def test_hyperprior_rejects_wrong_inputs():
     g = Hyperprior(2, hidden=4)
     with pytest.raises(ValueError, match="codes must have 2 coordinates"):

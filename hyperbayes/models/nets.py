@@ -56,6 +56,7 @@ ACTIVATIONS = {
     "elu": F.elu,
     "softplus": F.softplus,
     "sigmoid": torch.sigmoid,
+    "sin": torch.sin,
 }
 
 
