@@ -63,6 +63,9 @@ class Settings:
     shots: tuple = (20, 50, 100, 200, 500)
     illation_steps: tuple = (50, 200, 500)
     illation_lr: float = 1e-2
+    # the codes' prior during illation, per experiment (see hyperbayes.inference.illate)
+    fewshot_anchor: str = "posterior"
+    surgery_anchor: str = "prior"
     eval_limit: int | None = 2000    # test images scored in few-shot runs
     train_limit: int | None = None
 
@@ -283,7 +286,8 @@ def _adapt(kind, name, task, model, guide, shots_data, test, clean_test, setting
         fit(model, work, shots_data, **options)   # (its model has no parameters to change)
     else:
         sites = "all" if kind == "fewshot" else SURGERY_SITES[task]
-        illate(model, work, shots_data, sites=sites, copy_guide=False, **options)
+        anchor = settings.fewshot_anchor if kind == "fewshot" else settings.surgery_anchor
+        illate(model, work, shots_data, sites=sites, anchor=anchor, copy_guide=False, **options)
     return scores
 
 
@@ -326,6 +330,8 @@ def _adaptation_figure(path, results, baseline_clean, settings, kind):
                 if key == "clean_accuracy":
                     ax.axhline(100 * baseline_clean[name], color="0.5", ls="--", lw=0.8)
                 ax.set_xscale("log")
+                ax.set_xticks(shots, [str(s) for s in shots], fontsize=7)
+                ax.minorticks_off()
                 ax.set_title(f"{name}: {task}, {key.split('_')[0]}", fontsize=8)
                 ax.set_xlabel("shots")
                 ax.set_ylim(0, 100)
@@ -349,7 +355,14 @@ def _adaptation_report(payload, kind, figure):
              f" on the first N examples of the permuted training set, {steps} steps at lr "
              f"{s['illation_lr']}; `meanfield` fine-tunes every weight's posterior on the same "
              f"shots for the same steps. Accuracies on the first {s['eval_limit']} test images "
-             "(permuted, and clean).", ""]
+             "(permuted, and clean).", "",
+             "The codes' prior during illation: " + (
+                 "the clean posterior (a few shots move the codes only as far as they ask; "
+                 f"against N(0, I) the KL of all {(794 + s['hidden']) * s['code_dim']:,} code "
+                 "coordinates outweighs a few hundred examples and pulls every code back to the "
+                 "prior)."
+                 if s[f"{kind}_anchor"] == "posterior" else
+                 "N(0, I), the model's prior (the paper's ELBO)."), ""]
     for name, tasks in payload["methods"].items():
         rows = []
         for task, by_shots in tasks.items():

@@ -1,6 +1,6 @@
 """Inference: the SVI loop, vectorized prediction, metrics, checkpoints, NUTS and diagnostics."""
 
-from . import checkpoint, metrics
+from . import checkpoint, estimators, metrics
 from .compare import compare
 from .device import resolve_device, set_seed
 from .elbo import ELBO
@@ -10,4 +10,4 @@ from .svi import FitResult, fit
 
 __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
-           "metrics", "illate", "fit_em"]
+           "metrics", "illate", "fit_em", "estimators"]

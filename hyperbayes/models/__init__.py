@@ -1,10 +1,10 @@
 """Models: functional primary nets, declarative priors, likelihoods and the BNN Pyro model."""
 
-from . import likelihoods, metaprior, nets, priors
+from . import gauge, likelihoods, metaprior, nets, priors
 from .bnn import BNN
 from .likelihoods import Categorical, Gaussian
 from .metaprior import MetaPrior
 from .nets import CNN, MLP, ParamSpec
 
 __all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "ParamSpec", "Gaussian", "Categorical",
-           "likelihoods", "nets", "priors"]
+           "likelihoods", "nets", "priors", "gauge"]
