@@ -3,6 +3,8 @@
 from .base import Site, SiteGuide, model_sites
 from .delta import Delta
 from .flows import FlowGuide
+from .implicit import DiversityGuide, ImplicitGuide
 from .meanfield import MeanField
 
-__all__ = ["Site", "SiteGuide", "model_sites", "Delta", "MeanField", "FlowGuide"]
+__all__ = ["Site", "SiteGuide", "model_sites", "Delta", "MeanField", "FlowGuide", "ImplicitGuide",
+           "DiversityGuide"]

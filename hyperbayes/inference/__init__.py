@@ -5,9 +5,11 @@ from .compare import compare
 from .device import resolve_device, set_seed
 from .elbo import ELBO
 from .illation import fit_em, illate
+from .implicit import AdversarialELBO, DiversityObjective, EntropyELBO, NearestNeighbourELBO
 from .predict import Prediction, predict, predict_from_samples, sample_posterior, sample_prior
 from .svi import FitResult, fit
 
 __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
-           "metrics", "illate", "fit_em", "estimators"]
+           "metrics", "illate", "fit_em", "estimators",
+           "EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective"]

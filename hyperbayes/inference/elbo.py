@@ -100,6 +100,11 @@ class ELBO:
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """−ELBO estimated from one draw of the guide; differentiable in all parameters."""
+        if getattr(guide, "implicit", False):
+            raise TypeError(f"{type(guide).__name__} has no tractable density, so ELBO cannot "
+                            "score it; use a sample-based loss from hyperbayes.inference.implicit "
+                            "(EntropyELBO, NearestNeighbourELBO, AdversarialELBO, "
+                            "DiversityObjective)")
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
         log_lik, latent = 0.0, {}
         for name, site in model_trace.nodes.items():
