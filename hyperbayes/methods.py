@@ -18,8 +18,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .guides import Delta, FlowGuide, MeanField
+from .guides import Delta, DiversityGuide, FlowGuide, ImplicitGuide, MeanField
 from .inference.elbo import ELBO
+from .inference.implicit import (
+    AdversarialELBO,
+    DiversityObjective,
+    EntropyELBO,
+    NearestNeighbourELBO,
+)
 from .models import BNN
 from .models.metaprior import MetaPrior
 
@@ -117,6 +123,41 @@ def _metaprior(net, prior, likelihood, seed=0, code_dim=2, hidden=32, variant="g
     return model, guide, ELBO()
 
 
+KL_ESTIMATORS = ("adversarial", "nn", "entropy")
+
+
+def _bbh(net, prior, likelihood, seed=0, kl="adversarial", over="auto", noise_dim=64,
+         hidden=(64, 256), num_samples=5, init_spread=0.1, per_scalar=False,
+         discriminator_hidden=None, discriminator_steps=1, pretrain_steps=300,
+         discriminator_lr=1e-3, k=1, prior_samples=None):
+    model = BNN(net, prior, likelihood)
+    guide = ImplicitGuide(model, over=over, noise_dim=noise_dim, hidden=hidden,
+                          init_spread=init_spread, seed=seed)
+    if kl == "adversarial":
+        loss = AdversarialELBO(per_scalar=per_scalar, hidden_sizes=discriminator_hidden,
+                               discriminator_steps=discriminator_steps,
+                               pretrain_steps=pretrain_steps, discriminator_lr=discriminator_lr,
+                               num_particles=num_samples)
+    elif kl == "nn":
+        loss = NearestNeighbourELBO(k=k, prior_samples=prior_samples, num_particles=num_samples)
+    elif kl == "entropy":
+        loss = EntropyELBO(k=k, num_particles=num_samples)
+    else:
+        raise ValueError(f"unknown kl {kl!r}; choose from {KL_ESTIMATORS}")
+    return model, guide, loss
+
+
+def _diversity(net, prior, likelihood, seed=0, lam=1000.0, gauge=True, noise_dim=300,
+               extractor_hidden=(300,), code_dim=15, generator_hidden=(100, 100),
+               batch_norm=True, num_samples=32, k=1):
+    # the objective has no prior term: the given prior only serves prior predictive draws
+    model = BNN(net, prior, likelihood)
+    guide = DiversityGuide(model, noise_dim=noise_dim, extractor_hidden=extractor_hidden,
+                           code_dim=code_dim, generator_hidden=generator_hidden,
+                           batch_norm=batch_norm, seed=seed)
+    return model, guide, DiversityObjective(lam=lam, gauge=gauge, k=k, num_particles=num_samples)
+
+
 register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map))
 register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundell et al. 2015)",
                 _meanfield, reference="Blundell et al., Weight Uncertainty in Neural Networks, "
@@ -131,3 +172,12 @@ register(Method("metaprior", "MetaPrior: latent unit codes, weights from a neura
 register(Method("flow", "Bayesian hypernetwork: a normalizing-flow guide over the weight-norm "
                 "scales or all weights (Krueger et al. 2017)", _flow,
                 reference="Krueger et al., Bayesian Hypernetworks, arXiv:1710.04759"))
+register(Method("bbh", "Bayes by Hypernet: an implicit generator guide w = G(ε) whose KL is "
+                "estimated from samples (discriminator density ratio, nearest-neighbour KL or "
+                "Kozachenko-Leonenko entropy) (Pawlowski et al. 2017)", _bbh,
+                reference="Pawlowski, Brock, Lee, Rajchl & Glocker, Implicit Weight Uncertainty "
+                "in Neural Networks, arXiv:1711.01297"))
+register(Method("diversity", "diversity hypernetwork: per-unit codes from noise, per-layer "
+                "generators, trained on λ·loss − entropy of gauge-fixed weights (Deutsch 2018)",
+                _diversity, reference="Deutsch, Generating Neural Networks with Neural Networks, "
+                "arXiv:1801.01952"))
