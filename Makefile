@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hyperbayes run toy-regression --out results/toy-regression
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check hyperbayes tests benchmarks
+	$(VENV)/bin/ruff check hyperbayes tests benchmarks notebooks
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
@@ -29,6 +29,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/svi_step.py --out results/benchmarks/svi_step.json
 	$(PY) benchmarks/metaprior_step.py --out results/benchmarks/metaprior_step.json
+	$(PY) benchmarks/bbh_step.py --out results/benchmarks/bbh_step.json
 
 clean:
 	rm -rf $(VENV) results

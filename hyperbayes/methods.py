@@ -148,7 +148,7 @@ def _bbh(net, prior, likelihood, seed=0, kl="adversarial", over="auto", noise_di
 
 
 def _diversity(net, prior, likelihood, seed=0, lam=1000.0, gauge=True, noise_dim=300,
-               extractor_hidden=(300,), code_dim=15, generator_hidden=(100, 100),
+               extractor_hidden=(300, 300), code_dim=15, generator_hidden=(100, 100),
                batch_norm=True, num_samples=32, k=1):
     # the objective has no prior term: the given prior only serves prior predictive draws
     model = BNN(net, prior, likelihood)

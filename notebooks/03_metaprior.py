@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import hyperbayes as hb
+from hyperbayes.experiments import metaprior_moons
 from hyperbayes.guides import MeanField
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, MetaPrior
 from hyperbayes.models.metaprior import Hyperprior
@@ -78,7 +79,7 @@ moved["codes.1"][:, unit, 0] += offsets
 with torch.no_grad():
     f = model.net(model.prior.generate(moved, mean=True), data.test.x / x_scale)[..., 0]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-for ax, (title, c) in zip(axes[:2], (("start", start_codes), ("end", codes))):
+for ax, (title, c) in zip(axes[:2], (("start", start_codes), ("end", codes)), strict=True):
     ax.scatter(*c["codes.1"].T, s=10, label="hidden units")
     ax.scatter(*c["codes.0"].T, marker="*", s=80, label="input")
     ax.scatter(*c["codes.2"].T, marker="*", s=80, label="output")
@@ -98,14 +99,12 @@ plt.show()
 # weights into and out of one hidden unit while only that unit's code varies.
 
 # %%
-from hyperbayes.experiments import metaprior_moons
-
 settings = metaprior_moons.Settings.quick() if QUICK else metaprior_moons.Settings()
 result = metaprior_moons.run(quick=QUICK, settings=settings, out="metaprior-moons")
 for name, row in result.metrics["methods"].items():
     print(f"{name:10s} test accuracy {row['test_accuracy']:.3f}")
 fig, axes = plt.subplots(1, 2, figsize=(13, 6))
-for ax, figure in zip(axes, result.figures):
+for ax, figure in zip(axes, result.figures, strict=False):
     ax.imshow(plt.imread(figure))
     ax.axis("off")
 plt.tight_layout()

@@ -4,10 +4,13 @@ The CLI, the benchmarks and the notebooks call these, so an experiment is writte
 """
 
 from . import (
+               bbh_mnist,
+               bbh_toy,
                bhn_correlations,
                bhn_mnist,
                bhn_product,
                bhn_toy,
+               diversity,
                metaprior_mnist,
                metaprior_moons,
                metaprior_toy,
@@ -25,8 +28,13 @@ EXPERIMENTS = {
     "metaprior-mnist": metaprior_mnist.run_mnist,
     "metaprior-fewshot": metaprior_mnist.run_fewshot,
     "metaprior-surgery": metaprior_mnist.run_surgery,
+    "diversity-toy": diversity.run_toy,
+    "diversity-mnist": diversity.run_mnist,
+    "bbh-toy": bbh_toy.run,
+    "bbh-mnist": bbh_mnist.run,
+    "bbh-rotated": bbh_mnist.run_rotated,
 }
 
 __all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
            "bhn_correlations", "metaprior_toy", "metaprior_moons",
-           "metaprior_mnist"]
+           "metaprior_mnist", "diversity", "bbh_toy", "bbh_mnist"]

@@ -92,6 +92,7 @@ class ImplicitGuide(SiteGuide):
     """
 
     implicit = True
+    _generates_flat = True  # generate() splits generate_flat(); subclasses may not
 
     def __init__(self, model, *, over: str = "auto", noise_dim: int = 64,
                  hidden=(64, 256), noise: str = "normal", negative_slope: float = 0.1,
@@ -126,11 +127,11 @@ class ImplicitGuide(SiteGuide):
                             for n, r in zip(sizes, rms, strict=True)])
         self.register_buffer("spread", spread)
         self.register_buffer("position_codes", torch.eye(len(generated)))
-        # which head outputs each site reads: (site, j) for j < numel(site), in site order
-        mask = torch.zeros(len(generated), self.head_size, dtype=torch.bool)
-        for i, n in enumerate(sizes):
-            mask[i, :n] = True
-        self.register_buffer("_head_mask", mask.reshape(-1), persistent=False)
+        # which head outputs each site reads: (site, j) for j < numel(site), in site order, as
+        # positions in the flattened (sites × head_size) output; a gather by index, unlike a
+        # boolean mask, needs no device synchronisation
+        index = torch.cat([i * self.head_size + torch.arange(n) for i, n in enumerate(sizes)])
+        self.register_buffer("_head_index", index, persistent=False)
 
     def _setup_noise(self, noise: str, noise_dim: int, generated) -> None:
         """Validate and store the noise settings and the generated sites."""
@@ -163,15 +164,20 @@ class ImplicitGuide(SiteGuide):
             return dist.Normal(zero, 1.0).to_event(1)
         return dist.Uniform(zero - 1, zero + 1).to_event(1)
 
-    def generate(self, noise: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unconstrained values of every generated site for noise (..., noise_dim)."""
+    def generate_flat(self, noise: torch.Tensor) -> torch.Tensor:
+        """The generated sites' unconstrained values for noise (..., noise_dim), concatenated in
+        site order into (..., D)."""
         lead = noise.shape[:-1]
         codes = self.position_codes.expand(*lead, *self.position_codes.shape)
         inputs = torch.cat([noise.unsqueeze(-2).expand(*lead, codes.shape[-2], self.noise_dim),
                             codes], dim=-1)
         heads = _batched(self.generator, inputs)  # (..., sites, head_size)
-        flat = heads.reshape(*lead, -1)[..., self._head_mask]  # each site's slice, in order
-        return split_sites(self.generated_sites, self.offset + self.spread * flat)
+        flat = heads.reshape(*lead, -1).index_select(-1, self._head_index)  # each site's slice
+        return torch.addcmul(self.offset, self.spread, flat)
+
+    def generate(self, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unconstrained values of every generated site for noise (..., noise_dim)."""
+        return split_sites(self.generated_sites, self.generate_flat(noise))
 
     def _constrain(self, site, unconstrained: torch.Tensor) -> torch.Tensor:
         return unconstrained if site.transform is None else site.transform(unconstrained)
@@ -180,6 +186,8 @@ class ImplicitGuide(SiteGuide):
         """``num_samples`` draws of the generated sites, flattened to (num_samples, D), in the
         sites' support; outside Pyro (e.g. to train a discriminator). Gradients flow."""
         noise = self.noise_distribution().sample((num_samples,))
+        if self._generates_flat and all(s.transform is None for s in self.generated_sites):
+            return self.generate_flat(noise)  # already (num_samples, D) in site order
         values = self.generate(noise)
         return self.flatten({s.name: self._constrain(s, values[s.name])
                              for s in self.generated_sites}, num_samples)
@@ -233,7 +241,7 @@ class DiversityGuide(ImplicitGuide):
     Args:
         model: a :class:`~hyperbayes.models.BNN` over an MLP or CNN without weight norm.
         noise_dim: dimension of z (paper: 300).
-        extractor_hidden: hidden widths of the extractor (paper: (300,)).
+        extractor_hidden: hidden widths of the extractor (paper: (300, 300), 436,500 weights).
         code_dim: dimension of each unit's code (paper: 15).
         generator_hidden: per layer, the hidden widths of that layer's generator (paper, for its
             4-layer CNN: (40, 40), (100, 100), (100, 100), (60, 60)); one tuple is used for every
@@ -243,7 +251,9 @@ class DiversityGuide(ImplicitGuide):
         seed: seeds the initialisation.
     """
 
-    def __init__(self, model, *, noise_dim: int = 300, extractor_hidden=(300,),
+    _generates_flat = False
+
+    def __init__(self, model, *, noise_dim: int = 300, extractor_hidden=(300, 300),
                  code_dim: int = 15, generator_hidden=(100, 100), negative_slope: float = 0.05,
                  batch_norm: bool = True, seed: int | None = 0):
         SiteGuide.__init__(self, model, seed=seed)

@@ -221,10 +221,33 @@ class DensityRatioDiscriminator(nn.Module):
 
     def log_ratio(self, w: torch.Tensor) -> torch.Tensor:
         """T(w) ≈ log q(w)/p(w) for samples ``w`` (n, d), shape (n,); gradients flow into w."""
-        w = self._check(w, "w")
+        return self._log_ratio(self._check(w, "w"))
+
+    def _log_ratio(self, w: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_ratio` without the input checks (whose finiteness test synchronises a GPU);
+        for callers that produced ``w`` themselves."""
         if self.per_scalar:
-            return self.net(w.unsqueeze(-1)).squeeze(-1).sum(-1)
+            return self._scalar_net(w).sum(-1)
         return self.net(w).squeeze(-1)
+
+    def _scalar_net(self, values: torch.Tensor) -> torch.Tensor:
+        """The per-scalar net applied to every element of ``values`` (same shape out).
+
+        Evaluated features-major, with (width, n) activations and in-place ReLUs: on a CPU these
+        narrow layers over tens of thousands of scalars run markedly faster that way than as
+        ``self.net`` on (n, 1) rows. Same parameters, same function.
+        """
+        h = values.reshape(1, -1)
+        for module in self.net:
+            if isinstance(module, nn.Linear):
+                bias = module.bias.unsqueeze(-1)
+                h = (torch.addcmul(bias, module.weight, h) if module.in_features == 1
+                     else torch.addmm(bias, module.weight, h))
+            elif type(module) is nn.ReLU:
+                h = h.relu_()  # the linear layer's backward does not need its output
+            else:
+                h = module(h)
+        return h.reshape(values.shape)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Alias of :meth:`log_ratio`."""
@@ -233,7 +256,7 @@ class DensityRatioDiscriminator(nn.Module):
     def _logits(self, samples: torch.Tensor) -> torch.Tensor:
         """The classifier's logits: one per sample, or one per coordinate when per scalar."""
         if self.per_scalar:
-            return self.net(samples.reshape(-1, 1)).squeeze(-1)
+            return self._scalar_net(samples.reshape(-1))
         return self.net(samples).squeeze(-1)
 
     def loss(self, q_samples: torch.Tensor, p_samples: torch.Tensor) -> torch.Tensor:
@@ -242,12 +265,20 @@ class DensityRatioDiscriminator(nn.Module):
 
         Both sample sets are detached: the loss trains the discriminator only.
         """
-        q_samples = self._check(q_samples, "q_samples").detach()
-        p_samples = self._check(p_samples, "p_samples").detach()
-        q_logits = self._logits(q_samples)
-        p_logits = self._logits(p_samples)
-        return (F.binary_cross_entropy_with_logits(q_logits, torch.ones_like(q_logits))
-                + F.binary_cross_entropy_with_logits(p_logits, torch.zeros_like(p_logits)))
+        return self._loss(self._check(q_samples, "q_samples"),
+                          self._check(p_samples, "p_samples"))
+
+    def _loss(self, q_samples: torch.Tensor, p_samples: torch.Tensor) -> torch.Tensor:
+        """:meth:`loss` without the input checks: both classes in one pass of the classifier.
+
+        The logistic loss of a logit x is softplus(−x) for label 1 and softplus(x) for label 0.
+        """
+        q_samples, p_samples = q_samples.detach(), p_samples.detach()
+        if self.per_scalar:
+            q_samples, p_samples = q_samples.reshape(-1), p_samples.reshape(-1)
+        logits = self._logits(torch.cat([q_samples, p_samples]))
+        q_logits, p_logits = logits.split([q_samples.shape[0], p_samples.shape[0]])
+        return F.softplus(-q_logits).mean() + F.softplus(p_logits).mean()
 
     def kl_estimate(self, q_samples: torch.Tensor) -> torch.Tensor:
         """KL(q‖p) ≈ mean of T over q samples; differentiable w.r.t. ``q_samples``."""

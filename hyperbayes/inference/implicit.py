@@ -23,6 +23,7 @@ All are usable with :func:`~hyperbayes.inference.fit`. The discriminator of
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from ..models.gauge import gauge_fix
 from ..models.priors import on_device
 from .elbo import ELBO, log_prob_sum
 from .estimators import DensityRatioDiscriminator, entropy_kl, kl_nearest_neighbour
+from .svi import make_adam
 
 __all__ = ["EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective",
            "ImplicitDraws"]
@@ -137,19 +139,33 @@ def _entropy_dim(guide, entropy_dim: int | None, d: int) -> int:
     return entropy_dim if entropy_dim is not None else min(guide.noise_dim, d)
 
 
+# per guide, its generated sites' priors on the device last asked for (rebuilding a prior on a
+# GPU every step would copy its parameters there every step)
+_DEVICE_PRIORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _priors_on(guide, device) -> list:
+    """The priors of ``guide``'s generated sites with their parameters on ``device``."""
+    device = torch.device(device)
+    cached = _DEVICE_PRIORS.get(guide)
+    if cached is None or cached[0] != device:
+        cached = (device, [on_device(site.prior, device) for site in guide.generated_sites])
+        _DEVICE_PRIORS[guide] = cached
+    return cached[1]
+
+
 def _prior_samples(guide, count: int, device) -> torch.Tensor:
     """``count`` prior draws of the generated sites, flattened to (count, D)."""
     columns = []
-    for site in guide.generated_sites:
-        prior = site.prior
+    for site, prior in zip(guide.generated_sites, _priors_on(guide, device), strict=True):
         try:
-            draw = on_device(prior, device).sample((count,))
+            draw = prior.sample((count,))
         except NotImplementedError as err:
-            raise ValueError(f"the prior of {site.name!r} ({prior}) cannot be sampled; this "
-                             "loss needs prior samples (use EntropyELBO or "
+            raise ValueError(f"the prior of {site.name!r} ({site.prior}) cannot be sampled; "
+                             "this loss needs prior samples (use EntropyELBO or "
                              "DiversityObjective with a flat prior)") from err
         columns.append(draw.reshape(count, -1))
-    return torch.cat(columns, dim=-1)
+    return columns[0] if len(columns) == 1 else torch.cat(columns, dim=-1)
 
 
 class EntropyELBO(_SampleBasedELBO):
@@ -238,7 +254,25 @@ class AdversarialELBO(_SampleBasedELBO):
         self.discriminator_steps, self.pretrain_steps = discriminator_steps, pretrain_steps
         self.discriminator_lr, self.discriminator_batch = discriminator_lr, discriminator_batch
         self._optimizer = None
-        self.discriminator_losses: list[float] = []
+        self._losses: list[float] = []
+        self._pending_losses: list[torch.Tensor] = []
+
+    # recorded losses wait on the device and are read back in blocks: a float per update would
+    # make a GPU wait for the host at every discriminator step
+    _PENDING_LIMIT = 256
+    # q and prior samples for several updates are drawn in one pass, up to this many scalars
+    _DRAW_LIMIT = 1 << 22
+
+    @property
+    def discriminator_losses(self) -> list[float]:
+        """The discriminator's logistic loss at every update so far, oldest first."""
+        self._flush_losses()
+        return self._losses
+
+    def _flush_losses(self) -> None:
+        if self._pending_losses:
+            self._losses.extend(torch.stack(self._pending_losses).tolist())
+            self._pending_losses.clear()
 
     def draw(self, model, guide, *args, **kwargs):
         """As :meth:`_SampleBasedELBO.draw`, without the prior density (T replaces it)."""
@@ -252,23 +286,37 @@ class AdversarialELBO(_SampleBasedELBO):
                 per_scalar=self.per_scalar)
         self.discriminator.to(device)
         if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self.discriminator.parameters(),
-                                               lr=self.discriminator_lr)
+            self._optimizer = make_adam(self.discriminator.parameters(),
+                                        lr=self.discriminator_lr)
         return self.discriminator
 
     def update_discriminator(self, guide, steps: int, device) -> None:
-        """``steps`` Adam updates of T on fresh q and prior samples (the generator untouched)."""
+        """``steps`` Adam updates of T, each on its own fresh batch of q and prior samples (the
+        generator untouched).
+
+        The generator does not change during these updates, so the q batches of several updates
+        are drawn together in one pass of the generator (as are the prior batches): the same
+        distribution as drawing them one update at a time, with less per-update overhead.
+        """
         disc = self._ready(guide, device)
         disc.requires_grad_(True)
-        for _ in range(steps):
+        batch = self.discriminator_batch
+        per_draw = max(1, min(steps, self._DRAW_LIMIT // (batch * guide.num_generated)))
+        done = 0
+        while done < steps:
+            chunk = min(per_draw, steps - done)
             with torch.no_grad():
-                q = guide.sample_generated(self.discriminator_batch)
-            p = _prior_samples(guide, self.discriminator_batch, device).to(q.dtype)
-            self._optimizer.zero_grad()
-            loss = disc.loss(q, p)
-            loss.backward()
-            self._optimizer.step()
-            self.discriminator_losses.append(float(loss.detach()))
+                qs = guide.sample_generated(chunk * batch)
+            ps = _prior_samples(guide, chunk * batch, device).to(qs.dtype)
+            for q, p in zip(qs.split(batch), ps.split(batch), strict=True):
+                self._optimizer.zero_grad()
+                loss = disc._loss(q, p)  # samples of our own making: no input checks
+                loss.backward()
+                self._optimizer.step()
+                self._pending_losses.append(loss.detach())
+            done += chunk
+            if len(self._pending_losses) >= self._PENDING_LIMIT:
+                self._flush_losses()
         self._optimizer.zero_grad()  # no stale gradients left on T
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
@@ -286,7 +334,7 @@ class AdversarialELBO(_SampleBasedELBO):
         """E_q[T(w)] with T's parameters frozen (gradients reach the generator only)."""
         disc = self._ready(guide, draws.samples.device)
         disc.requires_grad_(False)
-        return disc.log_ratio(draws.samples).mean()
+        return disc._log_ratio(draws.samples).mean()
 
 
 class DiversityObjective(_SampleBasedELBO):

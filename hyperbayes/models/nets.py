@@ -112,7 +112,9 @@ def _flatten_sample(value: torch.Tensor, ndim: int) -> torch.Tensor:
     extra = value.dim() - ndim
     if extra == 0:
         return value
-    if all(value.stride(i) == 0 for i in range(extra)):
+    # size-1 dims count as broadcast whatever their stride (pyro's Delta.expand under a
+    # (S, 1) particle plate gives the singleton a nonzero stride)
+    if all(value.stride(i) == 0 or value.shape[i] == 1 for i in range(extra)):
         return value[(0,) * extra]
     return value.reshape(-1, *value.shape[extra:])
 
