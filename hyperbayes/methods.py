@@ -5,10 +5,18 @@ Names are the same on the command line, in metrics.json and in code: ``map``, ``
 :func:`hyperbayes.inference.nuts.nuts`). Later methods register themselves with
 :func:`register`.
 
+A method also carries a :class:`Recipe` per family of tasks (``"classification"``,
+``"regression"``): the net, prior, build options and fit settings that work for it there. Code
+that must run *every* method (the uncertainty suite) calls :func:`setup` and never names one.
+
 Example::
 
     model, guide, loss = hb.methods.build("meanfield", MLP([1, 50, 1]), prior, likelihood)
     hb.inference.fit(model, guide, data.train, steps=2000, loss=loss)
+
+    # any registered method, set up as its recipe for image classification says
+    model, guide, loss, fit_options = hb.methods.setup("bbh", "classification", [784, 400, 10],
+                                                      priors.Normal(1.0), Categorical())
 """
 
 from __future__ import annotations
@@ -26,12 +34,35 @@ from .inference.implicit import (
     EntropyELBO,
     NearestNeighbourELBO,
 )
-from .models import BNN
+from .models import BNN, MLP, priors
 from .models.metaprior import MetaPrior
 
-__all__ = ["Method", "register", "build", "available", "get", "REFERENCE"]
+__all__ = ["Method", "Recipe", "register", "build", "setup", "available", "get", "REFERENCE",
+           "FAMILIES"]
 
 REFERENCE = "nuts"
+FAMILIES = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one method is set up for a family of tasks, so that a task names no method.
+
+    Attributes:
+        options: build options (passed to the method's ``build``).
+        fit: :func:`~hyperbayes.inference.fit` overrides (``lr``, ``kl_schedule``, ...).
+        prior: a factory ``() -> Prior`` that replaces the task's prior, or None to keep it
+            (regression toys keep theirs, so NUTS and every guide target one posterior).
+        weight_norm: whether the method wants weight-norm layers (guides over the scales).
+        data_size_option: a build option set to the number of training examples (e.g. the
+            diversity objective's λ = N), when :func:`setup` is told it.
+    """
+
+    options: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+    prior: Callable | None = None
+    weight_norm: bool = False
+    data_size_option: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +75,7 @@ class Method:
         build: the constructor.
         fit_defaults: suggested :func:`~hyperbayes.inference.fit` settings (e.g. ``lr``).
         reference: the paper the method comes from.
+        recipes: a :class:`Recipe` per family of tasks (see :data:`FAMILIES`).
     """
 
     name: str
@@ -51,6 +83,13 @@ class Method:
     build: Callable
     fit_defaults: dict = field(default_factory=dict)
     reference: str = ""
+    recipes: dict = field(default_factory=dict)
+
+    def recipe(self, family: str) -> Recipe:
+        """This method's :class:`Recipe` for ``family`` (an empty one where none is given)."""
+        if family not in FAMILIES:
+            raise ValueError(f"unknown task family {family!r}; choose from {FAMILIES}")
+        return self.recipes.get(family, Recipe())
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -82,6 +121,36 @@ def get(name: str) -> Method:
 def build(name: str, net, prior, likelihood, **options):
     """Build ``(model, guide, loss)`` for method ``name`` on the given net, prior, likelihood."""
     return get(name).build(net, prior, likelihood, **options)
+
+
+def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
+          activation: str = "relu", num_data: int | None = None, **options):
+    """Build method ``name`` on an MLP of ``sizes`` the way its recipe for ``family`` says.
+
+    Args:
+        name: a registered method.
+        family: ``"classification"`` or ``"regression"`` (see :class:`Recipe`).
+        sizes: MLP widths, input first (images are flattened).
+        prior: the task's prior, used unless the recipe replaces it.
+        likelihood: the task's likelihood.
+        seed: seeds the guide's initialization.
+        activation: the MLP's hidden activation.
+        num_data: the number of training examples, for a recipe's ``data_size_option``.
+        **options: build options that override the recipe's.
+
+    Returns:
+        ``(model, guide, loss, fit_options)``: pass ``fit_options`` on to
+        :func:`~hyperbayes.inference.fit` (the method's ``fit_defaults`` under the recipe's).
+    """
+    method = get(name)
+    recipe = method.recipe(family)
+    net = MLP(sizes, activation, weight_norm=recipe.weight_norm)
+    chosen_prior = recipe.prior() if recipe.prior is not None else prior
+    sized = ({recipe.data_size_option: float(num_data)}
+             if recipe.data_size_option and num_data is not None else {})
+    model, guide, loss = method.build(net, chosen_prior, likelihood, seed=seed,
+                                      **{**recipe.options, **sized, **options})
+    return model, guide, loss, {**method.fit_defaults, **recipe.fit}
 
 
 def _map(net, prior, likelihood, seed=0):
@@ -158,26 +227,89 @@ def _diversity(net, prior, likelihood, seed=0, lam=1000.0, gauge=True, noise_dim
     return model, guide, DiversityObjective(lam=lam, gauge=gauge, k=k, num_particles=num_samples)
 
 
-register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map))
+# Recipes: the settings each method was measured with in this library's reproductions.
+# Classification: MLPs on MNIST (bhn-mnist, bbh-mnist, metaprior-mnist, diversity-mnist).
+# Regression: 1-d toys against NUTS under the toy's own prior (toy-regression, bhn-toy,
+# metaprior-toy, bbh-toy, diversity-toy).
+def _scales_prior(scale_prior):
+    """A factory: ``scale_prior`` on the weight-norm scales, flat on directions and biases."""
+    return lambda: priors.by_name({"*.scale": scale_prior(), "*": priors.Flat()})
+
+
+_RECIPES = {
+    "map": {"classification": Recipe(prior=lambda: priors.Normal(1.0))},
+    "meanfield": {
+        "classification": Recipe({"local_reparameterization": True},
+                                 prior=lambda: priors.Normal(1.0)),
+    },
+    "mcdropout": {
+        "classification": Recipe({"dropout": 0.5}, prior=priors.Flat),
+        "regression": Recipe({"dropout": 0.1}),
+    },
+    "metaprior": {
+        # metaprior-mnist: sin hyperprior, rescaled start, weights divided by √fan_in
+        "classification": Recipe({"code_dim": 10, "hidden": 32, "activation": "sin",
+                                  "init_frequency": 3.0, "init_mean_scale": 1.0,
+                                  "fan_in_scaling": True}, fit={"lr": 1e-2}),
+        "regression": Recipe({"code_dim": 2, "hidden": 32, "init_scale": 0.1}),
+    },
+    "flow": {
+        # bhn-mnist: 8 RealNVP couplings over the weight-norm scales, N(0, 1) on the scales
+        "classification": Recipe({"flow": "realnvp", "num_flows": 8, "hidden": 200,
+                                  "over": "scales"},
+                                 prior=_scales_prior(lambda: priors.Normal(1.0)),
+                                 weight_norm=True),
+        # bhn-toy: IAF over every weight, σ starts at 0.05, lr 3e-3 (1e-2 diverged)
+        "regression": Recipe({"flow": "iaf", "num_flows": 4, "hidden": 200, "over": "weights",
+                              "init_scale": 0.05}, fit={"lr": 3e-3, "clip_norm": 10.0}),
+    },
+    "bbh": {
+        # bbh-mnist: generated scales, scale-mixture prior, per-scalar discriminator
+        "classification": Recipe({"kl": "adversarial", "over": "scales", "noise_dim": 64,
+                                  "hidden": (64, 256), "num_samples": 1, "init_spread": 0.1,
+                                  "per_scalar": True, "discriminator_hidden": (20, 20),
+                                  "discriminator_steps": 1, "pretrain_steps": 300},
+                                 prior=_scales_prior(lambda: priors.ScaleMixture(0.7, 0.01, 5.0)),
+                                 weight_norm=True),
+        # bbh-toy: the entropy form (closest to NUTS there, a third of the adversarial's time)
+        "regression": Recipe({"kl": "entropy", "over": "weights", "noise_dim": 64,
+                              "hidden": (64, 256, 512), "num_samples": 5, "init_spread": 0.1},
+                             fit={"lr": 3e-3}),
+    },
+    "diversity": {
+        # diversity-mnist: λ = 1000 on the mean cross-entropy, gauge fixing, 32 nets a step
+        "classification": Recipe({"lam": 1000.0, "gauge": True}),
+        # λ = N turns the objective into the negative ELBO under a flat prior
+        "regression": Recipe({"noise_dim": 64, "extractor_hidden": (64, 64),
+                              "generator_hidden": (32, 32), "num_samples": 32},
+                             fit={"lr": 3e-3}, data_size_option="lam"),
+    },
+}
+
+
+register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map,
+                recipes=_RECIPES["map"]))
 register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundell et al. 2015)",
                 _meanfield, reference="Blundell et al., Weight Uncertainty in Neural Networks, "
-                "ICML 2015"))
+                "ICML 2015", recipes=_RECIPES["meanfield"]))
 register(Method("mcdropout", "MC dropout: MAP with dropout kept on at prediction (Gal & "
                 "Ghahramani 2016)", _mcdropout, reference="Gal & Ghahramani, Dropout as a "
-                "Bayesian Approximation, ICML 2016"))
+                "Bayesian Approximation, ICML 2016", recipes=_RECIPES["mcdropout"]))
 register(Method("metaprior", "MetaPrior: latent unit codes, weights from a neural hyperprior "
                 "g(z_i, z_j), mean-field Q over the codes (Karaletsos et al. 2018); replaces the "
                 "given prior", _metaprior, reference="Karaletsos, Dayan & Ghahramani, "
-                "Probabilistic Meta-Representations of Neural Networks, UAI 2018 workshop"))
+                "Probabilistic Meta-Representations of Neural Networks, UAI 2018 workshop",
+                recipes=_RECIPES["metaprior"]))
 register(Method("flow", "Bayesian hypernetwork: a normalizing-flow guide over the weight-norm "
                 "scales or all weights (Krueger et al. 2017)", _flow,
-                reference="Krueger et al., Bayesian Hypernetworks, arXiv:1710.04759"))
+                reference="Krueger et al., Bayesian Hypernetworks, arXiv:1710.04759",
+                recipes=_RECIPES["flow"]))
 register(Method("bbh", "Bayes by Hypernet: an implicit generator guide w = G(ε) whose KL is "
                 "estimated from samples (discriminator density ratio, nearest-neighbour KL or "
                 "Kozachenko-Leonenko entropy) (Pawlowski et al. 2017)", _bbh,
                 reference="Pawlowski, Brock, Lee, Rajchl & Glocker, Implicit Weight Uncertainty "
-                "in Neural Networks, arXiv:1711.01297"))
+                "in Neural Networks, arXiv:1711.01297", recipes=_RECIPES["bbh"]))
 register(Method("diversity", "diversity hypernetwork: per-unit codes from noise, per-layer "
                 "generators, trained on λ·loss − entropy of gauge-fixed weights (Deutsch 2018)",
                 _diversity, reference="Deutsch, Generating Neural Networks with Neural Networks, "
-                "arXiv:1801.01952"))
+                "arXiv:1801.01952", recipes=_RECIPES["diversity"]))

@@ -1,0 +1,189 @@
+"""Trained models for the uncertainty suite: any registered method on MNIST by its recipe.
+
+Every task of the suite (``calibration``, ``ood``, ``unseen-class``, ``adversarial``,
+``active-learning``) gets its models here and never names a method: :func:`train` asks the
+method registry for the method's ``"classification"`` recipe (net, prior, build options, fit
+settings; see :class:`hyperbayes.methods.Recipe`) and trains it with one shared schedule. A new
+method that registers a recipe joins every task.
+
+Trained models are checkpointed under a name tied to everything that shapes training, so tasks
+run one after another (or ``hyperbayes suite``) train each method once and reuse it.
+
+Example::
+
+    from hyperbayes.experiments import zoo
+
+    settings = zoo.ZooSettings.quick()
+    train, val, test = zoo.mnist_splits(settings)
+    fitted = zoo.train("meanfield", settings, train, val, device="cpu", seed=0,
+                       checkpoint_dir="results/zoo")
+    probs = zoo.sample_probs(fitted, test.x, 20)   # (20, N, 10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .. import datasets, methods
+from ..datasets import Split
+from ..inference import fit, predict, resolve_device, set_seed
+from ..models import Categorical, priors
+
+__all__ = ["ZooSettings", "Trained", "train", "mnist_splits", "sample_probs", "suite_methods",
+           "default_checkpoints", "checkpoint_name"]
+
+
+@dataclass(frozen=True)
+class ZooSettings:
+    """How every method is trained for the suite (the same for all of them).
+
+    ``hidden`` are the MLP's hidden widths (784-``hidden``-10); a recipe may add weight norm or
+    replace the prior. ``lr`` applies unless the method's recipe sets its own (the MetaPrior's
+    1e-2). ``train_limit`` / ``eval_limit`` keep the first examples only (quick runs).
+    """
+
+    hidden: tuple = (400, 400)
+    epochs: float = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str | None = "cosine"
+    clip_norm: float | None = 10.0
+    val_samples: int = 10
+    validations: int = 10
+    test_samples: int = 100
+    train_limit: int | None = None
+    eval_limit: int | None = None
+
+    @classmethod
+    def quick(cls) -> ZooSettings:
+        """Small nets on 1,000 MNIST images, 10 epochs (80 steps), 500 evaluation images."""
+        return cls(hidden=(64,), epochs=10, val_samples=4, validations=2, test_samples=20,
+                   train_limit=1000, eval_limit=500)
+
+
+# settings that change what is evaluated, not what is trained
+_EVAL_ONLY = ("test_samples", "eval_limit")
+
+
+@dataclass
+class Trained:
+    """One trained method: its model and guide, its fit result, whether a finished checkpoint
+    was reused, and the fit options its recipe chose."""
+
+    name: str
+    model: object
+    guide: object
+    loss: object
+    result: object
+    reused: bool
+    fit_options: dict
+    device: torch.device
+
+    @property
+    def train_s(self) -> float:
+        """Training wall time, summed over resumes."""
+        return float(self.result.total_wall_time_s)
+
+
+def suite_methods() -> list[str]:
+    """Every registered method (the suite runs them all unless told otherwise)."""
+    return methods.available()
+
+
+def default_checkpoints(out: str | Path) -> Path:
+    """Where a task writing to ``out`` keeps trained models: ``out/../zoo``, shared by tasks."""
+    return Path(out).parent / "zoo"
+
+
+def mnist_splits(settings: ZooSettings, data=None) -> tuple[Split, Split, Split]:
+    """(train, val, test) of MNIST (or of ``data``) after the settings' limits."""
+    data = data if data is not None else datasets.load("mnist")
+    train = data.train
+    if settings.train_limit:
+        train = train.subset(slice(0, min(settings.train_limit, len(train))))
+    val, test = data.val, data.test
+    if settings.eval_limit:
+        val = val.subset(slice(0, min(settings.eval_limit, len(val))))
+        test = test.subset(slice(0, min(settings.eval_limit, len(test))))
+    return train, val, test
+
+
+def _fingerprint(split: Split) -> str:
+    """A short hash of a split's labels and a pixel checksum (which data trained a model)."""
+    h = hashlib.sha256()
+    h.update(split.y.numpy().tobytes())
+    h.update(f"{float(split.x.double().sum()):.6f}{tuple(split.x.shape)}".encode())
+    return h.hexdigest()[:12]
+
+
+def checkpoint_name(name: str, settings: ZooSettings, seed: int, train: Split,
+                    tag: str = "") -> str:
+    """A file name tied to the method, its recipe, the training settings, seed and data."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in _EVAL_ONLY}
+    recipe = methods.get(name).recipe("classification")
+    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, fields, seed,
+                      _fingerprint(train), tag], sort_keys=True, default=repr)
+    return f"{name}{'-' + tag if tag else ''}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
+def train(name: str, settings: ZooSettings, train_split: Split, val: Split | None, *,
+          device="auto", seed: int = 0, checkpoint_dir: str | Path | None = None,
+          progress: bool | None = None, tag: str = "", epochs: float | None = None,
+          warm_start: Trained | None = None, num_classes: int = 10) -> Trained:
+    """Train method ``name`` on ``train_split`` as its classification recipe says.
+
+    Args:
+        name: a registered method (see :func:`hyperbayes.methods.available`).
+        settings: the shared schedule.
+        train_split, val: training data and validation data (the best validation accuracy's
+            parameters are kept; None trains to the end).
+        device, seed, progress: as in :func:`~hyperbayes.inference.fit`.
+        checkpoint_dir: where to checkpoint (None: no checkpoint, always trains).
+        tag: a label for the data (e.g. ``"without-3"``), part of the checkpoint name.
+        epochs: overrides ``settings.epochs`` (active learning's rounds).
+        warm_start: continue training this trained model (its model, guide and loss) instead of
+            building a fresh one; ``name`` must match.
+        num_classes: output width (default: 10, MNIST's).
+    """
+    set_seed(seed)
+    if warm_start is not None:
+        if warm_start.name != name:
+            raise ValueError(f"warm start from {warm_start.name!r} for method {name!r}")
+        model, guide, loss = warm_start.model, warm_start.guide, warm_start.loss
+        fit_options = dict(warm_start.fit_options)
+    else:
+        sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
+        model, guide, loss, fit_options = methods.setup(
+            name, "classification", sizes, priors.Normal(1.0), Categorical(), seed=seed,
+            num_data=len(train_split))
+    fit_options = dict(fit_options)
+    lr = fit_options.pop("lr", settings.lr)
+    epochs = settings.epochs if epochs is None else epochs
+    batch = min(settings.batch_size, len(train_split))
+    steps = max(1, math.ceil(epochs * math.ceil(len(train_split) / batch)))
+    every = max(1, steps // max(1, settings.validations))
+    path = None
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(checkpoint_dir) / checkpoint_name(name, settings, seed, train_split, tag)
+    result = fit(model, guide, train_split, steps=steps, batch_size=batch, lr=lr,
+                 lr_schedule=settings.lr_schedule, clip_norm=settings.clip_norm, loss=loss,
+                 val=val, val_every=every if val is not None else None,
+                 val_samples=settings.val_samples, select_best=val is not None,
+                 select_by="val_accuracy", checkpoint=path, checkpoint_every=every,
+                 device=device, seed=seed, progress=progress, **fit_options)
+    reused = result.resumed_from == result.steps
+    return Trained(name, model, guide, loss, result, reused, {"lr": lr, **fit_options},
+                   resolve_device(device))
+
+
+def sample_probs(fitted: Trained, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Class probabilities of ``num_samples`` posterior draws at ``x``: (S, N, C), on the CPU."""
+    with torch.no_grad():
+        return predict(fitted.model, fitted.guide, x.to(fitted.device), num_samples).probs.cpu()
