@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import datasets, methods
 from .experiments import EXPERIMENTS
+from .experiments import suite as suite_module
 
 __all__ = ["main", "build_parser"]
 
@@ -35,6 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, default=None, help="output folder "
                      "(default: results/EXPERIMENT)")
+
+    suite = sub.add_parser("suite", help="the uncertainty suite: every method on every task; "
+                           "writes results.md and results.json")
+    suite.add_argument("--tasks", type=_method_list, default=None,
+                       help="comma-separated tasks (default: all of "
+                            f"{', '.join(suite_module.TASKS)})")
+    suite.add_argument("--methods", type=_method_list, default=None,
+                       help="comma-separated method names (default: every registered method)")
+    suite.add_argument("--quick", action="store_true",
+                       help="small settings (< 15 min on 2 cores)")
+    suite.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    suite.add_argument("--seed", type=int, default=0)
+    suite.add_argument("--out", type=Path, default=Path("results/suite"), help="output folder")
 
     data = sub.add_parser("datasets", help="list or pre-fetch datasets")
     data_sub = data.add_subparsers(dest="action", required=True)
@@ -65,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.experiment}: wrote {result.out_dir / 'metrics.json'}, "
                   f"{result.out_dir / 'report.md'} and {len(result.figures)} figure(s) in "
                   f"{result.wall_time_s:.0f} s")
+        elif args.command == "suite":
+            result = suite_module.run(args.tasks or suite_module.TASKS,
+                                      methods_to_run=args.methods, quick=args.quick,
+                                      device=args.device, seed=args.seed, out=args.out)
+            print(f"suite: wrote {result.out_dir / 'results.md'} and "
+                  f"{result.out_dir / 'results.json'} in {result.wall_time_s:.0f} s")
         elif args.command == "datasets":
             if args.action == "list":
                 print("\n".join(datasets.available()))

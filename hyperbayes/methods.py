@@ -54,15 +54,12 @@ class Recipe:
         prior: a factory ``() -> Prior`` that replaces the task's prior, or None to keep it
             (regression toys keep theirs, so NUTS and every guide target one posterior).
         weight_norm: whether the method wants weight-norm layers (guides over the scales).
-        data_size_option: a build option set to the number of training examples (e.g. the
-            diversity objective's λ = N), when :func:`setup` is told it.
     """
 
     options: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     prior: Callable | None = None
     weight_norm: bool = False
-    data_size_option: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,7 @@ def build(name: str, net, prior, likelihood, **options):
 
 
 def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
-          activation: str = "relu", num_data: int | None = None, **options):
+          activation: str = "relu", bias: bool = True, **options):
     """Build method ``name`` on an MLP of ``sizes`` the way its recipe for ``family`` says.
 
     Args:
@@ -134,8 +131,7 @@ def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
         prior: the task's prior, used unless the recipe replaces it.
         likelihood: the task's likelihood.
         seed: seeds the guide's initialization.
-        activation: the MLP's hidden activation.
-        num_data: the number of training examples, for a recipe's ``data_size_option``.
+        activation, bias: the MLP's hidden activation and whether its layers have biases.
         **options: build options that override the recipe's.
 
     Returns:
@@ -144,12 +140,10 @@ def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
     """
     method = get(name)
     recipe = method.recipe(family)
-    net = MLP(sizes, activation, weight_norm=recipe.weight_norm)
+    net = MLP(sizes, activation, weight_norm=recipe.weight_norm, bias=bias)
     chosen_prior = recipe.prior() if recipe.prior is not None else prior
-    sized = ({recipe.data_size_option: float(num_data)}
-             if recipe.data_size_option and num_data is not None else {})
     model, guide, loss = method.build(net, chosen_prior, likelihood, seed=seed,
-                                      **{**recipe.options, **sized, **options})
+                                      **{**recipe.options, **options})
     return model, guide, loss, {**method.fit_defaults, **recipe.fit}
 
 
@@ -279,10 +273,11 @@ _RECIPES = {
     "diversity": {
         # diversity-mnist: λ = 1000 on the mean cross-entropy, gauge fixing, 32 nets a step
         "classification": Recipe({"lam": 1000.0, "gauge": True}),
-        # λ = N turns the objective into the negative ELBO under a flat prior
-        "regression": Recipe({"noise_dim": 64, "extractor_hidden": (64, 64),
+        # λ = None: the dataset size N, which makes the objective the negative ELBO under a
+        # flat prior
+        "regression": Recipe({"lam": None, "noise_dim": 64, "extractor_hidden": (64, 64),
                               "generator_hidden": (32, 32), "num_samples": 32},
-                             fit={"lr": 3e-3}, data_size_option="lam"),
+                             fit={"lr": 3e-3}),
     },
 }
 

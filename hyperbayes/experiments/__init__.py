@@ -11,10 +11,13 @@ from . import (
                bhn_product,
                bhn_toy,
                diversity,
+               fidelity,
                metaprior_mnist,
                metaprior_moons,
                metaprior_toy,
+               suite,
                toy_regression,
+               zoo,
 )
 
 EXPERIMENTS = {
@@ -33,8 +36,9 @@ EXPERIMENTS = {
     "bbh-toy": bbh_toy.run,
     "bbh-mnist": bbh_mnist.run,
     "bbh-rotated": bbh_mnist.run_rotated,
+    "fidelity": fidelity.run,
 }
 
 __all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
            "bhn_correlations", "metaprior_toy", "metaprior_moons",
-           "metaprior_mnist", "diversity", "bbh_toy", "bbh_mnist"]
+           "metaprior_mnist", "diversity", "bbh_toy", "bbh_mnist", "fidelity", "zoo", "suite"]

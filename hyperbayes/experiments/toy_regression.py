@@ -80,7 +80,8 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
     std (and centred with ``center_y``), which makes the posterior far better conditioned for
     NUTS; metrics are in the original units. ``method_options`` maps a label to
     ``(registered method name, build options)`` or ``(name, build options, fit overrides)``
-    (e.g. a smaller ``lr``); a label without an entry is a method name.
+    (e.g. a smaller ``lr``); a label without an entry is a registered method, set up by its
+    ``"regression"`` recipe (:func:`hyperbayes.methods.setup`).
     """
     method_options = method_options or {}
     unknown = [m for m in methods_to_run if m != "nuts" and m not in method_options
@@ -128,10 +129,16 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
         if label == "nuts":
             continue
         t0 = time.perf_counter()
-        name, options, *overrides = method_options.get(label, (label, {}))
-        model, guide, loss = methods.build(name, *make_parts(), seed=seed, **options)
+        if label in method_options:
+            name, options, *overrides = method_options[label]
+            model, guide, loss = methods.build(name, *make_parts(), seed=seed, **options)
+            overrides = overrides[0] if overrides else {}
+        else:  # a registered method, set up by its regression recipe
+            _, prior, lik = make_parts()
+            model, guide, loss, overrides = methods.setup(
+                label, "regression", [1, settings.hidden, 1], prior, lik, seed=seed)
         fit_options = {"steps": settings.vi_steps, "lr": settings.lr, "loss": loss,
-                       **(overrides[0] if overrides else {})}
+                       **overrides}
         fit(model, guide, train, device=device, seed=seed, progress=progress, **fit_options)
         preds[label] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
         fitted[label] = (model, guide)

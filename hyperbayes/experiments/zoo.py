@@ -160,8 +160,7 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
     else:
         sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
         model, guide, loss, fit_options = methods.setup(
-            name, "classification", sizes, priors.Normal(1.0), Categorical(), seed=seed,
-            num_data=len(train_split))
+            name, "classification", sizes, priors.Normal(1.0), Categorical(), seed=seed)
     fit_options = dict(fit_options)
     lr = fit_options.pop("lr", settings.lr)
     epochs = settings.epochs if epochs is None else epochs

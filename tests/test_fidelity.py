@@ -1,0 +1,87 @@
+"""The fidelity task and method recipes: every registered method on the toys against NUTS."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from hyperbayes import methods
+from hyperbayes.experiments import EXPERIMENTS, fidelity
+from hyperbayes.models import Categorical, Gaussian, priors
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets gain nothing from a second thread (and spin-wait on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("family", methods.FAMILIES)
+def test_every_method_sets_up_by_its_recipe(family):
+    sizes, lik = (([64, 8, 10], Categorical()) if family == "classification"
+                  else ([1, 8, 1], Gaussian(scale=0.1)))
+    task_prior = priors.Normal(1.0)
+    for name in methods.available():
+        model, guide, loss, fit_options = methods.setup(name, family, sizes, task_prior, lik)
+        recipe = methods.get(name).recipe(family)
+        assert model.net.weight_norm == recipe.weight_norm
+        assert set(recipe.fit) <= set(fit_options)
+        if recipe.prior is not None or name == "metaprior":  # the prior was replaced
+            assert model.prior is not task_prior
+        else:
+            assert model.prior is task_prior
+
+
+def test_setup_options_override_the_recipe():
+    _, _, loss, _ = methods.setup("diversity", "regression", [1, 8, 1], priors.Normal(1.0),
+                                  Gaussian(scale=0.1), lam=3.0)
+    assert loss.lam == 3.0
+    _, _, loss, _ = methods.setup("diversity", "regression", [1, 8, 1], priors.Normal(1.0),
+                                  Gaussian(scale=0.1))
+    assert loss.lam is None  # the dataset size: the negative ELBO under a flat prior
+
+
+def test_unknown_family_is_an_error():
+    with pytest.raises(ValueError, match="unknown task family 'vision'"):
+        methods.get("map").recipe("vision")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Every registered method on the cubic and product toys at smoke settings."""
+    torch.set_num_threads(1)
+    settings = replace(fidelity.Settings.smoke(), toys=("cubic", "product"))
+    out = tmp_path_factory.mktemp("fidelity")
+    return fidelity.run(settings=settings, device="cpu", out=out, progress=False)
+
+
+def test_fidelity_has_a_row_per_method_and_toy(smoke_run):
+    assert EXPERIMENTS["fidelity"] is fidelity.run
+    names = methods.available()
+    regression, product = smoke_run.metrics["tables"]
+    assert [(r["toy"], r["method"]) for r in regression["rows"]] == [("cubic", n) for n in names]
+    assert [r["method"] for r in product["rows"]] == ["nuts", *names]
+    for row in regression["rows"]:
+        assert math.isfinite(row["W₁ to NUTS"]) and row["W₁ to NUTS"] >= 0
+        assert row["std ratio in data"] >= 0
+    by_name = {r["method"]: r for r in regression["rows"]}
+    assert by_name["map"]["std ratio in data"] == 0  # a point estimate has no spread
+    assert by_name["meanfield"]["std ratio in data"] > 0
+    for row in product["rows"]:
+        assert 0 <= row["mass near a = b = 1"] + row["mass near a = b = −1"] <= 1 + 1e-9
+        assert row["modes covered"] in (0, 1, 2)
+    files = {p.name for p in smoke_run.out_dir.iterdir()}
+    assert {"metrics.json", "report.md", "fidelity.png"} <= files
+    assert "Product toy" in (smoke_run.out_dir / "report.md").read_text()
+
+
+def test_fidelity_rejects_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'bayes'"):
+        fidelity.run(["bayes"], settings=fidelity.Settings.smoke(), out=tmp_path)
+    with pytest.raises(ValueError, match="unknown toy"):
+        fidelity.run(["map"], settings=replace(fidelity.Settings.smoke(), toys=("moons",)),
+                     out=tmp_path)
