@@ -102,6 +102,7 @@ def test_toy_regression_quick_writes_metrics_report_and_figure(tmp_path, capsys)
     assert "NUTS diagnostics" in report and "bands.png" in report
 
 
+@pytest.mark.slow  # 80 s; the mode property itself is tested in test_flows.py (14 s)
 def test_bhn_product_quick_reports_mode_fractions(tmp_path):
     out = tmp_path / "product"
     assert main(["run", "bhn-product", "--quick", "--out", str(out), "--device", "cpu",

@@ -4,19 +4,24 @@ The CLI, the benchmarks and the notebooks call these, so an experiment is writte
 """
 
 from . import (
+               active_learning,
+               adversarial,
                bbh_mnist,
                bbh_toy,
                bhn_correlations,
                bhn_mnist,
                bhn_product,
                bhn_toy,
+               calibration,
                diversity,
                fidelity,
                metaprior_mnist,
                metaprior_moons,
                metaprior_toy,
+               ood,
                suite,
                toy_regression,
+               unseen_class,
                zoo,
 )
 
@@ -37,8 +42,15 @@ EXPERIMENTS = {
     "bbh-mnist": bbh_mnist.run,
     "bbh-rotated": bbh_mnist.run_rotated,
     "fidelity": fidelity.run,
+    "calibration": calibration.run,
+    "ood": ood.run,
+    "active-learning": active_learning.run,
+    "unseen-class": unseen_class.run,
+    "adversarial": adversarial.run,
 }
 
 __all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
            "bhn_correlations", "metaprior_toy", "metaprior_moons",
-           "metaprior_mnist", "diversity", "bbh_toy", "bbh_mnist", "fidelity", "zoo", "suite"]
+           "metaprior_mnist", "diversity", "bbh_toy", "bbh_mnist", "fidelity", "zoo", "suite",
+           "calibration", "ood", "active_learning",
+           "unseen_class", "adversarial"]

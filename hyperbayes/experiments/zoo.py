@@ -67,8 +67,9 @@ class ZooSettings:
                    train_limit=1000, eval_limit=500)
 
 
-# settings that change what is evaluated, not what is trained
-_EVAL_ONLY = ("test_samples", "eval_limit")
+# settings that change what is evaluated, not what is trained (eval_limit sizes the validation
+# set that picks the kept parameters, so it is part of a checkpoint's name)
+_EVAL_ONLY = ("test_samples",)
 
 
 @dataclass

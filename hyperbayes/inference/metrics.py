@@ -389,10 +389,13 @@ def bald(probs) -> torch.Tensor:
         probs: (S, N, C) MC class probabilities.
 
     Returns:
-        (N,) tensor with values in [0, log C] (clamped at 0 against round-off).
+        (N,) tensor with values in [0, log C] (clamped at 0 against round-off). Computed in
+        float64, so that draws that all agree (a point estimate) give exactly 0 rather than
+        float32 round-off, which would otherwise rank inputs at random.
     """
     p = _check_probs(probs)
-    return (_entropy(p.mean(dim=0)) - _entropy(p).mean(dim=0)).clamp_min(0.0)
+    p64 = p.double()
+    return (_entropy(p64.mean(dim=0)) - _entropy(p64).mean(dim=0)).clamp_min(0.0).to(p.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +458,8 @@ def ood_auc(in_scores, out_scores) -> dict[str, float]:
       ranked by score as is (AUPR-Out).
 
     Papers label these PR+ / PR− inconsistently; map them explicitly by which class is positive.
+    This library's tables follow the BHN paper's Table 3, which is consistent only with PR(+) =
+    ``pr_auc_in`` and PR(−) = ``pr_auc_out``.
     Computed with ``sklearn.metrics.roc_auc_score`` / ``average_precision_score``.
 
     Args:

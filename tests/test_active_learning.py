@@ -1,0 +1,245 @@
+"""The active-learning task: initial set, acquisitions, warm start, every method at smoke size."""
+
+import copy
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import hyperbayes as hb
+from hyperbayes.experiments import active_learning as al
+from hyperbayes.experiments import zoo
+from tests.common import assert_close
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets gain nothing from a second thread (and spin-wait on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """A small 10-class set of 8×8 images: a noisy prototype per class (no MNIST needed)."""
+    gen = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(10, 1, 8, 8, generator=gen)
+
+    def draw(n):
+        y = torch.arange(n) % 10
+        x = (prototypes[y] + 0.3 * torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1)
+        return x, y
+
+    x, y = draw(300)
+    return hb.datasets.from_tensors(x, y, task="classification", test=draw(100))
+
+
+def small(**changes) -> al.Settings:
+    """Smoke settings on the 8×8 images: pool 60, 30 test images."""
+    return replace(al.Settings.smoke(), pool_size=60, test_examples=30, **changes)
+
+
+def test_initial_set_has_two_per_class_and_the_pool_is_disjoint(images):
+    labels = images.train.y
+    initial, pool = al.initial_and_pool(labels, per_class=2, pool_size=50, seed=3)
+    assert len(initial) == 20 and len(pool) == 50
+    assert torch.bincount(labels[initial], minlength=10).tolist() == [2] * 10
+    assert len(set(initial.tolist()) | set(pool.tolist())) == 70  # disjoint, no duplicates
+    again = al.initial_and_pool(labels, per_class=2, pool_size=50, seed=3)
+    assert torch.equal(again[0], initial) and torch.equal(again[1], pool)
+    other = al.initial_and_pool(labels, per_class=2, pool_size=50, seed=4)
+    assert not torch.equal(other[0], initial)
+    everything = al.initial_and_pool(labels, per_class=2, seed=3)[1]
+    assert len(everything) == len(labels) - 20  # no pool_size: every other image
+    with pytest.raises(ValueError, match="class 1 has 1 training images"):
+        al.initial_and_pool(torch.tensor([0, 0, 1, 2, 2]), per_class=2)
+
+
+def test_select_takes_the_highest_scores_among_the_available():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.tensor([0.5, 0.9, 0.1, 0.8, 0.7, 0.95])
+    available = torch.tensor([True, True, True, True, True, False])
+    assert al.select(scores, available, 3, gen).tolist() == [1, 3, 4]  # 5 is taken already
+    # random: seeded, available only, no repeats
+    first = al.select(None, available, 4, torch.Generator().manual_seed(1))
+    again = al.select(None, available, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and 5 not in first.tolist()
+    assert len(set(first.tolist())) == 4
+    # equal scores (BALD of a point estimate) are ties broken at random, not by position
+    picks = {tuple(al.select(torch.zeros(50), torch.ones(50, dtype=torch.bool), 3,
+                             torch.Generator().manual_seed(s)).tolist()) for s in range(5)}
+    assert len(picks) > 1
+    with pytest.raises(ValueError, match="cannot acquire 6 items from a pool of 5"):
+        al.select(scores, available, 6, gen)
+
+
+def test_steps_per_round_and_area_under_curve():
+    settings = replace(al.Settings(), epochs_per_round=50, min_steps=100)
+    assert al.round_steps(20, settings) == 100         # 50 full-batch epochs < the minimum
+    assert al.round_steps(300, settings) == 150        # 50 epochs of 3 batches of 128
+    assert_close(al.area_under_curve([0, 10, 20], [0.5, 0.7, 0.9]), 0.7)
+    assert_close(al.area_under_curve([0, 10, 30], [0.5, 0.7, 0.7]), (6 + 14) / 30)
+    assert al.area_under_curve([0], [0.4]) == 0.4
+
+
+def test_bald_and_entropy_acquire_the_top_scores(images, monkeypatch):
+    """With a stub score, every round takes the best-scoring items still in the pool."""
+    settings = small(rounds=3)
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    stub = torch.randn(len(pool), generator=torch.Generator().manual_seed(7))
+    seen = []
+
+    def score(probs):
+        seen.append(probs.shape)
+        return stub
+
+    for acquisition in ("bald", "entropy"):
+        monkeypatch.setitem(al.ACQUISITIONS, acquisition, score)
+        curve = al.learning_curve("map", acquisition, "warm", settings, images.train,
+                                  images.test.subset(slice(0, 30)), initial, pool, seed=0,
+                                  device="cpu", progress=False)
+        ranked = pool[stub.argsort(descending=True)]
+        for r, picked in enumerate(curve["indices"]):
+            assert picked.tolist() == ranked[10 * r:10 * (r + 1)].tolist()
+        assert curve["acquired"] == [0, 10, 20, 30]
+        assert curve["labelled"] == [20, 30, 40, 50]
+        labelled = curve["labelled_indices"]
+        assert len(set(labelled.tolist())) == 50                  # no duplicates
+        assert torch.equal(labelled[:20], initial)                # the initial set stays
+        assert set(labelled[20:].tolist()) <= set(pool.tolist())  # acquired from the pool
+        assert len(curve["accuracy"]) == settings.rounds + 1
+    # the pool is scored from (S, pool, C) MC probabilities, once per round before acquiring
+    assert seen == [(settings.pool_samples, 60, 10)] * 6
+
+
+def test_random_acquisition_is_seeded_and_ignores_the_model(images):
+    settings = small(rounds=2)
+    test = images.test.subset(slice(0, 30))
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+
+    def picks(name, regime, seed):
+        curve = al.learning_curve(name, "random", regime, settings, images.train, test,
+                                  initial, pool, seed=seed, device="cpu", progress=False)
+        return [p.tolist() for p in curve["indices"]]
+
+    base = picks("map", "warm", 0)
+    assert picks("mcdropout", "reinit", 0) == base   # same seed: same picks, any model
+    assert picks("map", "warm", 1) != base
+
+
+def test_warm_start_continues_and_reinit_starts_afresh(images, monkeypatch):
+    """Warm: each round starts from the previous round's final parameters. Reinit: never."""
+    calls = []
+    train = zoo.train
+
+    def recording(name, settings, split, val, **kwargs):
+        warm = kwargs.get("warm_start")
+        entry = None if warm is None else copy.deepcopy(
+            (warm.model.state_dict(), warm.guide.state_dict()))
+        fitted = train(name, settings, split, val, **kwargs)
+        calls.append({"entry": entry, "n": len(split), "steps": fitted.result.steps,
+                      "val": val, "checkpoint": kwargs.get("checkpoint_dir"),
+                      "exit": copy.deepcopy((fitted.model.state_dict(),
+                                             fitted.guide.state_dict())),
+                      "guide": fitted.guide})
+        return fitted
+
+    monkeypatch.setattr(zoo, "train", recording)
+    settings = small(rounds=3, min_steps=4)
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    test = images.test.subset(slice(0, 30))
+    for regime in ("warm", "reinit"):
+        calls.clear()
+        al.learning_curve("meanfield", "bald", regime, settings, images.train, test, initial,
+                          pool, seed=0, device="cpu", progress=False)
+        assert [c["n"] for c in calls] == [20, 30, 40, 50]
+        assert [c["steps"] for c in calls] == [al.round_steps(c["n"], settings) for c in calls]
+        assert all(c["val"] is None and c["checkpoint"] is None for c in calls)
+        assert calls[0]["entry"] is None
+        for before, after in zip(calls, calls[1:], strict=False):
+            if regime == "warm":
+                assert after["guide"] is before["guide"]
+                for saved, start in zip(before["exit"], after["entry"], strict=True):
+                    assert saved.keys() == start.keys()
+                    for key in saved:
+                        assert torch.equal(saved[key], start[key]), key
+                # and training moved them
+                assert any(not torch.equal(before["exit"][1][k], after["exit"][1][k])
+                           for k in before["exit"][1])
+            else:
+                assert after["entry"] is None and after["guide"] is not before["guide"]
+
+
+def test_a_shared_first_model_is_not_changed_by_warm_starts(images):
+    settings = small(rounds=1)
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    test = images.test.subset(slice(0, 30))
+    first = al.learning_curve("map", "entropy", "reinit", replace(settings, rounds=0),
+                              images.train, test, initial, pool, seed=0, device="cpu",
+                              progress=False)["model"]
+    probs = zoo.sample_probs(first, torch.cat([images.train.x[pool], test.x]), 4)
+    before = copy.deepcopy(first.guide.state_dict())
+    curve = al.learning_curve("map", "entropy", "warm", settings, images.train, test, initial,
+                              pool, seed=0, device="cpu", start=(first, probs), progress=False)
+    assert curve["model"] is not first
+    for key, value in first.guide.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_every_registered_method_runs_through(images, tmp_path):
+    """Every method, every acquisition and regime, no per-method code: metrics, tables, figure."""
+    settings = small(rounds=1)
+    result = al.run(settings=settings, data=images, out=tmp_path, device="cpu", progress=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    names = hb.methods.available()
+    assert list(saved["methods"]) == names
+    assert saved["seeds"] == [0] and saved["acquired"] == [0, 10]
+    assert saved["labelled"] == [20, 30]
+    for name in names:
+        assert set(saved["methods"][name]) == {"random", "bald", "entropy"}
+        for acquisition in ("random", "bald", "entropy"):
+            for regime in ("warm", "reinit"):
+                entry = saved["methods"][name][acquisition][regime]
+                assert len(entry["mean"]) == len(entry["std"]) == 2, (name, acquisition)
+                assert len(entry["seeds"]["0"]["accuracy"]) == 2
+                assert sum(entry["seeds"]["0"]["class_counts"]) == 30
+                assert 0 <= entry["auc"] <= 1 and 0 <= entry["final"] <= 1
+        # the first round's model is shared: every curve starts at the same accuracy
+        starts = {e["mean"][0] for a in saved["methods"][name].values() for e in a.values()}
+        assert len(starts) == 1, name
+        assert saved["timing"][name]["trainings"] == 1 + 6 * settings.rounds
+    long, pivot, claims = saved["tables"]
+    assert len(long["rows"]) == len(names) * 6
+    assert [r["method"] for r in pivot["rows"]] == names
+    assert {r["holds"] for r in claims["rows"]} <= {"yes", "partly", "no", "not run"}
+    assert all(r["holds"] != "not run" for r in claims["rows"])  # flow, map, mcdropout ran
+    assert (tmp_path / "active_learning.png").stat().st_size > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert "active_learning.png" in report and "Fig. 4" in report
+    assert result.figures == [tmp_path / "active_learning.png"]
+
+
+def test_seeds_are_averaged_and_absent_methods_leave_claims_unrun(images, tmp_path):
+    settings = small(rounds=1, seeds=2, acquisitions=("random", "bald"))
+    saved = al.run(["map", "mcdropout"], settings=settings, data=images, out=tmp_path,
+                   device="cpu", seed=5, progress=False).metrics
+    assert saved["seeds"] == [5, 6]
+    entry = saved["methods"]["map"]["bald"]["warm"]
+    curves = torch.tensor([entry["seeds"][s]["accuracy"] for s in ("5", "6")])
+    assert_close(entry["mean"], curves.mean(0))
+    assert_close(entry["std"], curves.std(0, correction=0))
+    claims = {r["claim"]: r["holds"] for r in saved["paper_claims"]}
+    assert claims["Warm starting is essential for BHN (helps it)"] == "not run"  # no flow
+    assert next(v for k, v in claims.items() if k.startswith("The MLP baseline")) != "not run"
+
+
+def test_unknown_names_are_errors(images, tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'mapp'.*available"):
+        al.run(["mapp"], settings=small(), data=images, out=tmp_path)
+    with pytest.raises(ValueError, match="unknown acquisition 'margin'"):
+        al.run(["map"], settings=small(acquisitions=("margin",)), data=images, out=tmp_path)
+    with pytest.raises(ValueError, match="unknown regime 'cold'"):
+        al.run(["map"], settings=small(regimes=("cold",)), data=images, out=tmp_path)

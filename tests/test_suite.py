@@ -1,0 +1,98 @@
+"""The uncertainty suite end to end: every task, every registered method, at smoke sizes."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from hyperbayes import methods
+from hyperbayes.cli import main
+from hyperbayes.experiments import (
+    EXPERIMENTS,
+    active_learning,
+    adversarial,
+    calibration,
+    fidelity,
+    ood,
+    suite,
+    unseen_class,
+)
+
+SMOKE = {
+    "calibration": calibration.Settings.smoke(),
+    "ood": ood.Settings.smoke(),
+    "unseen-class": unseen_class.Settings.smoke(),
+    "adversarial": adversarial.Settings.smoke(),
+    "active-learning": active_learning.Settings.smoke(),
+    "fidelity": replace(fidelity.Settings.smoke(), toys=("cubic", "product")),
+}
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    """``hyperbayes suite`` over all tasks and all methods, at smoke sizes, on real MNIST."""
+    import hyperbayes as hb
+
+    try:
+        hb.datasets.load("mnist")
+    except hb.datasets.DatasetError:
+        pytest.skip("MNIST is not cached (hyperbayes datasets fetch mnist)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("suite")
+        yield suite.run(suite.TASKS, device="cpu", out=out, progress=False, settings=SMOKE)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cells(tables) -> set[str]:
+    """Every string in a task's tables: column names and cell values."""
+    found = set()
+    for t in tables:
+        found |= set(t["columns"])
+        for row in t["rows"]:
+            found |= {v for v in row.values() if isinstance(v, str)}
+    return found
+
+
+def test_every_task_is_registered():
+    assert set(suite.TASKS) <= set(EXPERIMENTS)
+
+
+def test_suite_has_a_table_for_every_task_with_every_method(suite_run):
+    payload = json.loads((suite_run.out_dir / "results.json").read_text())
+    assert list(payload["tasks"]) == list(suite.TASKS)
+    for task, entry in payload["tasks"].items():
+        assert entry["tables"], task
+        assert entry["wall_time_s"] > 0 and entry["seeds"], task
+        cells = _cells(entry["tables"])
+        missing = [m for m in methods.available() if not any(m in c for c in cells)]
+        assert not missing, (task, missing)
+        assert (suite_run.out_dir / task / "report.md").exists()
+    text = (suite_run.out_dir / "results.md").read_text()
+    for task in suite.TASKS:
+        assert f"## {task}" in text
+    assert "paper" in text  # papers' numbers beside ours
+
+
+def test_suite_models_are_trained_once(suite_run):
+    # calibration trained the zoo; ood and adversarial reused it
+    for task in ("ood", "adversarial"):
+        metrics = json.loads((suite_run.out_dir / task / "metrics.json").read_text())
+        assert all(m.get("reused", True) for m in metrics["methods"].values()), task
+
+
+def test_suite_rejects_unknown_tasks(tmp_path):
+    with pytest.raises(ValueError, match="unknown suite task"):
+        suite.run(["calibrate"], out=tmp_path)
+    assert main(["suite", "--tasks", "calibrate", "--out", str(tmp_path)]) == 2
+
+
+def test_table_rejects_cells_outside_its_columns():
+    with pytest.raises(ValueError, match="not among the columns"):
+        suite.table("t", ["method", "accuracy"], [{"method": "map", "acc": 0.9}])
+    md = suite.render_tables([suite.table("t", ["method", "accuracy"],
+                                          [{"method": "map"}], note="a note")])
+    assert "| map | – |" in md and "a note" in md
