@@ -36,3 +36,25 @@ def mnist():
         return hb.datasets.load("mnist")
     except (hb.datasets.DatasetError, OSError) as err:
         pytest.skip(f"MNIST is not available and could not be fetched: {err}")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny nets gain nothing from a second one, and on a busy
+    2-core machine two threads spin-wait (a 150-step Bayes by Hypernet fit took 46 s with 2
+    threads and 6 s with 1). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def images():
+    """MNIST from the cache when it is there, else the small ``digits`` set (8×8 images)."""
+    import hyperbayes as hb
+
+    try:
+        return hb.datasets.load("mnist")
+    except hb.datasets.DatasetError:
+        return hb.datasets.load("digits")

@@ -12,14 +12,7 @@ from hyperbayes.experiments import active_learning as al
 from hyperbayes.experiments import zoo
 from tests.common import assert_close
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from a second thread (and spin-wait on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

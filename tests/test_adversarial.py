@@ -6,27 +6,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-import hyperbayes as hb
 from hyperbayes.experiments import adversarial, zoo
 from hyperbayes.inference import metrics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from a second thread on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def images():
-    """MNIST from the cache when it is there, else the small ``digits`` set (8×8 images)."""
-    try:
-        return hb.datasets.load("mnist")
-    except hb.datasets.DatasetError:
-        return hb.datasets.load("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _settings(**changes):

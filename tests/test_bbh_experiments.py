@@ -6,7 +6,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-import hyperbayes as hb
 from hyperbayes.cli import main
 from hyperbayes.experiments import EXPERIMENTS, bbh_mnist, bbh_toy
 from hyperbayes.experiments.toy_regression import Settings as ToySettings
@@ -15,23 +14,7 @@ RATIO_KEYS = ("std_ratio_in_data", "std_ratio_out_of_data", "predictive_distance
               "test_log_likelihood", "rmse")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from a second thread, and on a busy 2-core machine two threads
-    spin-wait: a 150-step Bayes by Hypernet fit took 46 s with 2 threads and 6 s with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def images():
-    """MNIST from the cache when it is there, else the small ``digits`` set (8×8 images)."""
-    try:
-        return hb.datasets.load("mnist")
-    except hb.datasets.DatasetError:
-        return hb.datasets.load("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bbh_experiments_are_registered():

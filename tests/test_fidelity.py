@@ -13,13 +13,7 @@ from hyperbayes.models import Categorical, Gaussian, priors
 NAMES = ("map", "meanfield", "flow")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from a second thread (and spin-wait on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("family", methods.FAMILIES)

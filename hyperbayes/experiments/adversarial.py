@@ -85,8 +85,7 @@ class Settings:
     def smoke(cls) -> Settings:
         """Tiny settings for tests: 784-16-10 on 200 images, 2 epochs, 64 attacked images (the
         zoo settings of ``calibration``'s and ``ood``'s smoke, so a suite trains each once)."""
-        return cls(zoo=zoo.ZooSettings(hidden=(16,), epochs=2, val_samples=2, validations=1,
-                                       test_samples=4, train_limit=200, eval_limit=100),
+        return cls(zoo=zoo.ZooSettings.smoke(),
                    attack_examples=64, epsilons=(0.0, 0.05, 0.2), attack_batch=32,
                    table_epsilons=(0.05, 0.2))
 

@@ -15,13 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import methods
 from ..inference import metrics, resolve_device
 from . import zoo
 from .common import ExperimentResult, machine_info, plotting, write_json, write_text
 from .suite import render_tables, table
 
-__all__ = ["run", "Settings", "PAPER_ACCURACY", "check_methods", "train_all"]
+__all__ = ["run", "Settings", "PAPER_ACCURACY"]
 
 #: Test accuracies (%) the papers report for MNIST 50,000 MLPs: label → (our method, accuracy,
 #: the paper's net). BHN = Krueger et al. 2017, Table 1; BbH = Pawlowski et al. 2017, §4.
@@ -50,24 +49,7 @@ class Settings:
     @classmethod
     def smoke(cls) -> Settings:
         """Tiny settings for tests: 16 hidden units, 200 images, 2 epochs, 4 samples."""
-        return cls(zoo=zoo.ZooSettings(hidden=(16,), epochs=2, val_samples=2, validations=1,
-                                       test_samples=4, train_limit=200, eval_limit=100))
-
-
-def check_methods(methods_to_run) -> list[str]:
-    """The method names to run (None: every registered one); unknown names raise ValueError
-    listing the known ones."""
-    names = list(zoo.suite_methods() if methods_to_run is None else methods_to_run)
-    for name in names:
-        methods.get(name)
-    return names
-
-
-def train_all(names, settings: zoo.ZooSettings, train, val, *, device, seed: int,
-              checkpoints, progress) -> dict[str, zoo.Trained]:
-    """Train (or reuse the finished checkpoint of) every method in ``names`` by the zoo."""
-    return {name: zoo.train(name, settings, train, val, device=device, seed=seed,
-                            checkpoint_dir=checkpoints, progress=progress) for name in names}
+        return cls(zoo=zoo.ZooSettings.smoke())
 
 
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
@@ -88,12 +70,12 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     """
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    names = check_methods(methods_to_run)
+    names = zoo.check_methods(methods_to_run)
     device = resolve_device(device)
     out = Path(out)
     checkpoints = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
     train, val, test = zoo.mnist_splits(settings.zoo, data)
-    trained = train_all(names, settings.zoo, train, val, device=device, seed=seed,
+    trained = zoo.train_all(names, settings.zoo, train, val, device=device, seed=seed,
                         checkpoints=checkpoints, progress=progress)
     rows, bins = {}, {}
     for name, fitted in trained.items():

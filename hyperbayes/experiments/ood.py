@@ -37,7 +37,6 @@ from .. import datasets
 from ..datasets import Split, transforms
 from ..inference import metrics, resolve_device
 from . import zoo
-from .calibration import check_methods, train_all
 from .common import ExperimentResult, machine_info, plotting, write_json, write_text
 from .suite import render_tables, table
 
@@ -85,8 +84,7 @@ class Settings:
     @classmethod
     def smoke(cls) -> Settings:
         """Tiny settings for tests (the same zoo settings as ``calibration``'s smoke)."""
-        return cls(zoo=zoo.ZooSettings(hidden=(16,), epochs=2, val_samples=2, validations=1,
-                                       test_samples=4, train_limit=200, eval_limit=100))
+        return cls(zoo=zoo.ZooSettings.smoke())
 
 
 def ood_sets(names, test: Split, seed: int = 0) -> dict[str, Split]:
@@ -171,7 +169,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     """
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    names = check_methods(methods_to_run)
+    names = zoo.check_methods(methods_to_run)
     device = resolve_device(device)
     out = Path(out)
     checkpoints = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
@@ -186,7 +184,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         sets[name] = split
     if not sets:
         raise ValueError("no OOD set: Settings.ood_sets and ood_data are both empty")
-    trained = train_all(names, settings.zoo, train, val, device=device, seed=seed,
+    trained = zoo.train_all(names, settings.zoo, train, val, device=device, seed=seed,
                         checkpoints=checkpoints, progress=progress)
     sizes = [len(test), *(len(s) for s in sets.values())]
     x = torch.cat([test.x, *(s.x for s in sets.values())])

@@ -147,8 +147,7 @@ class Settings:
     @classmethod
     def smoke(cls) -> Settings:
         """Tiny settings for tests: one digit, 784-16-10 on 200 images, 2 epochs."""
-        return cls(zoo=zoo.ZooSettings(hidden=(16,), epochs=2, val_samples=2, validations=1,
-                                       test_samples=4, train_limit=200, eval_limit=100),
+        return cls(zoo=zoo.ZooSettings.smoke(),
                    digits=(3,), test_examples=300)
 
 

@@ -35,8 +35,8 @@ from ..datasets import Split
 from ..inference import fit, predict, resolve_device, set_seed
 from ..models import Categorical, priors
 
-__all__ = ["ZooSettings", "Trained", "train", "mnist_splits", "sample_probs", "suite_methods",
-           "default_checkpoints", "checkpoint_name"]
+__all__ = ["ZooSettings", "Trained", "train", "train_all", "check_methods", "mnist_splits",
+           "sample_probs", "suite_methods", "default_checkpoints", "checkpoint_name"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,12 @@ class ZooSettings:
         """Small nets on 1,000 MNIST images, 10 epochs (80 steps), 500 evaluation images."""
         return cls(hidden=(64,), epochs=10, val_samples=4, validations=2, test_samples=20,
                    train_limit=1000, eval_limit=500)
+
+    @classmethod
+    def smoke(cls) -> ZooSettings:
+        """Tiny settings for tests: 16 hidden units, 200 images, 2 epochs, 4 samples."""
+        return cls(hidden=(16,), epochs=2, val_samples=2, validations=1, test_samples=4,
+                   train_limit=200, eval_limit=100)
 
 
 # settings that change what is evaluated, not what is trained (eval_limit sizes the validation
@@ -95,6 +101,22 @@ class Trained:
 def suite_methods() -> list[str]:
     """Every registered method (the suite runs them all unless told otherwise)."""
     return methods.available()
+
+
+def check_methods(methods_to_run) -> list[str]:
+    """The method names to run (None: every registered one); unknown names raise ValueError
+    listing the known ones."""
+    names = list(suite_methods() if methods_to_run is None else methods_to_run)
+    for name in names:
+        methods.get(name)
+    return names
+
+
+def train_all(names, settings: ZooSettings, train_split: Split, val: Split | None, *, device,
+              seed: int, checkpoints, progress) -> dict[str, Trained]:
+    """Train (or reuse the finished checkpoint of) every method in ``names``."""
+    return {name: train(name, settings, train_split, val, device=device, seed=seed,
+                        checkpoint_dir=checkpoints, progress=progress) for name in names}
 
 
 def default_checkpoints(out: str | Path) -> Path:

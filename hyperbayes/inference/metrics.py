@@ -382,6 +382,9 @@ def mean_std(probs) -> torch.Tensor:
     return p.std(dim=0, correction=0).mean(dim=-1)
 
 
+BALD_RESOLUTION = 1e-12
+
+
 def bald(probs) -> torch.Tensor:
     """BALD mutual information I[y; w | x_n] = max(0, H[p̄_n] − (1/S) Σ_s H[p_sn]) in nats.
 
@@ -389,13 +392,15 @@ def bald(probs) -> torch.Tensor:
         probs: (S, N, C) MC class probabilities.
 
     Returns:
-        (N,) tensor with values in [0, log C] (clamped at 0 against round-off). Computed in
-        float64, so that draws that all agree (a point estimate) give exactly 0 rather than
-        float32 round-off, which would otherwise rank inputs at random.
+        (N,) tensor with values in [0, log C]. Computed in float64, and values below
+        ``BALD_RESOLUTION`` (1e-12 nats: float64 round-off of the two entropies) are set to 0,
+        so draws that all agree (a point estimate) score exactly 0 instead of round-off that
+        would rank inputs at random.
     """
     p = _check_probs(probs)
     p64 = p.double()
-    return (_entropy(p64.mean(dim=0)) - _entropy(p64).mean(dim=0)).clamp_min(0.0).to(p.dtype)
+    info = _entropy(p64.mean(dim=0)) - _entropy(p64).mean(dim=0)
+    return torch.where(info < BALD_RESOLUTION, 0.0, info).to(p.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
