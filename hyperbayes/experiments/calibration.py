@@ -12,7 +12,7 @@ names a method except :data:`PAPER_ACCURACY`, which says which of ours each pape
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..inference import metrics, resolve_device
@@ -35,21 +35,10 @@ PAPER_ACCURACY = {
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(zoo.TaskSettings):
     """Sizes of one run: how every method is trained (``zoo``) and the ECE bins."""
 
-    zoo: zoo.ZooSettings = field(default_factory=zoo.ZooSettings)
     num_bins: int = 15
-
-    @classmethod
-    def quick(cls) -> Settings:
-        """The zoo's quick settings: 784-64-10 on 1,000 images, 500 test images, 20 samples."""
-        return cls(zoo=zoo.ZooSettings.quick())
-
-    @classmethod
-    def smoke(cls) -> Settings:
-        """Tiny settings for tests: 16 hidden units, 200 images, 2 epochs, 4 samples."""
-        return cls(zoo=zoo.ZooSettings.smoke())
 
 
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,

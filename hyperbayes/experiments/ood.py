@@ -28,7 +28,7 @@ for the claim "a hypernetwork beats the MAP MLP against Fashion-MNIST") and
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -69,22 +69,11 @@ _COLUMNS = {"roc": "ROC %", "pr_plus": "PR(+) %", "pr_minus": "PR(−) %"}
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(zoo.TaskSettings):
     """Sizes of one run: how every method is trained (``zoo``, as ``calibration``'s, so both
     tasks share the models) and which built-in OOD sets to score."""
 
-    zoo: zoo.ZooSettings = field(default_factory=zoo.ZooSettings)
     ood_sets: tuple = ("fashion_mnist", "uniform", "gaussian")
-
-    @classmethod
-    def quick(cls) -> Settings:
-        """The zoo's quick settings: 784-64-10 on 1,000 images, 500 images per set, 20 samples."""
-        return cls(zoo=zoo.ZooSettings.quick())
-
-    @classmethod
-    def smoke(cls) -> Settings:
-        """Tiny settings for tests (the same zoo settings as ``calibration``'s smoke)."""
-        return cls(zoo=zoo.ZooSettings.smoke())
 
 
 def ood_sets(names, test: Split, seed: int = 0) -> dict[str, Split]:

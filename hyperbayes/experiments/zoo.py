@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,8 +35,9 @@ from ..datasets import Split
 from ..inference import fit, predict, resolve_device, set_seed
 from ..models import Categorical, priors
 
-__all__ = ["ZooSettings", "Trained", "train", "train_all", "check_methods", "mnist_splits",
-           "sample_probs", "suite_methods", "default_checkpoints", "checkpoint_name"]
+__all__ = ["ZooSettings", "TaskSettings", "Trained", "train", "train_all", "check_methods",
+           "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
+           "checkpoint_name"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,25 @@ class ZooSettings:
         """Tiny settings for tests: 16 hidden units, 200 images, 2 epochs, 4 samples."""
         return cls(hidden=(16,), epochs=2, val_samples=2, validations=1, test_samples=4,
                    train_limit=200, eval_limit=100)
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Base of a task's settings whose sizes are the zoo's: ``quick()`` and ``smoke()`` use
+    :meth:`ZooSettings.quick` / :meth:`ZooSettings.smoke`, so tasks run together train each
+    method once. Subclasses add their own fields (with defaults)."""
+
+    zoo: ZooSettings = field(default_factory=ZooSettings)
+
+    @classmethod
+    def quick(cls):
+        """The zoo's quick settings: 784-64-10 on 1,000 images, 500 test images, 20 samples."""
+        return cls(zoo=ZooSettings.quick())
+
+    @classmethod
+    def smoke(cls):
+        """Tiny settings for tests: 16 hidden units, 200 images, 2 epochs, 4 samples."""
+        return cls(zoo=ZooSettings.smoke())
 
 
 # settings that change what is evaluated, not what is trained (eval_limit sizes the validation
