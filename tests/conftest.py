@@ -22,20 +22,26 @@ def _fresh_pyro_state():
     pyro.clear_param_store()
 
 
-@pytest.fixture(scope="session")
-def mnist():
-    """Real MNIST: loaded from the cache, fetched once if missing; skips when it can't be had."""
+def load_or_fetch(name: str):
+    """A built-in dataset from the cache, fetched once if missing; skips the test when it can't
+    be had (no network)."""
     import hyperbayes as hb
 
     try:
-        return hb.datasets.load("mnist")
+        return hb.datasets.load(name)
     except hb.datasets.DatasetError:
         pass
     try:
-        hb.datasets.fetch("mnist", progress=False)
-        return hb.datasets.load("mnist")
+        hb.datasets.fetch(name, progress=False)
+        return hb.datasets.load(name)
     except (hb.datasets.DatasetError, OSError) as err:
-        pytest.skip(f"MNIST is not available and could not be fetched: {err}")
+        pytest.skip(f"{name} is not available and could not be fetched: {err}")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST: loaded from the cache, fetched once if missing; skips when it can't be had."""
+    return load_or_fetch("mnist")
 
 
 @pytest.fixture
@@ -58,3 +64,39 @@ def images():
         return hb.datasets.load("mnist")
     except hb.datasets.DatasetError:
         return hb.datasets.load("digits")
+
+
+@pytest.fixture(scope="session")
+def suite_run(tmp_path_factory):
+    """``hyperbayes suite`` over every task and every registered method at smoke sizes on real
+    MNIST (fidelity on the cubic and product toys), run once for the session: the suite's tests
+    and the task tests that need every method read its output folders."""
+    from dataclasses import replace
+
+    from hyperbayes.experiments import (
+        active_learning,
+        adversarial,
+        calibration,
+        fidelity,
+        ood,
+        suite,
+        unseen_class,
+    )
+
+    load_or_fetch("mnist")
+    load_or_fetch("fashion_mnist")  # ood's first set
+    smoke = {
+        "calibration": calibration.Settings.smoke(),
+        "ood": ood.Settings.smoke(),
+        "unseen-class": unseen_class.Settings.smoke(),
+        "adversarial": adversarial.Settings.smoke(),
+        "active-learning": active_learning.Settings.smoke(),
+        "fidelity": replace(fidelity.Settings.smoke(), toys=("cubic", "product")),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("suite")
+        yield suite.run(suite.TASKS, device="cpu", out=out, progress=False, settings=smoke)
+    finally:
+        torch.set_num_threads(threads)

@@ -1,50 +1,13 @@
-"""The uncertainty suite end to end: every task, every registered method, at smoke sizes."""
+"""The uncertainty suite end to end: every task, every registered method, at smoke sizes (the
+``suite_run`` fixture in conftest.py)."""
 
 import json
-from dataclasses import replace
 
 import pytest
-import torch
 
 from hyperbayes import methods
 from hyperbayes.cli import main
-from hyperbayes.experiments import (
-    EXPERIMENTS,
-    active_learning,
-    adversarial,
-    calibration,
-    fidelity,
-    ood,
-    suite,
-    unseen_class,
-)
-
-SMOKE = {
-    "calibration": calibration.Settings.smoke(),
-    "ood": ood.Settings.smoke(),
-    "unseen-class": unseen_class.Settings.smoke(),
-    "adversarial": adversarial.Settings.smoke(),
-    "active-learning": active_learning.Settings.smoke(),
-    "fidelity": replace(fidelity.Settings.smoke(), toys=("cubic", "product")),
-}
-
-
-@pytest.fixture(scope="module")
-def suite_run(tmp_path_factory):
-    """``hyperbayes suite`` over all tasks and all methods, at smoke sizes, on real MNIST."""
-    import hyperbayes as hb
-
-    try:
-        hb.datasets.load("mnist")
-    except hb.datasets.DatasetError:
-        pytest.skip("MNIST is not cached (hyperbayes datasets fetch mnist)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("suite")
-        yield suite.run(suite.TASKS, device="cpu", out=out, progress=False, settings=SMOKE)
-    finally:
-        torch.set_num_threads(threads)
+from hyperbayes.experiments import EXPERIMENTS, suite
 
 
 def _cells(tables) -> set[str]:
