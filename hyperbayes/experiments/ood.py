@@ -249,8 +249,8 @@ def _tables(results: dict, set_names: list[str], settings: Settings) -> list[dic
                  for label, (ours, paper) in PAPER_TABLE2.items() if s in paper]
         note = ("PR(+): in-distribution images are the positive class; PR(−): anomalies are "
                 "(the reading under which the BHN paper's Table 3 is consistent). "
-                "Where the weight draws all agree (a point estimate) mean std is 0 and BALD is "
-                "float round-off (~1e-7 nats): their AUCs are chance, not signal.")
+                "Where the weight draws all agree (a point estimate) mean std and BALD are 0: "
+                "their AUCs are chance (50), not signal.")
         if not any(s in p for _, p in PAPER_TABLE2.values()):
             note += " The paper has no number for this set."
         tables.append(table(f"In-distribution test against {_label(s)}: every score", columns,
