@@ -76,11 +76,12 @@ def test_the_test_set_against_itself_is_chance(smoke_run):
 
 
 def test_a_point_estimate_has_no_spread_score(smoke_run):
-    """map's samples all agree: mean std is exactly 0 everywhere, so it ranks nothing (BALD is
-    float round-off, ~1e-7 nats, for a point estimate: not asserted)."""
+    """map's samples all agree: mean std and BALD are exactly 0 everywhere, so they rank
+    nothing."""
     for ood_set in NOISE_ONLY:
-        auc = smoke_run.metrics["methods"]["map"]["detection"][ood_set]["mean_std"]
-        assert auc == pytest.approx({"roc": 50, "pr_plus": 50, "pr_minus": 50})
+        for score in ("mean_std", "bald"):
+            auc = smoke_run.metrics["methods"]["map"]["detection"][ood_set][score]
+            assert auc == pytest.approx({"roc": 50, "pr_plus": 50, "pr_minus": 50}), score
 
 
 def test_hypernetworks_are_every_method_but_the_baselines(smoke_run):
