@@ -77,6 +77,24 @@ def test_diversity_objective_is_the_negative_entropy_elbo_for_lambda_n_and_flat_
     assert torch.allclose(explicit_n, elbo, rtol=1e-5)  # λ = N = 100 given explicitly
 
 
+def test_diversity_objective_with_prior_is_the_negative_entropy_elbo_under_that_prior():
+    x, y = cubic()
+    model = BNN(MLP([1, 30, 1]), priors.Normal(1.0), Gaussian(scale=3.0))
+    guide = ImplicitGuide(model, noise_dim=4)
+    values = []
+    for loss in (EntropyELBO(num_particles=6),
+                 DiversityObjective(gauge=False, num_particles=6, with_prior=True),
+                 DiversityObjective(gauge=False, num_particles=6)):
+        pyro.set_rng_seed(3)
+        values.append(loss.differentiable_loss(model, guide, x, y, 100))
+    elbo, with_prior, without = values
+    assert torch.allclose(with_prior, elbo, rtol=1e-6)
+    pyro.set_rng_seed(3)
+    log_prior = EntropyELBO(num_particles=6).draw(model, guide, x, y, 100).log_prior
+    assert torch.allclose(without - log_prior, elbo, rtol=1e-6)  # the paper's: no prior term
+    assert "with_prior=True" in repr(DiversityObjective(with_prior=True))
+
+
 def test_gauge_changes_the_entropy_not_the_data_term():
     x, y = cubic()
     model = BNN(MLP([1, 30, 1]), priors.Flat(), Gaussian(scale=3.0))

@@ -342,36 +342,44 @@ class DiversityObjective(_SampleBasedELBO):
 
     The mean loss is the negative log-likelihood averaged over the minibatch and the S samples;
     Ĥ the Kozachenko–Leonenko entropy of the S generated weight vectors after gauge fixing
-    (:func:`~hyperbayes.models.gauge.gauge_fix`). There is no prior term. With λ = N (the
-    dataset size), ``gauge=False`` and a flat prior this is exactly the negative
-    :class:`EntropyELBO`; the paper uses λ = 1000 on MNIST.
+    (:func:`~hyperbayes.models.gauge.gauge_fix`). The paper's objective has no prior term;
+    with λ = N (the dataset size), ``gauge=False`` and a flat prior it is exactly the negative
+    :class:`EntropyELBO`; the paper uses λ = 1000 on MNIST. ``with_prior=True`` adds the
+    model's prior, λ·E_q[mean loss] − Ĥ − E_q[log p(w)], which with λ = N and ``gauge=False``
+    is the negative :class:`EntropyELBO` under that prior: without a prior, weight directions
+    the data do not constrain (a ReLU net has many) spread without bound, so comparisons with
+    a posterior under a proper prior (NUTS) need it.
 
     Args:
         lam: λ; None for the dataset size N (the ELBO's weighting).
         gauge: gauge-fix the samples before the entropy estimate (the net must be an MLP or CNN
             with a ReLU-like activation and every parameter generated).
         k, entropy_dim: as for :class:`EntropyELBO`.
-        kl_weight: multiplies −Ĥ (anneal it with ``fit(kl_schedule=...)``).
+        kl_weight: multiplies −Ĥ (and −E_q[log p(w)] with a prior; anneal it with
+            ``fit(kl_schedule=...)``).
         num_particles: S, the batch of sampled nets per step (paper: 32).
+        with_prior: add −E_q[log p(w)] under the model's prior (default False: the paper's).
     """
 
     def __init__(self, lam: float | None = None, *, gauge: bool = True, k: int = 1,
-                 entropy_dim: int | None = None, kl_weight: float = 1.0, num_particles: int = 32):
+                 entropy_dim: int | None = None, kl_weight: float = 1.0, num_particles: int = 32,
+                 with_prior: bool = False):
         super().__init__(kl_weight=kl_weight, num_particles=num_particles)
         if lam is not None and not lam > 0:
             raise ValueError(f"lam must be positive (or None for the dataset size), got {lam}")
         self.lam, self.gauge, self.k, self.entropy_dim = lam, gauge, k, entropy_dim
+        self.with_prior = bool(with_prior)
 
     def __repr__(self):
         return (f"DiversityObjective(lam={self.lam}, gauge={self.gauge}, k={self.k}, "
-                f"num_particles={self.num_particles})")
+                f"num_particles={self.num_particles}, with_prior={self.with_prior})")
 
     def draw(self, model, guide, *args, **kwargs):
-        """As :meth:`_SampleBasedELBO.draw`, without the prior density (no prior term)."""
-        return super().draw(model, guide, *args, with_log_prior=False, **kwargs)
+        """As :meth:`_SampleBasedELBO.draw`; the prior density only ``with_prior``."""
+        return super().draw(model, guide, *args, with_log_prior=self.with_prior, **kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """λ·(mean negative log-likelihood) − β·Ĥ(gauge(w))."""
+        """λ·(mean negative log-likelihood) − β·Ĥ(gauge(w)) [− β·E_q[log p(w)]]."""
         draws = self.draw(model, guide, *args, **kwargs)
         samples = draws.samples
         if self.gauge:
@@ -384,4 +392,5 @@ class DiversityObjective(_SampleBasedELBO):
             data_term = -draws.log_likelihood  # = N · mean NLL
         else:
             data_term = -self.lam * draws.mean_log_likelihood
-        return data_term - self.kl_weight * entropy + draws.point_penalty
+        divergence = -entropy - draws.log_prior if self.with_prior else -entropy
+        return data_term + self.kl_weight * divergence + draws.point_penalty
