@@ -15,7 +15,7 @@ anomalous" by :func:`~hyperbayes.inference.metrics.ood_scores`): ``max_prob`` (1
 predictive mean's maximum probability: low confidence flags an anomaly, as in Hendrycks &
 Gimpel and the paper's Table 2), ``entropy`` (predictive entropy), ``mean_std`` (the mean over
 classes of the std over samples) and ``bald`` (mutual information). For each method, OOD set
-and score: ROC-AUC, PR-AUC(+) (anomalies positive) and PR-AUC(−) (in-distribution positive) as
+and score: ROC-AUC, PR-AUC(+) (in-distribution positive) and PR-AUC(−) (anomalies positive) as
 percentages (:func:`~hyperbayes.inference.metrics.ood_auc`). Per method one set of
 ``settings.zoo.test_samples`` weight draws predicts every data set at once (one batched pass),
 and every score is computed from those same draws.
@@ -111,7 +111,7 @@ def detection(in_probs: torch.Tensor, out_probs: torch.Tensor,
         scores: names from :data:`SCORES`.
 
     Returns:
-        ``{score: {"roc", "pr_plus" (anomalies positive), "pr_minus" (in-distribution
+        ``{score: {"roc", "pr_plus" (in-distribution positive), "pr_minus" (anomalies
         positive)}}``.
     """
     result = {}
@@ -373,8 +373,8 @@ def _report(payload: dict, figures: list[str]) -> str:
         f"(seed {payload['seed']}). Per method one set of {s['test_samples']} weight draws "
         "predicts every image; the four scores (1 − max probability, predictive entropy, mean "
         "std over samples, BALD; higher = more anomalous) come from those draws. ROC-AUC, "
-        "PR-AUC(+) with the anomalies as the positive class and PR-AUC(−) with the "
-        "in-distribution images as the positive class, in %. The paper (Krueger et al. "
+        "PR-AUC(+) with the in-distribution images as the positive class and PR-AUC(−) with "
+        "the anomalies as the positive class, in %. The paper (Krueger et al. "
         "2017, Table 2) uses the max-probability score and has no Fashion-MNIST row.",
         "",
         verdict,
