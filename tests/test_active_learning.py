@@ -236,3 +236,47 @@ def test_unknown_names_are_errors(images, tmp_path):
         al.run(["map"], settings=small(acquisitions=("margin",)), data=images, out=tmp_path)
     with pytest.raises(ValueError, match="unknown regime 'cold'"):
         al.run(["map"], settings=small(regimes=("cold",)), data=images, out=tmp_path)
+
+
+def test_finished_method_seeds_are_reused_and_gathered(images, tmp_path, monkeypatch):
+    """Each (method, seed) is kept when it finishes: runs of separate methods gather into one
+    report without training again, with the same curves."""
+    settings = small(rounds=1, acquisitions=("random", "bald"))
+    parts = tmp_path / "parts"
+    alone = {name: al.run([name], settings=settings, data=images, out=tmp_path / name,
+                          checkpoints=parts, device="cpu", progress=False).metrics
+             for name in ("map", "mcdropout")}
+    assert len(list((parts / "active-learning").glob("*.json"))) == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished method and seed was trained again")
+
+    monkeypatch.setattr(al, "_method_seed", no_training)
+    both = al.run(["map", "mcdropout"], settings=replace(settings, budgets=(5,)), data=images,
+                  out=tmp_path / "both", checkpoints=parts, device="cpu", progress=False).metrics
+    assert [(r["method"], r["seed"]) for r in both["reused"]] == [("map", 0), ("mcdropout", 0)]
+    for name, saved in alone.items():
+        assert both["methods"][name]["bald"]["warm"]["mean"] == \
+            saved["methods"][name]["bald"]["warm"]["mean"]
+        assert both["timing"][name] == saved["timing"][name]
+    assert "were reused" in (tmp_path / "both" / "report.md").read_text()
+    # settings that shape the curves give another file: trained, not reused
+    other = al.part_path(parts / "active-learning", "map", replace(settings, rounds=2), 0,
+                         images.train, images.test.subset(slice(0, settings.test_examples)))
+    assert not other.exists()
+
+
+def test_a_corrupt_finished_result_is_an_error_naming_it(images, tmp_path):
+    settings = small(rounds=1, acquisitions=("random",), regimes=("warm",))
+    parts = tmp_path / "parts"
+    al.run(["map"], settings=settings, data=images, out=tmp_path, checkpoints=parts,
+           device="cpu", progress=False)
+    (path,) = (parts / "active-learning").glob("*.json")
+    saved = json.loads(path.read_text())
+    saved["curves"]["random"]["warm"]["accuracy"] = [0.5]        # one round short
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=f"{path.name}.*not a finished.*delete"):
+        al.run(["map"], settings=settings, data=images, out=tmp_path, checkpoints=parts)
+    path.write_text("{truncated")
+    with pytest.raises(ValueError, match="not a finished"):
+        al.run(["map"], settings=settings, data=images, out=tmp_path, checkpoints=parts)

@@ -51,6 +51,8 @@ other than ``diversity`` and ~21 h for ``diversity`` alone. Run ``diversity`` se
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 import zlib
@@ -68,7 +70,8 @@ from .common import ExperimentResult, machine_info, plotting, write_json, write_
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "ACQUISITIONS", "REGIMES", "PAPER_ROLES", "initial_and_pool",
-           "select", "round_steps", "learning_curve", "area_under_curve"]
+           "select", "round_steps", "learning_curve", "area_under_curve", "part_path",
+           "load_part"]
 
 #: acquisition name → score of each pool item from (S, N, C) MC probabilities (None: random)
 ACQUISITIONS = {"random": None, "bald": metrics.bald, "entropy": metrics.predictive_entropy}
@@ -318,6 +321,78 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
+#: settings that change only the summary, not one method and seed's curves
+_SUMMARY_ONLY = ("seeds", "budgets", "threads")
+
+
+def part_path(directory: str | Path, name: str, settings: Settings, seed: int,
+              train_split: Split, test: Split) -> Path:
+    """Where the curves of method ``name`` and ``seed`` are kept: a file name tied to the
+    method's recipe, every setting that shapes the curves, the seed and the data."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in _SUMMARY_ONLY}
+    recipe = methods.get(name).recipe("classification")
+    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, fields, seed,
+                      zoo.data_fingerprint(train_split), zoo.data_fingerprint(test)],
+                     sort_keys=True, default=repr)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(directory) / f"{name}-seed{seed}-{digest}.json"
+
+
+def load_part(path: Path, settings: Settings) -> dict:
+    """A finished (method, seed) result written by :func:`run`, checked against ``settings``:
+    every acquisition × regime with one accuracy per round. A file that is not such a result
+    raises ValueError naming it (delete it to recompute)."""
+    try:
+        part = json.loads(Path(path).read_text())
+        curves, timing = part["curves"], part["timing"]
+        for acq in settings.acquisitions:
+            for regime in settings.regimes:
+                entry = curves[acq][regime]
+                if len(entry["accuracy"]) != settings.rounds + 1 or not all(
+                        isinstance(a, (int, float)) and 0 <= a <= 1 for a in entry["accuracy"]):
+                    raise ValueError(f"{acq}/{regime} does not have {settings.rounds + 1} "
+                                     "accuracies in [0, 1]")
+                if len(entry["class_counts"]) < 1:
+                    raise ValueError(f"{acq}/{regime} has no class counts")
+        if set(timing) != {"train_s", "score_s", "steps", "trainings"}:
+            raise ValueError("timing keys differ")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a finished active-learning result ({err}); delete "
+                         "it to recompute that method and seed") from err
+    return part
+
+
+def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
+                 initial: torch.Tensor, pool: torch.Tensor, *, seed: int, device, progress,
+                 num_classes: int) -> dict:
+    """Every acquisition × regime of one method and seed: ``{"curves": {acq: {regime:
+    {"accuracy", "class_counts"}}}, "timing": {...}}``. The model trained on the initial set
+    is shared by all of them."""
+    candidates = torch.cat([train_split.x[pool], test.x])
+    t0 = time.perf_counter()
+    first = _train(name, settings, train_split.subset(initial), seed=seed, device=device,
+                   progress=progress, warm_start=None, num_classes=num_classes)
+    t1 = time.perf_counter()
+    probs = zoo.sample_probs(first, candidates, settings.pool_samples)
+    timing = {"train_s": t1 - t0, "score_s": time.perf_counter() - t1,
+              "steps": first.result.steps, "trainings": 1}
+    curves = {a: {} for a in settings.acquisitions}
+    for acq in settings.acquisitions:
+        for regime in settings.regimes:
+            curve = learning_curve(name, acq, regime, settings, train_split, test, initial,
+                                   pool, seed=seed, device=device, start=(first, probs),
+                                   progress=progress, num_classes=num_classes)
+            counts = torch.bincount(train_split.y[curve["labelled_indices"]],
+                                    minlength=num_classes)
+            curves[acq][regime] = {"accuracy": curve["accuracy"],
+                                   "class_counts": counts.tolist()}
+            timing["train_s"] += curve["train_s"]
+            timing["score_s"] += curve["score_s"]
+            timing["steps"] += sum(curve["steps"][1:])
+            timing["trainings"] += settings.rounds
+    return {"curves": curves, "timing": timing}
+
+
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/active-learning", settings: Settings | None = None,
         progress: bool | None = None, data=None,
@@ -338,10 +413,14 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         seed: the first seed; seeds ``seed, seed + 1, …`` (``settings.seeds`` of them).
         out: the output folder.
         data: a Dataset with train and test images (default: MNIST).
-        checkpoints: accepted for the suite's sake and unused: the thousands of short
-            trainings of this task are not checkpointed.
+        checkpoints: the suite's checkpoint folder (default :func:`zoo.default_checkpoints`,
+            shared by the tasks of a suite); finished (method, seed) results are kept in its
+            ``active-learning`` folder. Each is written there atomically when it finishes
+            (:func:`part_path`: a name tied to everything that shapes it), and a later run with
+            the same settings and data loads it instead of training again: an interrupted run
+            resumes, and methods or seeds run in separate processes gather into one report.
+            The thousands of short trainings inside one are not checkpointed.
     """
-    del checkpoints
     start_time = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
     names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
@@ -371,39 +450,32 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                "inputs": math.prod(train_split.x.shape[1:]),
                "labelled": [settings.initial_per_class * num_classes + a for a in acquired],
                "methods": results, "timing": timing}
+    part_dir = (Path(checkpoints) if checkpoints is not None
+                else zoo.default_checkpoints(out)) / "active-learning"
+    reused = payload["reused"] = []
     with _threads(settings.threads):
         for s in seeds:
             initial, pool = initial_and_pool(train_split.y, per_class=settings.initial_per_class,
                                              pool_size=settings.pool_size, seed=s,
                                              num_classes=num_classes)
             payload["pool_size"] = len(pool)
-            candidates = torch.cat([train_split.x[pool], test.x])
             for name in names:
-                t0 = time.perf_counter()
-                first = _train(name, settings, train_split.subset(initial), seed=s,
-                               device=device, progress=progress, warm_start=None,
-                               num_classes=num_classes)
-                t1 = time.perf_counter()
-                probs = zoo.sample_probs(first, candidates, settings.pool_samples)
-                t = timing[name]
-                t["train_s"] += t1 - t0
-                t["score_s"] += time.perf_counter() - t1
-                t["steps"] += first.result.steps
-                t["trainings"] += 1
+                path = part_path(part_dir, name, settings, s, train_split, test)
+                part = load_part(path, settings) if path.exists() else None
+                if part is None:
+                    part = _method_seed(name, settings, train_split, test, initial, pool,
+                                        seed=s, device=device, progress=progress,
+                                        num_classes=num_classes)
+                    part_dir.mkdir(parents=True, exist_ok=True)
+                    write_json(path, {"method": name, "seed": s, "device": str(device),
+                                      "machine": machine_info(), **part})
+                else:
+                    reused.append({"method": name, "seed": s, "file": str(path)})
                 for acq in settings.acquisitions:
                     for regime in settings.regimes:
-                        curve = learning_curve(name, acq, regime, settings, train_split, test,
-                                               initial, pool, seed=s, device=device,
-                                               start=(first, probs), progress=progress,
-                                               num_classes=num_classes)
-                        counts = torch.bincount(train_split.y[curve["labelled_indices"]],
-                                                minlength=num_classes)
-                        results[name][acq][regime]["seeds"][str(s)] = {
-                            "accuracy": curve["accuracy"], "class_counts": counts.tolist()}
-                        t["train_s"] += curve["train_s"]
-                        t["score_s"] += curve["score_s"]
-                        t["steps"] += sum(curve["steps"][1:])
-                        t["trainings"] += settings.rounds
+                        results[name][acq][regime]["seeds"][str(s)] = part["curves"][acq][regime]
+                for k, v in part["timing"].items():
+                    timing[name][k] += v
                 payload["wall_time_s"] = time.perf_counter() - start_time
                 write_json(out / "metrics.json", payload)
     _summarize(results, acquired, settings.budgets)
@@ -660,7 +732,11 @@ def _report(payload: dict, figures: list[str]) -> str:
         "start beats re-initialising largely by having trained longer.\n",
         *[f"![{f}]({f})" for f in figures],
         "",
-        "Time per method: " + "; ".join(timing) + ".",
+        "Time per method: " + "; ".join(timing) + "." + (
+            f" {len(payload['reused'])} of the (method, seed) results were reused from an "
+            "earlier run with the same settings (their times are that run's): " + ", ".join(
+                f"`{r['method']}` seed {r['seed']}" for r in payload["reused"]) + "."
+            if payload.get("reused") else ""),
         "",
         f"quick={payload['quick']}, device {payload['device']}, wall time "
         f"{payload['wall_time_s']:.0f} s.",

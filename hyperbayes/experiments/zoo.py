@@ -37,7 +37,7 @@ from ..models import Categorical, priors
 
 __all__ = ["ZooSettings", "TaskSettings", "Trained", "train", "train_all", "check_methods",
            "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
-           "checkpoint_name"]
+           "checkpoint_name", "data_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def mnist_splits(settings: ZooSettings, data=None) -> tuple[Split, Split, Split]
     return train, val, test
 
 
-def _fingerprint(split: Split) -> str:
+def data_fingerprint(split: Split) -> str:
     """A short hash of a split's labels and a pixel checksum (which data trained a model)."""
     h = hashlib.sha256()
     h.update(split.y.numpy().tobytes())
@@ -171,7 +171,7 @@ def checkpoint_name(name: str, settings: ZooSettings, seed: int, train: Split,
     fields = {k: v for k, v in asdict(settings).items() if k not in _EVAL_ONLY}
     recipe = methods.get(name).recipe("classification")
     key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, fields, seed,
-                      _fingerprint(train), tag], sort_keys=True, default=repr)
+                      data_fingerprint(train), tag], sort_keys=True, default=repr)
     return f"{name}{'-' + tag if tag else ''}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
