@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     suite.add_argument("--seed", type=int, default=0)
     suite.add_argument("--out", type=Path, default=Path("results/suite"), help="output folder")
+    suite.add_argument("--gather", action="store_true",
+                       help="train nothing: write results.md/json from the task folders "
+                            "already in --out (tasks run separately)")
 
     data = sub.add_parser("datasets", help="list or pre-fetch datasets")
     data_sub = data.add_subparsers(dest="action", required=True)
@@ -79,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.experiment}: wrote {result.out_dir / 'metrics.json'}, "
                   f"{result.out_dir / 'report.md'} and {len(result.figures)} figure(s) in "
                   f"{result.wall_time_s:.0f} s")
+        elif args.command == "suite" and args.gather:
+            result = suite_module.gather(args.out, args.tasks)
+            print(f"suite: gathered {', '.join(result.metrics['suite'])} into "
+                  f"{result.out_dir / 'results.md'}")
         elif args.command == "suite":
             result = suite_module.run(args.tasks or suite_module.TASKS,
                                       methods_to_run=args.methods, quick=args.quick,

@@ -59,3 +59,29 @@ def test_table_rejects_cells_outside_its_columns():
     md = suite.render_tables([suite.table("t", ["method", "accuracy"],
                                           [{"method": "map"}], note="a note")])
     assert "| map | – |" in md and "a note" in md
+
+
+def test_gather_rebuilds_the_summary_from_task_folders_run_apart(suite_run, tmp_path):
+    """Tasks run separately (here: copied task folders) gather into one results.md, nothing
+    trained; a named task that has not run, or a metrics.json without tables, is an error."""
+    import shutil
+
+    for task in ("calibration", "fidelity"):
+        shutil.copytree(suite_run.out_dir / task, tmp_path / task)
+    assert main(["suite", "--gather", "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["gathered"] and payload["suite"] == ["calibration", "fidelity"]
+    original = json.loads((suite_run.out_dir / "results.json").read_text())["tasks"]
+    for task in ("calibration", "fidelity"):
+        assert payload["tasks"][task]["tables"] == original[task]["tables"]
+        assert payload["tasks"][task]["device"] == "cpu"
+    text = (tmp_path / "results.md").read_text()
+    assert "## calibration" in text and "## fidelity" in text and "## ood" not in text
+    assert "gathered from task folders" in text and "device cpu" in text
+    with pytest.raises(ValueError, match="'ood' has not been run"):
+        suite.gather(tmp_path, ["calibration", "ood"])
+    (tmp_path / "fidelity" / "metrics.json").write_text('{"seeds": [0]}')
+    with pytest.raises(ValueError, match="not a finished task's metrics.json"):
+        suite.gather(tmp_path)
+    with pytest.raises(ValueError, match="no task folder"):
+        suite.gather(tmp_path / "empty")

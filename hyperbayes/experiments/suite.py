@@ -13,12 +13,13 @@ them. The suite only renders those tables; it has no per-method or per-task code
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from pathlib import Path
 
 from .common import ExperimentResult, machine_info, markdown_table, write_json, write_text
 
-__all__ = ["TASKS", "run", "table", "render_tables"]
+__all__ = ["TASKS", "run", "gather", "table", "render_tables"]
 
 TASKS = ("calibration", "ood", "unseen-class", "adversarial", "active-learning", "fidelity")
 
@@ -95,17 +96,75 @@ def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto",
     return ExperimentResult("suite", payload, out, [], payload["wall_time_s"])
 
 
+def gather(out: str | Path, tasks=None) -> ExperimentResult:
+    """results.md / results.json from task folders already run, training nothing.
+
+    For a suite whose tasks ran separately (in other processes, sessions or machines, e.g. one
+    task on a GPU): each ``out/<task>/metrics.json`` written by ``hyperbayes run <task> --out
+    out/<task>`` (or by an earlier suite) is read, and its tables, seeds, wall time, device and
+    machine go into the summary as they were recorded.
+
+    Args:
+        out: the suite folder holding one folder per task.
+        tasks: the tasks to gather, in this order (default: every task of :data:`TASKS` that
+            has a folder); a named task without a readable metrics.json is an error.
+    """
+    out = Path(out)
+    names = list(tasks) if tasks is not None else [
+        t for t in TASKS if (out / t / "metrics.json").exists()]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown suite task(s) {unknown}; choose from {list(TASKS)}")
+    if not names:
+        raise ValueError(f"no task folder with a metrics.json in {out} (expected "
+                         f"{out}/<task>/metrics.json for a task of {list(TASKS)})")
+    payload = {"suite": names, "gathered": True, "tasks": {}}
+    for task in names:
+        path = out / task / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text())
+            tables = metrics["tables"]
+        except FileNotFoundError as err:
+            raise ValueError(f"task {task!r} has not been run into {out}: {path} is "
+                             "missing") from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a finished task's metrics.json ({err})") from err
+        payload["tasks"][task] = {
+            "tables": tables, "wall_time_s": float(metrics.get("wall_time_s", 0.0)),
+            "seeds": metrics.get("seeds", [metrics.get("seed", 0)]),
+            "report": str(Path(task) / "report.md"), "quick": metrics.get("quick"),
+            "device": metrics.get("device"), "machine": metrics.get("machine", {})}
+    payload["wall_time_s"] = sum(e["wall_time_s"] for e in payload["tasks"].values())
+    write_json(out / "results.json", payload)
+    write_text(out / "results.md", _results_md(payload))
+    return ExperimentResult("suite", payload, out, [], payload["wall_time_s"])
+
+
+def _machine_line(machine: dict) -> str:
+    """'<platform>, N CPUs[, GPU], torch V' from :func:`machine_info`'s dict."""
+    gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+    return (f"{machine.get('platform', '')}, {machine.get('cpu_count', '?')} CPUs{gpu}, torch "
+            f"{machine.get('torch', '?')}")
+
+
 def _results_md(payload: dict) -> str:
     """results.md: one section per task with its tables, seeds and wall time."""
-    m = payload["machine"]
-    lines = ["# hyperbayes uncertainty suite", "",
-             f"Tasks {', '.join(payload['suite'])}; methods "
-             f"{', '.join(payload['methods']) if payload['methods'] else 'all registered'}; "
-             f"quick={payload['quick']}, device {payload['device']}, seed {payload['seed']}; "
-             f"{m.get('platform', '')}, {m.get('cpu_count', '?')} CPUs, torch "
-             f"{m.get('torch', '?')}; total wall time {payload.get('wall_time_s', 0):.0f} s.", ""]
+    if payload.get("gathered"):
+        lines = ["# hyperbayes uncertainty suite", "",
+                 f"Tasks {', '.join(payload['suite'])}, gathered from task folders run "
+                 "separately (`hyperbayes suite --gather`); each task's settings, device and "
+                 f"machine are its own; wall times add up to {payload['wall_time_s']:.0f} s.", ""]
+    else:
+        lines = ["# hyperbayes uncertainty suite", "",
+                 f"Tasks {', '.join(payload['suite'])}; methods "
+                 f"{', '.join(payload['methods']) if payload['methods'] else 'all registered'};"
+                 f" quick={payload['quick']}, device {payload['device']}, seed "
+                 f"{payload['seed']}; {_machine_line(payload['machine'])}; total wall time "
+                 f"{payload.get('wall_time_s', 0):.0f} s.", ""]
     for task, entry in payload["tasks"].items():
+        where = (f"; quick={entry['quick']}, device {entry['device']}, "
+                 f"{_machine_line(entry['machine'])}" if "machine" in entry else "")
         lines += [f"## {task}", "",
-                  f"Seeds {entry['seeds']}; wall time {entry['wall_time_s']:.0f} s; details in "
-                  f"`{entry['report']}`.", "", render_tables(entry["tables"])]
+                  f"Seeds {entry['seeds']}; wall time {entry['wall_time_s']:.0f} s{where}; "
+                  f"details in `{entry['report']}`.", "", render_tables(entry["tables"])]
     return "\n".join(lines)
