@@ -259,6 +259,7 @@ def test_finished_method_seeds_are_reused_and_gathered(images, tmp_path, monkeyp
         assert both["methods"][name]["bald"]["warm"]["mean"] == \
             saved["methods"][name]["bald"]["warm"]["mean"]
         assert both["timing"][name] == saved["timing"][name]
+    assert both["compute_s"] == pytest.approx(sum(s["compute_s"] for s in alone.values()))
     assert "were reused" in (tmp_path / "both" / "report.md").read_text()
     # settings that shape the curves give another file: trained, not reused
     other = al.part_path(parts / "active-learning", "map", replace(settings, rounds=2), 0,

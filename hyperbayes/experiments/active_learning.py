@@ -44,8 +44,11 @@ scorings; with the per-step costs of 784-128-10 measured on the same machine (``
 ``mcdropout`` 4, ``meanfield`` 8.5, ``metaprior`` 13, ``bbh`` 20 plus 4 s of discriminator
 pre-training per fresh model, ``flow`` 23, ``diversity`` 495) and 0.2–2 s per scoring of 15,000
 images × 20 samples, the full run (3 seeds) takes about 25 h there: ~4.5 h for the six methods
-other than ``diversity`` and ~21 h for ``diversity`` alone. Run ``diversity`` separately
-(``--methods``) or on a GPU.
+other than ``diversity`` and ~21 h for ``diversity`` alone. Measured (2026-12-01, one thread on
+that machine, a second job on the other core): seed 0 of the six took 4,307 s of training and
+scoring (``flow`` 1,228 s, ``metaprior`` 962, ``bbh`` 738, ``meanfield`` 701, ``mcdropout`` 405,
+``map`` 271). Run ``diversity`` separately (``--methods``) or on a GPU; finished (method, seed)
+results are kept (see ``checkpoints`` in :func:`run`), so the run can be spread over sessions.
 """
 
 from __future__ import annotations
@@ -478,6 +481,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                     timing[name][k] += v
                 payload["wall_time_s"] = time.perf_counter() - start_time
                 write_json(out / "metrics.json", payload)
+    # training and scoring seconds over every (method, seed), reused ones included: a run that
+    # gathers finished results has a short wall time but stands for this much work
+    payload["compute_s"] = sum(t["train_s"] + t["score_s"] for t in timing.values())
     _summarize(results, acquired, settings.budgets)
     payload["tables"] = _tables(results, names, settings, acquired)
     payload["paper_claims"] = paper_claims(results, names, settings, acquired)
@@ -739,6 +745,7 @@ def _report(payload: dict, figures: list[str]) -> str:
             if payload.get("reused") else ""),
         "",
         f"quick={payload['quick']}, device {payload['device']}, wall time "
-        f"{payload['wall_time_s']:.0f} s.",
+        f"{payload['wall_time_s']:.0f} s ({payload['compute_s']:.0f} s of training and scoring "
+        "over every method and seed, reused results included).",
         "",
     ])

@@ -85,6 +85,7 @@ def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto",
         result = runner(**kwargs)
         payload["tasks"][task] = {"tables": result.metrics.get("tables", []),
                                   "wall_time_s": time.perf_counter() - t0,
+                                  "compute_s": result.metrics.get("compute_s"),
                                   "seeds": result.metrics.get("seeds", [seed]),
                                   "report": str(Path(task) / "report.md")}
         payload["wall_time_s"] = time.perf_counter() - start
@@ -133,7 +134,8 @@ def gather(out: str | Path, tasks=None) -> ExperimentResult:
             "tables": tables, "wall_time_s": float(metrics.get("wall_time_s", 0.0)),
             "seeds": metrics.get("seeds", [metrics.get("seed", 0)]),
             "report": str(Path(task) / "report.md"), "quick": metrics.get("quick"),
-            "device": metrics.get("device"), "machine": metrics.get("machine", {})}
+            "device": metrics.get("device"), "machine": metrics.get("machine", {}),
+            "compute_s": metrics.get("compute_s")}
     payload["wall_time_s"] = sum(e["wall_time_s"] for e in payload["tasks"].values())
     write_json(out / "results.json", payload)
     write_text(out / "results.md", _results_md(payload))
@@ -164,7 +166,9 @@ def _results_md(payload: dict) -> str:
     for task, entry in payload["tasks"].items():
         where = (f"; quick={entry['quick']}, device {entry['device']}, "
                  f"{_machine_line(entry['machine'])}" if "machine" in entry else "")
+        work = (f" ({entry['compute_s']:.0f} s of training and scoring, reused results "
+                "included)" if entry.get("compute_s") else "")
         lines += [f"## {task}", "",
-                  f"Seeds {entry['seeds']}; wall time {entry['wall_time_s']:.0f} s{where}; "
+                  f"Seeds {entry['seeds']}; wall time {entry['wall_time_s']:.0f} s{work}{where}; "
                   f"details in `{entry['report']}`.", "", render_tables(entry["tables"])]
     return "\n".join(lines)

@@ -26,7 +26,9 @@ images, 784-400-400-10, 10 epochs (3,530 steps each). Full-size steps timed on t
 metaprior ≈ 25 ms, map and mcdropout ≈ 9 ms, diversity ≈ 1.0 s. That is ~1–2 minutes of
 training per held-out digit for each of the first six and ~1 h for ``diversity``, plus
 validation and 100-sample scoring of the test set (≲ 1 min a model, ~3 min for ``diversity``):
-about 1 h 10 min per digit, **~12 h for the full run** (~1.5 h without ``diversity``). Make it
+about 1 h 10 min per digit, **~12 h for the full run** (~1.5 h without ``diversity``; measured
+2026-12-01 with one thread while another job used the second core: 6,863 s for the six other
+methods, ~11 min a digit). Make it
 cheaper through ``settings.zoo`` (e.g. ``replace(Settings(), zoo=replace(ZooSettings(),
 hidden=(100,), epochs=3))``), fewer ``digits``, ``--methods`` without ``diversity``, or a GPU.
 """
