@@ -54,7 +54,6 @@ results are kept (see ``checkpoints`` in :func:`run`), so the run can be spread 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import time
@@ -333,11 +332,8 @@ def part_path(directory: str | Path, name: str, settings: Settings, seed: int,
     """Where the curves of method ``name`` and ``seed`` are kept: a file name tied to the
     method's recipe, every setting that shapes the curves, the seed and the data."""
     fields = {k: v for k, v in asdict(settings).items() if k not in _SUMMARY_ONLY}
-    recipe = methods.get(name).recipe("classification")
-    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, fields, seed,
-                      zoo.data_fingerprint(train_split), zoo.data_fingerprint(test)],
-                     sort_keys=True, default=repr)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    digest = zoo.recipe_digest(name, fields, seed, zoo.data_fingerprint(train_split),
+                               zoo.data_fingerprint(test))
     return Path(directory) / f"{name}-seed{seed}-{digest}.json"
 
 
@@ -366,12 +362,11 @@ def load_part(path: Path, settings: Settings) -> dict:
 
 
 def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
-                 initial: torch.Tensor, pool: torch.Tensor, *, seed: int, device, progress,
-                 num_classes: int) -> dict:
+                 initial: torch.Tensor, pool: torch.Tensor, candidates: torch.Tensor, *,
+                 seed: int, device, progress, num_classes: int) -> dict:
     """Every acquisition × regime of one method and seed: ``{"curves": {acq: {regime:
     {"accuracy", "class_counts"}}}, "timing": {...}}``. The model trained on the initial set
-    is shared by all of them."""
-    candidates = torch.cat([train_split.x[pool], test.x])
+    is shared by all of them; ``candidates`` are the pool's then the test images."""
     t0 = time.perf_counter()
     first = _train(name, settings, train_split.subset(initial), seed=seed, device=device,
                    progress=progress, warm_start=None, num_classes=num_classes)
@@ -462,13 +457,14 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                                              pool_size=settings.pool_size, seed=s,
                                              num_classes=num_classes)
             payload["pool_size"] = len(pool)
+            candidates = torch.cat([train_split.x[pool], test.x])
             for name in names:
                 path = part_path(part_dir, name, settings, s, train_split, test)
                 part = load_part(path, settings) if path.exists() else None
                 if part is None:
                     part = _method_seed(name, settings, train_split, test, initial, pool,
-                                        seed=s, device=device, progress=progress,
-                                        num_classes=num_classes)
+                                        candidates, seed=s, device=device,
+                                        progress=progress, num_classes=num_classes)
                     part_dir.mkdir(parents=True, exist_ok=True)
                     write_json(path, {"method": name, "seed": s, "device": str(device),
                                       "machine": machine_info(), **part})

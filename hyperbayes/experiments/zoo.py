@@ -37,7 +37,7 @@ from ..models import Categorical, priors
 
 __all__ = ["ZooSettings", "TaskSettings", "Trained", "train", "train_all", "check_methods",
            "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
-           "checkpoint_name", "data_fingerprint"]
+           "checkpoint_name", "data_fingerprint", "recipe_digest"]
 
 
 @dataclass(frozen=True)
@@ -169,10 +169,17 @@ def checkpoint_name(name: str, settings: ZooSettings, seed: int, train: Split,
                     tag: str = "") -> str:
     """A file name tied to the method, its recipe, the training settings, seed and data."""
     fields = {k: v for k, v in asdict(settings).items() if k not in _EVAL_ONLY}
+    digest = recipe_digest(name, fields, seed, data_fingerprint(train), tag)
+    return f"{name}{'-' + tag if tag else ''}-{digest}.pt"
+
+
+def recipe_digest(name: str, fields: dict, seed: int, *rest) -> str:
+    """12 hex digits tied to method ``name``'s classification recipe, the settings ``fields``,
+    the seed and ``rest`` (data fingerprints, tags): the key of a trained or computed result."""
     recipe = methods.get(name).recipe("classification")
     key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, fields, seed,
-                      data_fingerprint(train), tag], sort_keys=True, default=repr)
-    return f"{name}{'-' + tag if tag else ''}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+                      *rest], sort_keys=True, default=repr)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def train(name: str, settings: ZooSettings, train_split: Split, val: Split | None, *,
