@@ -182,6 +182,22 @@ def test_a_shared_first_model_is_not_changed_by_warm_starts(images):
         assert torch.equal(value, before[key])
 
 
+def test_shared_candidates_give_the_same_curve_and_a_wrong_size_is_an_error(images):
+    settings = small(rounds=2)
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    test = images.test.subset(slice(0, 30))
+    candidates = torch.cat([images.train.x[pool], test.x])
+    args = ("map", "bald", "warm", settings, images.train, test, initial, pool)
+    own = al.learning_curve(*args, seed=0, device="cpu", progress=False)
+    shared = al.learning_curve(*args, seed=0, device="cpu", progress=False,
+                               candidates=candidates)
+    assert shared["accuracy"] == own["accuracy"]
+    assert [i.tolist() for i in shared["indices"]] == [i.tolist() for i in own["indices"]]
+    with pytest.raises(ValueError, match="candidates has 89 images; expected the pool's 60"):
+        al.learning_curve(*args, seed=0, device="cpu", progress=False,
+                          candidates=candidates[1:])
+
+
 def test_every_registered_method_runs_through(images, tmp_path):
     """Every method, every acquisition and regime, no per-method code: metrics, tables, figure."""
     settings = small(rounds=1)

@@ -231,7 +231,7 @@ def area_under_curve(acquired, accuracy) -> float:
 def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
                    train_split: Split, test: Split, initial: torch.Tensor, pool: torch.Tensor,
                    *, seed: int = 0, device="cpu", start=None, progress: bool | None = None,
-                   num_classes: int = 10) -> dict:
+                   num_classes: int = 10, candidates: torch.Tensor | None = None) -> dict:
     """One active-learning run: ``settings.rounds`` acquisitions of ``settings.acquire`` images.
 
     Args:
@@ -248,6 +248,8 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
             probabilities on the pool then the test images) to share between runs; None trains
             it here.
         num_classes: the output width.
+        candidates: ``train_split.x[pool]`` then ``test.x`` in one tensor, to share between
+            runs; None concatenates them here.
 
     Returns:
         A dict: ``acquired`` / ``labelled`` (counts per round, round 0 first), ``accuracy``
@@ -261,7 +263,11 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; choose from {list(REGIMES)}")
     score = ACQUISITIONS[acquisition]
-    candidates = torch.cat([train_split.x[pool], test.x])
+    if candidates is None:
+        candidates = torch.cat([train_split.x[pool], test.x])
+    elif len(candidates) != len(pool) + len(test.x):
+        raise ValueError(f"candidates has {len(candidates)} images; expected the pool's "
+                         f"{len(pool)} then the test set's {len(test.x)}")
     n_pool = len(pool)
     train_s = score_s = 0.0
     if start is None:
@@ -379,7 +385,8 @@ def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
         for regime in settings.regimes:
             curve = learning_curve(name, acq, regime, settings, train_split, test, initial,
                                    pool, seed=seed, device=device, start=(first, probs),
-                                   progress=progress, num_classes=num_classes)
+                                   progress=progress, num_classes=num_classes,
+                                   candidates=candidates)
             counts = torch.bincount(train_split.y[curve["labelled_indices"]],
                                     minlength=num_classes)
             curves[acq][regime] = {"accuracy": curve["accuracy"],

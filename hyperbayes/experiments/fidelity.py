@@ -185,7 +185,7 @@ def _figure(path: Path, results: dict, names, product) -> None:
     plt, sns = plotting()
     regression = [t for t in results if t != "product"]
     cols = 1 + (product is not None)
-    fig, axes = plt.subplots(1, cols, figsize=(6.5 * cols, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, cols, figsize=(7.2 * cols, 4.2), squeeze=False)
     ax = axes[0, 0]
     if regression:
         rows = [{"toy": toy, "method": name,
@@ -195,6 +195,7 @@ def _figure(path: Path, results: dict, names, product) -> None:
         ax.set_yscale("log")
         ax.set_title("distance of each predictive to NUTS's (lower is closer)")
         ax.tick_params(axis="x", rotation=30)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if product is not None:
         ax = axes[0, 1]
         palette = sns.color_palette("tab10", len(product["draws"]))
@@ -204,7 +205,8 @@ def _figure(path: Path, results: dict, names, product) -> None:
         ax.set_xlabel("a")
         ax.set_ylabel("b")
         ax.set_title("product toy: (a, b) draws")
-        ax.legend(fontsize=7, markerscale=3)
+        ax.legend(fontsize=7, markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -83,11 +83,7 @@ def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto",
             kwargs["checkpoints"] = out / "zoo"
         t0 = time.perf_counter()
         result = runner(**kwargs)
-        payload["tasks"][task] = {"tables": result.metrics.get("tables", []),
-                                  "wall_time_s": time.perf_counter() - t0,
-                                  "compute_s": result.metrics.get("compute_s"),
-                                  "seeds": result.metrics.get("seeds", [seed]),
-                                  "report": str(Path(task) / "report.md")}
+        payload["tasks"][task] = _task_entry(task, result.metrics, time.perf_counter() - t0)
         payload["wall_time_s"] = time.perf_counter() - start
         write_json(out / "results.json", payload)
         write_text(out / "results.md", _results_md(payload))
@@ -130,16 +126,21 @@ def gather(out: str | Path, tasks=None) -> ExperimentResult:
                              "missing") from err
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a finished task's metrics.json ({err})") from err
-        payload["tasks"][task] = {
-            "tables": tables, "wall_time_s": float(metrics.get("wall_time_s", 0.0)),
-            "seeds": metrics.get("seeds", [metrics.get("seed", 0)]),
-            "report": str(Path(task) / "report.md"), "quick": metrics.get("quick"),
-            "device": metrics.get("device"), "machine": metrics.get("machine", {}),
-            "compute_s": metrics.get("compute_s")}
+        payload["tasks"][task] = _task_entry(task, {**metrics, "tables": tables},
+                                             float(metrics.get("wall_time_s", 0.0)))
     payload["wall_time_s"] = sum(e["wall_time_s"] for e in payload["tasks"].values())
     write_json(out / "results.json", payload)
     write_text(out / "results.md", _results_md(payload))
     return ExperimentResult("suite", payload, out, [], payload["wall_time_s"])
+
+
+def _task_entry(task: str, metrics: dict, wall_time_s: float) -> dict:
+    """A task's entry in results.json, from its metrics.json dict and its wall time."""
+    return {"tables": metrics.get("tables", []), "wall_time_s": wall_time_s,
+            "compute_s": metrics.get("compute_s"),
+            "seeds": metrics.get("seeds", [metrics.get("seed", 0)]),
+            "report": str(Path(task) / "report.md"), "quick": metrics.get("quick"),
+            "device": metrics.get("device"), "machine": metrics.get("machine", {})}
 
 
 def _machine_line(machine: dict) -> str:
@@ -165,7 +166,7 @@ def _results_md(payload: dict) -> str:
                  f"{payload.get('wall_time_s', 0):.0f} s.", ""]
     for task, entry in payload["tasks"].items():
         where = (f"; quick={entry['quick']}, device {entry['device']}, "
-                 f"{_machine_line(entry['machine'])}" if "machine" in entry else "")
+                 f"{_machine_line(entry['machine'])}" if payload.get("gathered") else "")
         work = (f" ({entry['compute_s']:.0f} s of training and scoring, reused results "
                 "included)" if entry.get("compute_s") else "")
         lines += [f"## {task}", "",
