@@ -120,13 +120,13 @@ def gather(out: str | Path, tasks=None) -> ExperimentResult:
         path = out / task / "metrics.json"
         try:
             metrics = json.loads(path.read_text())
-            tables = metrics["tables"]
+            metrics["tables"]  # a finished task's metrics.json has its tables
         except FileNotFoundError as err:
             raise ValueError(f"task {task!r} has not been run into {out}: {path} is "
                              "missing") from err
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a finished task's metrics.json ({err})") from err
-        payload["tasks"][task] = _task_entry(task, {**metrics, "tables": tables},
+        payload["tasks"][task] = _task_entry(task, metrics,
                                              float(metrics.get("wall_time_s", 0.0)))
     payload["wall_time_s"] = sum(e["wall_time_s"] for e in payload["tasks"].values())
     write_json(out / "results.json", payload)
