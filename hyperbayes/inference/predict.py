@@ -134,8 +134,15 @@ def predict_from_samples(model, samples: dict[str, torch.Tensor], x: torch.Tenso
     device = next(iter(params.values())).device
     x = x.to(device)
     chunks = [x] if not batch_size or len(x) <= batch_size else torch.split(x, batch_size)
-    with torch.no_grad():
-        outputs = torch.cat([model.net(params, chunk) for chunk in chunks], dim=-2)
+    was_training = getattr(model, "training", False)
+    if was_training:  # normalization layers use their running statistics
+        model.eval()
+    try:
+        with torch.no_grad():
+            outputs = torch.cat([model.net(params, chunk) for chunk in chunks], dim=-2)
+    finally:
+        if was_training:
+            model.train()
     likelihood = model.likelihood
     if likelihood.task == "classification":
         return Prediction(outputs, "classification", logits=likelihood.logits(outputs))

@@ -1,11 +1,12 @@
 """Models: functional primary nets, declarative priors, likelihoods and the BNN Pyro model."""
 
-from . import gauge, likelihoods, metaprior, nets, priors
+from . import gauge, likelihoods, metaprior, module, nets, priors
 from .bnn import BNN
 from .gauge import gauge_fix
 from .likelihoods import Categorical, Gaussian
 from .metaprior import MetaPrior
+from .module import TorchNet
 from .nets import CNN, MLP, ParamSpec
 
-__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "ParamSpec", "Gaussian", "Categorical",
-           "likelihoods", "nets", "priors", "gauge", "gauge_fix"]
+__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "TorchNet", "ParamSpec", "Gaussian", "Categorical",
+           "likelihoods", "module", "nets", "priors", "gauge", "gauge_fix"]

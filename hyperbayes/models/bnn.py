@@ -7,6 +7,7 @@ import torch
 from pyro import poutine
 
 from .likelihoods import Likelihood
+from .module import TorchNet
 from .nets import Net
 from .priors import Prior
 
@@ -22,7 +23,9 @@ class BNN(torch.nn.Module):
     ``pyro.plate("data", ...)``, so SVI on minibatches optimizes the full-data ELBO.
 
     Args:
-        net: a :class:`~hyperbayes.models.nets.Net` (e.g. ``MLP([1, 100, 1])``).
+        net: a :class:`~hyperbayes.models.nets.Net` (e.g. ``MLP([1, 100, 1])``), or any
+            ``torch.nn.Module``, wrapped as :class:`~hyperbayes.models.TorchNet` with every
+            parameter Bayesian (wrap it yourself to choose which are).
         prior: a :class:`~hyperbayes.models.priors.Prior` over the net's parameters.
         likelihood: a :class:`~hyperbayes.models.likelihoods.Likelihood`.
         noise_groups: G > 1 splits every minibatch into G equal groups of examples, each
@@ -41,8 +44,11 @@ class BNN(torch.nn.Module):
 
     def __init__(self, net: Net, prior: Prior, likelihood: Likelihood, *, noise_groups: int = 1):
         super().__init__()
+        if isinstance(net, torch.nn.Module) and not isinstance(net, Net):
+            net = TorchNet(net)  # every parameter Bayesian; TorchNet(...) chooses which
         if not isinstance(net, Net):
-            raise TypeError(f"net must be a hyperbayes Net, got {type(net).__name__}")
+            raise TypeError(f"net must be a hyperbayes Net or a torch.nn.Module, got "
+                            f"{type(net).__name__}")
         if not isinstance(prior, Prior):
             raise TypeError(f"prior must be a hyperbayes Prior (wrap a distribution with "
                             f"priors.by_name({{'*': d}})), got {type(prior).__name__}")

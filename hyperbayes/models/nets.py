@@ -43,6 +43,11 @@ class gaussian_weights:
         _GAUSSIAN_WEIGHTS.clear()
 
     @staticmethod
+    def active() -> bool:
+        """Whether any weight is registered."""
+        return bool(_GAUSSIAN_WEIGHTS)
+
+    @staticmethod
     def lookup(value: torch.Tensor):
         """(loc, scale) when ``value`` is registered, else None."""
         entry = _GAUSSIAN_WEIGHTS.get(id(value))
