@@ -110,8 +110,8 @@ def test_prior_constructors_validate():
 def test_bnn_rejects_raw_distribution_prior():
     with pytest.raises(TypeError, match="wrap a distribution"):
         BNN(MLP([2, 1]), dist.Normal(0.0, 1.0), Gaussian(1.0))
-    with pytest.raises(TypeError, match="hyperbayes Net"):
-        BNN(torch.nn.Linear(2, 1), priors.Normal(), Gaussian(1.0))
+    with pytest.raises(TypeError, match="hyperbayes Net or a torch.nn.Module"):
+        BNN(lambda x: x, priors.Normal(), Gaussian(1.0))
     with pytest.raises(TypeError, match="Likelihood"):
         BNN(MLP([2, 1]), priors.Normal(), dist.Normal(0.0, 1.0))
 

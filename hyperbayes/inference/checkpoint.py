@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save", "load", "save_posterior", "load_posterior", "CheckpointError"]
+__all__ = ["save", "load", "save_posterior", "load_posterior", "fingerprint", "CheckpointError"]
 
 _MAGIC = b"hyperbayes-checkpoint-v1 sha256="
 
@@ -64,6 +64,17 @@ def load(path: str | Path, map_location=None) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch); "
                               "delete it and train again")
     return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of the tensors' shapes, dtypes and every byte of their
+    values: which data a model was trained on."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)} {t.dtype};".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()[:16]
 
 
 def _layout(module) -> dict[str, list[int]]:

@@ -274,6 +274,24 @@ class AdversarialELBO(_SampleBasedELBO):
             self._losses.extend(torch.stack(self._pending_losses).tolist())
             self._pending_losses.clear()
 
+    def state_dict(self) -> dict:
+        """The discriminator's parameters, its optimizer's state and its loss history (empty
+        before the first step), so that a checkpoint resumes exactly."""
+        if self.discriminator is None or self._optimizer is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(),
+                "optimizer": self._optimizer.state_dict(),
+                "losses": self.discriminator_losses}
+
+    def load_state_dict(self, state: dict, guide, device) -> None:
+        """Restore :meth:`state_dict` (building the discriminator for ``guide`` on ``device``)."""
+        if not state:
+            return
+        self._ready(guide, device)
+        self.discriminator.load_state_dict(state["discriminator"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._losses, self._pending_losses = list(state["losses"]), []
+
     def draw(self, model, guide, *args, **kwargs):
         """As :meth:`_SampleBasedELBO.draw`, without the prior density (T replaces it)."""
         return super().draw(model, guide, *args, with_log_prior=False, **kwargs)

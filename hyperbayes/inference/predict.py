@@ -8,6 +8,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from .checks import check_count, check_inputs
+
 __all__ = ["Prediction", "sample_posterior", "sample_prior", "predict", "predict_from_samples"]
 
 
@@ -117,10 +119,7 @@ def predict_from_samples(model, samples: dict[str, torch.Tensor], x: torch.Tenso
     Inputs are processed in chunks of ``batch_size`` (all S samples at once per chunk), so
     memory stays bounded on large test sets. Used for guide samples and NUTS draws alike.
     """
-    if not torch.is_tensor(x):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or inf values")
+    x = check_inputs(x)
     specs = model.net.param_specs
     missing = sorted(set(specs) - set(samples))
     if missing:
@@ -177,8 +176,8 @@ def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
     once for small nets; ~15 at a time for a 1.27M-parameter MLP), and inputs in chunks of
     ``batch_size``.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+    check_count("num_samples", num_samples)
+    x = check_inputs(x)
     # a prior that computes while sampling (the MetaPrior's hyperprior) says how many floats
     # it holds per parameter
     per_sample = max(1, model.net.num_params) * getattr(

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..models.nets import gaussian_weights
 from . import checkpoint as ckpt
+from .checks import check_count, check_data, check_positive
 from .device import resolve_device, set_seed
 from .elbo import ELBO
 from .predict import predict
@@ -151,6 +152,74 @@ def _kl_schedule(kl_schedule, total_steps: int):
                      "function step -> weight")
 
 
+def _describe(setting):
+    """A comparable record of a setting: plain values as they are, callables by name."""
+    if callable(setting):
+        return f"callable {getattr(setting, '__qualname__', type(setting).__qualname__)}"
+    if isinstance(setting, dict):
+        return {str(k): _describe(v) for k, v in sorted(setting.items())}
+    return setting
+
+
+def _loss_record(loss) -> str:
+    """The loss's class and, where the class defines one, its repr (its settings)."""
+    if type(loss).__repr__ is object.__repr__:
+        return type(loss).__qualname__
+    return f"{type(loss).__qualname__}: {loss!r}"
+
+
+def _run_record(model, guide, loss, x, y, settings: dict) -> dict:
+    """What a checkpoint must match to be resumed: the training settings, a fingerprint of the
+    data and the model's and guide's structure."""
+    return {"settings": {k: _describe(v) for k, v in settings.items()} | {
+                "loss": _loss_record(loss)},
+            "data": ckpt.fingerprint(x, y),
+            "structure": {"model": type(model).__qualname__, "guide": type(guide).__qualname__}}
+
+
+def _check_resume(path, state: dict, record: dict, total_steps: int, resume) -> None:
+    """Refuse to resume a checkpoint trained with other settings, data or structure."""
+    saved = state.get("run")
+    if resume == "force":
+        return
+    if saved is None:
+        raise ckpt.CheckpointError(
+            f"{path} records no training settings (written by an older hyperbayes): pass "
+            "resume='force' to continue from it anyway, or delete it")
+    diffs = []
+    for key in sorted(set(saved["settings"]) | set(record["settings"])):
+        before, now = saved["settings"].get(key), record["settings"].get(key)
+        if before != now:
+            diffs.append(f"{key}: {before!r} in the checkpoint, {now!r} now")
+    if saved["data"] != record["data"]:
+        diffs.append("the training data differ (another data set, subset or order)")
+    for part in ("model", "guide"):
+        if saved["structure"][part] != record["structure"][part]:
+            diffs.append(f"{part}: {saved['structure'][part]} in the checkpoint, "
+                         f"{record['structure'][part]} now")
+    if int(state["step"]) > total_steps:
+        diffs.append(f"steps: the checkpoint has already trained {int(state['step'])} steps, "
+                     f"more than the {total_steps} asked for")
+    if diffs:
+        raise ckpt.CheckpointError(
+            f"{path} was trained differently, so resuming would not give what this call asks "
+            f"for: {'; '.join(diffs)}. Use another checkpoint file, delete this one, or pass "
+            "resume='force' to continue from it regardless")
+
+
+def _load_modules(path, state: dict, parts: dict) -> None:
+    """Load state dicts, turning a layout mismatch into a CheckpointError naming the file."""
+    for part, module in parts.items():
+        saved = {k: tuple(v.shape) for k, v in state[part].items()}
+        here = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        if saved != here:
+            diff = [k for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)]
+            raise ckpt.CheckpointError(
+                f"{path}: the {part} in the checkpoint has another architecture (first "
+                f"differences: {diff[:4]}); it cannot be resumed into this {part}")
+        module.load_state_dict(state[part])
+
+
 def _state(model, guide):
     return {"model": copy.deepcopy(model.state_dict()), "guide": copy.deepcopy(guide.state_dict())}
 
@@ -161,7 +230,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         lr_schedule=None, val=None, val_every: int | None = None,
         val_samples: int = 10, select_best: bool = True, select_by: str = "val_nll",
         checkpoint: str | Path | None = None,
-        checkpoint_every: int | None = None, resume: bool = True, device="auto",
+        checkpoint_every: int | None = None, resume: bool | str = True, device="auto",
         seed: int | None = 0, progress: bool | None = None, callback=None, kl_schedule=None,
         validate: bool = True) -> FitResult:
     """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
@@ -188,7 +257,12 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             classification, ``"val_accuracy"`` (highest; ties keep the earlier pass).
         checkpoint, checkpoint_every, resume: a file to save progress to atomically every
             ``checkpoint_every`` steps (and at the end); with ``resume`` an existing file is
-            verified and training continues from it.
+            verified and training continues from it. The checkpoint records the settings it
+            was trained with, a fingerprint of the data and the model's and guide's types:
+            resuming with any of them changed is a CheckpointError naming the differences
+            (more ``steps`` are fine unless a schedule spans the run);
+            ``resume="force"`` continues from the file regardless. A loss with state (the
+            adversarial loss's discriminator) is saved and resumed too.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"``; model and guide are moved there.
         seed: seeds Python, NumPy, torch and Pyro (None leaves them alone).
         progress: show a tqdm bar (default: only on a terminal).
@@ -211,16 +285,22 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             val = data.val
         data = data.train
     x, y = as_xy(data)
+    if hasattr(model, "net") and hasattr(model, "likelihood"):
+        x, y = check_data(model, x, y, "data")
     n = len(x)
-    batch_size = min(int(batch_size or n), n)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    check_positive("lr", lr)
+    batch_size = n if batch_size is None else min(check_count("batch_size", batch_size), n)
     steps_per_epoch = math.ceil(n / batch_size)
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps= or epochs=")
-    total_steps = int(steps if steps is not None else math.ceil(epochs * steps_per_epoch))
-    if total_steps < 1:
-        raise ValueError(f"training needs at least one step, got {total_steps}")
+    if steps is not None:
+        total_steps = check_count("steps", steps)
+    else:
+        total_steps = max(1, math.ceil(check_positive("epochs", epochs) * steps_per_epoch))
+    if val is not None:
+        val_x, val_y = as_xy(val)
+        if hasattr(model, "net") and hasattr(model, "likelihood"):
+            val_x, val_y = check_data(model, val_x, val_y, "val")
 
     set_seed(seed)
     device = resolve_device(device)
@@ -228,7 +308,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     guide.to(device)
     x, y = x.to(device), y.to(device)
     if val is not None:
-        val_x, val_y = (t.to(device) for t in as_xy(val))
+        val_x, val_y = val_x.to(device), val_y.to(device)
         val_every = val_every or max(1, total_steps // 20)
     loss = loss if loss is not None else default_loss(guide)
     if getattr(guide, "lrt_standin_sites", None) and not isinstance(loss, ELBO):
@@ -262,10 +342,23 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     first_step = 0
     resumed = None
     earlier_wall_time = 0.0
+    if resume not in (True, False, "force"):
+        raise ValueError(f"resume must be True, False or 'force', got {resume!r}")
+    record = None
+    if checkpoint is not None:
+        record = _run_record(model, guide, loss, x, y, {
+            "lr": lr, "seed": seed, "batch_size": batch_size, "optimizer": optimizer,
+            "clip_norm": clip_norm, "lr_multipliers": lr_multipliers or {},
+            "lr_schedule": lr_schedule, "kl_schedule": kl_schedule,
+            # a schedule over the whole run changes with its length; otherwise a checkpoint
+            # can be continued to more steps
+            "scheduled_steps": total_steps if (factor or kl_weight_at) else None})
     if checkpoint is not None and resume and Path(checkpoint).exists():
         state = resumed = ckpt.load(checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
+        _check_resume(checkpoint, state, record, total_steps, resume)
+        _load_modules(checkpoint, state, {"model": model, "guide": guide})
+        if state.get("loss") and hasattr(loss, "load_state_dict"):
+            loss.load_state_dict(state["loss"], guide, device)
         optim.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
@@ -293,6 +386,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             "losses": result.losses, "validation": result.validation,
             "best_metric": best_metric, "best_state": best_state, "best_step": result.best_step,
             "wall_time_s": earlier_wall_time + time.perf_counter() - start_time,
+            "run": record,
+            "loss": loss.state_dict() if hasattr(loss, "state_dict") else None,
         })
 
     if resumed is not None:  # continue inside the epoch the checkpoint was taken in

@@ -8,5 +8,5 @@ from .metaprior import MetaPrior
 from .module import TorchNet
 from .nets import CNN, MLP, ParamSpec
 
-__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "TorchNet", "ParamSpec", "Gaussian", "Categorical",
-           "likelihoods", "module", "nets", "priors", "gauge", "gauge_fix"]
+__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "TorchNet", "ParamSpec", "Gaussian",
+           "Categorical", "likelihoods", "module", "nets", "priors", "gauge", "gauge_fix"]

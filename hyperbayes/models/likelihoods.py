@@ -24,6 +24,12 @@ class Likelihood:
         """Declare the ``"obs"`` site for a minibatch; called inside the data plate."""
         raise NotImplementedError
 
+    def check_targets(self, y: torch.Tensor, num_outputs: int) -> torch.Tensor:
+        """Check targets ``y`` (all N of them) against a net with ``num_outputs`` outputs before
+        any training; return them in the dtype the likelihood uses. A ValueError or TypeError
+        names what does not fit (default: accept anything)."""
+        return y
+
     def predictive(self, outputs: torch.Tensor, latents: dict) -> dist.Distribution:
         """The distribution of y given net outputs of shape (..., N, out)."""
         raise NotImplementedError
@@ -64,6 +70,19 @@ class Gaussian(Likelihood):
         """N(f, σ²) per output, event dim = the output dim."""
         return dist.Normal(outputs, self.noise_scale(latents, outputs)).to_event(1)
 
+    def check_targets(self, y, num_outputs):
+        """Real targets of shape (N,) for one output or (N, outputs); integers become floats."""
+        if y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"regression targets must be real numbers, got dtype {y.dtype}")
+        shape = tuple(y.shape)
+        if not (y.dim() == 2 and shape[1] == num_outputs) and not (
+                y.dim() == 1 and num_outputs == 1):
+            expected = "(N,) or (N, 1)" if num_outputs == 1 else f"(N, {num_outputs})"
+            raise ValueError(f"regression targets have shape {shape}, but the net has "
+                             f"{num_outputs} output(s): expected {expected}; broadcasting them "
+                             "would train on a wrong likelihood")
+        return y if y.is_floating_point() else y.to(torch.get_default_dtype())
+
     def observe(self, outputs, y, latents):
         """``obs ~ N(f, σ²)``; y has shape (N, out)."""
         if y is not None and y.dim() == 1:
@@ -96,6 +115,27 @@ class Categorical(Likelihood):
     def predictive(self, outputs, latents):
         """Categorical over the last dim of ``outputs``."""
         return dist.Categorical(logits=self.logits(outputs))
+
+    def check_targets(self, y, num_outputs):
+        """Integer class labels of shape (N,), each in [0, num_outputs)."""
+        shape = tuple(y.shape)
+        if y.dim() == 2 and shape[1] == num_outputs and num_outputs > 1:
+            raise ValueError(f"labels have shape {shape}: they look one-hot; Categorical takes "
+                             "class indices of shape (N,) (use y.argmax(1))")
+        if y.dim() != 1:
+            raise ValueError(f"labels have shape {shape}; Categorical takes class indices of "
+                             "shape (N,)" + (" (use y.squeeze(1))" if y.dim() == 2 and
+                                             shape[1] == 1 else ""))
+        if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"labels have dtype {y.dtype}; Categorical takes integer class "
+                            "indices (use y.long())")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= num_outputs:
+            bad = int(((y < 0) | (y >= num_outputs)).nonzero()[0, 0])
+            raise ValueError(f"labels must be in [0, {num_outputs}) for a net with "
+                             f"{num_outputs} outputs; y[{bad}] = {int(y[bad])} (range of y: "
+                             f"{low}..{high})")
+        return y
 
     def observe(self, outputs, y, latents):
         """``obs ~ Categorical(logits)``; y has shape (N,)."""

@@ -107,7 +107,12 @@ def _as_site(d: dist.Distribution, spec: ParamSpec) -> dist.Distribution:
     if event:
         raise ValueError(
             f"prior for {spec.name!r} has event shape {tuple(event)}; expected () or {spec.shape}")
-    return d.expand(shape).to_event(len(shape))
+    try:
+        return d.expand(shape).to_event(len(shape))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"prior for parameter {spec.name!r} has batch shape "
+                         f"{tuple(d.batch_shape)}, which does not broadcast to the parameter's "
+                         f"shape {spec.shape}") from err
 
 
 def on_device(d: dist.Distribution, device) -> dist.Distribution:

@@ -1,0 +1,91 @@
+"""Checks at the API boundary: inputs, targets and settings are refused with a clear error before
+any work is done, instead of broadcasting silently or failing deep inside torch."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = ["check_inputs", "num_outputs", "check_data", "check_positive", "check_count"]
+
+
+def check_inputs(x, what: str = "x") -> torch.Tensor:
+    """A non-empty, finite, floating-point input tensor.
+
+    Floating inputs of another precision (float64, float16) are converted to torch's default
+    dtype, the nets' parameter dtype; integer or boolean inputs are refused (convert them
+    knowingly, e.g. images ``x.float() / 255``).
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{what} must be a torch tensor, got {type(x).__name__}")
+    if x.dim() == 0 or len(x) == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(x.shape)}): nothing to compute on")
+    if not x.is_floating_point():
+        raise TypeError(f"{what} has dtype {x.dtype}; the net takes floating-point inputs "
+                        f"(convert with {what}.float(), scaling as your data needs)")
+    dtype = torch.get_default_dtype()
+    if x.dtype != dtype:
+        x = x.to(dtype)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or inf values")
+    return x
+
+
+def num_outputs(model, x: torch.Tensor) -> int:
+    """The number of outputs of ``model.net`` on inputs like ``x`` (one cheap probe pass with
+    placeholder parameters; a net that cannot take such inputs is an error naming their shape)."""
+    net = model.net
+    device = getattr(model, "device", x.device)
+    params = {n: torch.zeros(s.shape, device=device) for n, s in net.param_specs.items()}
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = net(params, x[:2].to(device))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"the net cannot evaluate inputs of shape (N, "
+                         f"{', '.join(map(str, x.shape[1:]))}): {err}") from err
+    finally:
+        model.train(was_training)
+    if out.dim() != 2:
+        raise ValueError(f"the net's outputs have shape {tuple(out.shape)} for 2 inputs; "
+                         "hyperbayes nets return (N, outputs)")
+    return int(out.shape[-1])
+
+
+def check_data(model, x: torch.Tensor, y: torch.Tensor, what: str = "data"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a whole data set against the model before training: inputs (see
+    :func:`check_inputs`), targets against the likelihood and the net's outputs (shape, dtype,
+    label range over *all* examples). Returns ``(x, y)`` in the dtypes the model uses."""
+    x = check_inputs(x, f"{what} x")
+    check = getattr(model.likelihood, "check_targets", None)
+    if check is not None:
+        try:
+            y = check(y, num_outputs(model, x))
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{what}: {err}") from None
+    return x, y
+
+
+def check_positive(name: str, value) -> float:
+    """A finite number > 0 (e.g. a learning rate)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(
+            value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """An integer ≥ ``minimum`` (a step count, a batch size); floats with a fraction, NaN and
+    booleans are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
