@@ -26,6 +26,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from .guides import Delta, DiversityGuide, FlowGuide, ImplicitGuide, MeanField
 from .inference.elbo import ELBO
 from .inference.implicit import (
@@ -34,7 +36,7 @@ from .inference.implicit import (
     EntropyELBO,
     NearestNeighbourELBO,
 )
-from .models import BNN, MLP, priors
+from .models import BNN, MLP, TorchNet, priors
 from .models.metaprior import MetaPrior
 
 __all__ = ["Method", "Recipe", "register", "build", "setup", "available", "get", "REFERENCE",
@@ -122,12 +124,15 @@ def build(name: str, net, prior, likelihood, **options):
 
 def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
           activation: str = "relu", bias: bool = True, **options):
-    """Build method ``name`` on an MLP of ``sizes`` the way its recipe for ``family`` says.
+    """Build method ``name`` on an MLP of ``sizes`` (or on a user's module) the way its recipe
+    for ``family`` says.
 
     Args:
         name: a registered method.
         family: ``"classification"`` or ``"regression"`` (see :class:`Recipe`).
-        sizes: MLP widths, input first (images are flattened).
+        sizes: MLP widths, input first (images are flattened); or a ``torch.nn.Module`` or
+            :class:`~hyperbayes.models.TorchNet`, rebuilt with weight norm where the recipe
+            wants it (``activation`` and ``bias`` then do not apply).
         prior: the task's prior, used unless the recipe replaces it.
         likelihood: the task's likelihood.
         seed: seeds the guide's initialization.
@@ -140,7 +145,14 @@ def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
     """
     method = get(name)
     recipe = method.recipe(family)
-    net = MLP(sizes, activation, weight_norm=recipe.weight_norm, bias=bias)
+    if isinstance(sizes, torch.nn.Module):
+        net = sizes if isinstance(sizes, TorchNet) else TorchNet(sizes)
+        if net.weight_norm != recipe.weight_norm:
+            net = TorchNet(net.module, bayesian=net.bayesian, frozen=net.frozen,
+                           weight_norm=recipe.weight_norm, init=net.init,
+                           sample_chunk=net.sample_chunk)
+    else:
+        net = MLP(sizes, activation, weight_norm=recipe.weight_norm, bias=bias)
     chosen_prior = recipe.prior() if recipe.prior is not None else prior
     model, guide, loss = method.build(net, chosen_prior, likelihood, seed=seed,
                                       **{**recipe.options, **options})
@@ -215,6 +227,9 @@ def _diversity(net, prior, likelihood, seed=0, lam=1000.0, gauge=True, noise_dim
                batch_norm=True, num_samples=32, k=1, with_prior=False):
     # the paper's objective has no prior term (the given prior then only serves prior
     # predictive draws); with_prior=True adds −E_q[log p(w)]
+    if gauge and isinstance(net, TorchNet):
+        raise ValueError("gauge fixing needs the library's MLP or CNN (it must know which "
+                         "unit feeds which); pass gauge=False for a TorchNet")
     model = BNN(net, prior, likelihood)
     guide = DiversityGuide(model, noise_dim=noise_dim, extractor_hidden=extractor_hidden,
                            code_dim=code_dim, generator_hidden=generator_hidden,

@@ -214,15 +214,21 @@ class ImplicitGuide(SiteGuide):
 def _layer_groups(net) -> list[tuple[str, str | None, int]]:
     """(weight site, bias site or None, number of units) of each layer of ``net``, in order."""
     specs = net.param_specs
+    # a normalization layer's (scale, shift) is generated per unit like a (weight, bias) pair
+    as_pair = {"weight": "weight", "bias": "bias", "norm_scale": "weight", "norm_shift": "bias"}
     layers: dict[int, dict[str, str]] = {}
     for name, spec in specs.items():
-        layers.setdefault(spec.layer, {})[spec.role] = name
+        role = as_pair.get(spec.role)
+        if role is None or role in layers.get(spec.layer, {}):
+            raise ValueError(f"DiversityGuide needs plain (weight, bias) layers; parameter "
+                             f"{name!r} has role {spec.role!r} (no weight-norm nets)")
+        layers.setdefault(spec.layer, {})[role] = name
     groups = []
     for index in sorted(layers):
         roles = layers[index]
-        if "weight" not in roles or set(roles) - {"weight", "bias"}:
+        if "weight" not in roles:
             raise ValueError(f"DiversityGuide needs plain (weight, bias) layers; layer {index} "
-                             f"has {sorted(roles)} (no weight-norm nets)")
+                             f"has {sorted(roles)} only")
         groups.append((roles["weight"], roles.get("bias"), specs[roles["weight"]].shape[0]))
     return groups
 

@@ -22,8 +22,8 @@ a deterministic net would. Buffers are never copied per sample outside a trainin
 
 **Dropout.** The module's own ``nn.Dropout`` layers behave as in PyTorch: on while training, off
 at prediction. :meth:`TorchNet.with_dropout` (the ``mcdropout`` method) adds MC dropout that stays
-on at prediction, on the input of every ``nn.Linear`` but the first, as the library's ``MLP``
-puts it before every dense layer but the first; samples get independent masks.
+on at prediction, on the input of every ``nn.Linear`` except the module's first layer, as the
+library's ``MLP`` puts it before every dense layer but the first; samples get independent masks.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class TorchNet(Net, nn.Module):
             if ".parametrizations." in name and local in ("original0", "original1"):
                 layer_prefix = name.split(".parametrizations.")[0]
                 layer_owner = owners[layer_prefix]
-                if isinstance(layer_owner, nn.Linear | _CONVS) and name.endswith(
+                if isinstance(layer_owner, (nn.Linear, *_CONVS)) and name.endswith(
                         "parametrizations.weight." + local):
                     _, fan_in, fan_out = _describe(layer_owner, "weight", param)
                     role = "scale" if local == "original0" else "direction"
@@ -191,6 +191,9 @@ class TorchNet(Net, nn.Module):
         for n in self._site_source:
             named[n].requires_grad_(False)
         self._linears = [n for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
+        first = next((n for n, m in self.module.named_modules()
+                      if any(True for _ in m.parameters(recurse=False))), None)
+        self._dropout_layers = [n for n in self._linears if n != first]
         self._has_conv = any(isinstance(m, _CONVS) for m in self.module.modules())
 
     def __repr__(self):
@@ -305,7 +308,7 @@ class TorchNet(Net, nn.Module):
         return found
 
     def _mc_dropout_layers(self) -> list[str]:
-        return self._linears[1:] if self.dropout > 0 else []
+        return self._dropout_layers if self.dropout > 0 else []
 
     def _sample_buffers(self, num_samples: int) -> dict[str, torch.Tensor]:
         """Per-sample copies of the running statistics of normalization layers in training mode
@@ -333,13 +336,14 @@ class TorchNet(Net, nn.Module):
 
     # -- variants --------------------------------------------------------------------------------
     def with_dropout(self, p: float) -> TorchNet:
-        """A copy with MC dropout ``p`` on the input of every ``nn.Linear`` but the first, on at
-        training and prediction time (the module's own dropout layers are unchanged)."""
+        """A copy with MC dropout ``p`` on the input of every ``nn.Linear`` except one that is
+        the module's first layer (it reads the raw inputs), on at training and prediction time
+        (the module's own dropout layers are unchanged)."""
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p}")
-        if p > 0 and len(self._linears) < 2:
-            raise ValueError("with_dropout needs at least two nn.Linear layers (dropout goes "
-                             "before every linear layer but the first)")
+        if p > 0 and not self._dropout_layers:
+            raise ValueError("with_dropout needs an nn.Linear layer after the first layer "
+                             "(dropout goes on the input of such layers)")
         clone = copy.deepcopy(self)
         clone.dropout = float(p)
         return clone
