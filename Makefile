@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/svi_step.py --out results/benchmarks/svi_step.json
 	$(PY) benchmarks/metaprior_step.py --out results/benchmarks/metaprior_step.json
 	$(PY) benchmarks/bbh_step.py --out results/benchmarks/bbh_step.json
+	$(PY) benchmarks/torchnet.py --out results/benchmarks/torchnet.json
 
 clean:
 	rm -rf $(VENV) results

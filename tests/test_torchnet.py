@@ -381,3 +381,15 @@ def test_adversarial_discriminator_resumes_exactly(tmp_path):
                     resumed_loss.discriminator.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert straight_loss.discriminator_losses == pytest.approx(resumed_loss.discriminator_losses)
+
+
+def test_readme_own_network_example_runs():
+    """The README's "Your own network" example, as written."""
+    from pathlib import Path
+
+    text = Path(__file__).parents[1].joinpath("README.md").read_text()
+    section = text.split("### Your own network", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {"hb": hb, "BNN": BNN, "priors": priors}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["probs"].shape == (50, 64, 10)
