@@ -20,13 +20,12 @@ Writes JSON with the medians, the ratios, the targets and the machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import pyro
 import torch
+from svi_step import _interleaved_medians as interleaved_medians  # same folder
 from torch import nn
 
 import hyperbayes as hb
@@ -57,28 +56,6 @@ def sequential_mlp(sizes=SIZES) -> nn.Module:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved_medians(fns: dict, rounds: int, per_round: int, warmup: int, device) -> dict:
-    """Median seconds of each callable, measured round-robin."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(per_round):
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def prediction_timings(device, rounds: int) -> dict:
