@@ -135,6 +135,11 @@ class SiteGuide(torch.nn.Module):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.sites = model_sites(model, generator)
         self.site_names = [s.name for s in self.sites]
+        prior = getattr(model, "prior", None)
+        specs = getattr(getattr(model, "net", None), "param_specs", {})
+        #: hyper-latent sites of a hierarchical prior (the parameters' priors depend on them)
+        self.hyper_site_names = list(prior.hyper_latents(specs)) if hasattr(
+            prior, "hyper_latents") else []
 
     @property
     def num_latent(self) -> int:

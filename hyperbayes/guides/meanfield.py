@@ -100,9 +100,11 @@ class MeanField(SiteGuide):
         self.lrt_sites = frozenset(
             s.name for s in self.sites
             if local_reparameterization and s.role == "weight" and len(s.shape) == 2)
+        # (not under a hierarchical prior: the weights' prior depends on drawn hyper-latents)
         self.lrt_standin_sites = frozenset(
             n for n, s in zip(self.site_names, self.sites, strict=True)
-            if n in self.lrt_sites and scalar_normal(s.prior) is not None)
+            if n in self.lrt_sites and scalar_normal(s.prior) is not None
+            and not self.hyper_site_names)
 
     def default_loss(self):
         """:class:`~hyperbayes.inference.ELBO` with the closed-form KL."""

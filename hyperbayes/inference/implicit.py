@@ -156,6 +156,10 @@ def _priors_on(guide, device) -> list:
 
 def _prior_samples(guide, count: int, device) -> torch.Tensor:
     """``count`` prior draws of the generated sites, flattened to (count, D)."""
+    if getattr(guide, "hyper_site_names", None):
+        raise ValueError("this loss compares q with draws of each site's marginal prior, which "
+                         f"a hierarchical prior (hyper-latents {guide.hyper_site_names[:3]}) "
+                         "does not have site by site; use EntropyELBO")
     columns = []
     for site, prior in zip(guide.generated_sites, _priors_on(guide, device), strict=True):
         try:

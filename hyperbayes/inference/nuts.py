@@ -78,7 +78,7 @@ def potential_energy(model, x: torch.Tensor, y: torch.Tensor):
     sites = model_sites(model)
     specs = model.net.param_specs
     device = model.device
-    if isinstance(model.prior, ElementwisePrior):
+    if isinstance(model.prior, ElementwisePrior) and not model.prior.hyper_latents(specs):
         priors = {n: model.prior.site_distribution(spec, device) for n, spec in specs.items()}
 
         def log_prior(params):

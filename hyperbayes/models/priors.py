@@ -38,9 +38,15 @@ __all__ = [
     "ScaleMixture",
     "Laplace",
     "Flat",
+    "HierarchicalPrior",
+    "Horseshoe",
+    "ARD",
     "ByName",
     "by_name",
     "on_device",
+    "per_unit",
+    "per_input",
+    "scalar",
 ]
 
 
@@ -74,25 +80,38 @@ class ElementwisePrior(Prior):
 
     A user-defined prior is a few lines::
 
-        class Horseshoe(ElementwisePrior):
+        class FanInStudentT(ElementwisePrior):
             def distribution(self, spec):
-                return dist.Normal(0.0, 1.0 / spec.fan_in ** 0.5)
+                return dist.StudentT(3.0, 0.0, 1.0 / spec.fan_in ** 0.5)
+
+    Priors with hyper-latents (a scale shared by a layer, a global shrinkage) subclass
+    :class:`HierarchicalPrior`.
     """
 
     def distribution(self, spec: ParamSpec) -> dist.Distribution:
         """The distribution of one scalar (or of the whole parameter) of ``spec``."""
         raise NotImplementedError
 
-    def site_distribution(self, spec: ParamSpec, device) -> dist.Distribution:
+    def hyper_latents(self, specs: Mapping[str, ParamSpec]) -> dict[str, dist.Distribution]:
+        """The hyper-latent sites this prior draws before the parameters (none here)."""
+        return {}
+
+    def site_distribution(self, spec: ParamSpec, device, hyper: Mapping | None = None
+                          ) -> dist.Distribution:
         """The distribution of the whole parameter: event shape == ``spec.shape``."""
         return _as_site(on_device(self.distribution(spec), device), spec)
 
     def sample(self, specs, device):
-        """Sample each parameter as a site with event shape equal to the parameter's shape."""
-        return {
-            name: pyro.sample(name, self.site_distribution(spec, device))
-            for name, spec in specs.items()
-        }
+        """Sample the hyper-latents, then each parameter as a site with event shape equal to the
+        parameter's shape; returns every sampled value (hyper-latents included)."""
+        declared = self.hyper_latents(specs)
+        _check_hyper_names(declared, specs)
+        out = {name: pyro.sample(name, _whole_value(on_device(d, device)))
+               for name, d in declared.items()}
+        hyper = dict(out)
+        for name, spec in specs.items():
+            out[name] = pyro.sample(name, self.site_distribution(spec, device, hyper))
+        return out
 
     def __call__(self, spec: ParamSpec) -> dist.Distribution:
         return self.distribution(spec)
@@ -113,6 +132,63 @@ def _as_site(d: dist.Distribution, spec: ParamSpec) -> dist.Distribution:
         raise ValueError(f"prior for parameter {spec.name!r} has batch shape "
                          f"{tuple(d.batch_shape)}, which does not broadcast to the parameter's "
                          f"shape {spec.shape}") from err
+
+
+def _whole_value(d: dist.Distribution) -> dist.Distribution:
+    """``d`` with its whole value as the event (hyperbayes guides expect such sites)."""
+    return d.to_event(len(d.batch_shape)) if d.batch_shape else d
+
+
+def _check_hyper_names(declared: Mapping, specs: Mapping[str, ParamSpec]) -> None:
+    """Hyper-latent names must not be parameters or dotted children of parameters."""
+    for name in declared:
+        if name in specs:
+            raise ValueError(f"hyper-latent {name!r} has the name of a parameter of the net")
+        parent = next((p for p in specs if name.startswith(p + ".")), None)
+        if parent is not None:
+            raise ValueError(
+                f"hyper-latent {name!r} is named under parameter {parent!r}: Pyro's autoguides "
+                f"nest dotted names, so name it e.g. {parent + '_' + name[len(parent) + 1:]!r}")
+
+
+def _as_conditional_site(d: dist.Distribution, spec: ParamSpec) -> dist.Distribution:
+    """Like :func:`_as_site` for a distribution built from hyper-latent values, whose batch
+    shape may carry their leading sample dims: ``lead + spec.shape``, event = the parameter."""
+    shape = torch.Size(spec.shape)
+    if d.event_shape:
+        if d.event_shape != shape:
+            raise ValueError(f"prior for {spec.name!r} has event shape {tuple(d.event_shape)}; "
+                             f"expected () or {spec.shape}")
+        return d
+    batch, n = d.batch_shape, len(shape)
+    lead = batch[:len(batch) - n] if len(batch) > n else torch.Size()
+    try:
+        return d.expand(lead + shape).to_event(n)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"prior for parameter {spec.name!r} has batch shape {tuple(batch)}, "
+                         f"which does not broadcast to the parameter's shape {spec.shape} "
+                         "(after any leading sample dims)") from err
+
+
+def per_unit(value: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+    """A hyper-latent with one entry per output unit, (..., fan_out), reshaped to broadcast
+    against the parameter (..., *spec.shape): (..., fan_out, 1, ...)."""
+    return value.reshape(*value.shape, *([1] * (len(spec.shape) - 1)))
+
+
+def per_input(value: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+    """A hyper-latent with one entry per input unit or channel, (..., spec.shape[1]), reshaped
+    to broadcast against the parameter: (..., 1, in, 1, ...)."""
+    if len(spec.shape) < 2:
+        raise ValueError(f"{spec.name!r} has shape {spec.shape}: no input dimension")
+    lead = value.shape[:-1]
+    return value.reshape(*lead, 1, value.shape[-1], *([1] * (len(spec.shape) - 2)))
+
+
+def scalar(value: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+    """A scalar hyper-latent (with any leading sample dims) reshaped to broadcast against the
+    parameter: (..., 1, ..., 1)."""
+    return value.reshape(*value.shape, *([1] * len(spec.shape)))
 
 
 def on_device(d: dist.Distribution, device) -> dist.Distribution:
@@ -226,6 +302,123 @@ class Flat(ElementwisePrior):
         return "Flat()"
 
 
+class HierarchicalPrior(ElementwisePrior):
+    """A prior whose parameters are drawn given hyper-latent sites (shared scales, shrinkage).
+
+    Declare the hyper-latents in :meth:`hyper_latents` as ``{site name: distribution}`` and give
+    each parameter's distribution given their drawn values in :meth:`distribution`. The prior's
+    ``sample`` draws the hyper-latents first, as sites of their own that every guide and NUTS
+    infer and that :func:`~hyperbayes.inference.sample_posterior` returns. Name a per-parameter
+    hyper-latent ``"<parameter>_<what>"`` (``"fc0.weight_lambda"``), never
+    ``"<parameter>.<what>"``: Pyro's autoguides nest dotted names. Drawn values carry any
+    leading sample dims (a plate of S draws, ELBO particles): :func:`per_unit`,
+    :func:`per_input` and :func:`scalar` reshape them to broadcast against the parameter.
+
+    Example: :class:`Horseshoe`, :class:`ARD`; combine with others by name::
+
+        prior = priors.by_name({"*.bias": priors.Normal(1.0), "*": priors.Horseshoe()})
+    """
+
+    def hyper_latents(self, specs):
+        """``{site name: distribution}`` of the hyper-latents the parameters ``specs`` need."""
+        raise NotImplementedError
+
+    def distribution(self, spec: ParamSpec, hyper: Mapping[str, torch.Tensor]
+                     ) -> dist.Distribution:
+        """The distribution of ``spec``'s values given the drawn hyper-latents ``hyper``; its
+        batch shape broadcasts to ``(..., *spec.shape)``."""
+        raise NotImplementedError
+
+    def site_distribution(self, spec, device, hyper=None):
+        """The parameter's distribution given ``hyper`` (event shape == ``spec.shape``)."""
+        if hyper is None:
+            raise ValueError(f"{type(self).__name__} draws {spec.name!r} given hyper-latents; "
+                             "sample it through the prior's sample()")
+        return _as_conditional_site(self.distribution(spec, hyper), spec)
+
+    def __call__(self, spec: ParamSpec) -> dist.Distribution:
+        raise TypeError(f"{type(self).__name__} needs its hyper-latents: use it as a prior "
+                        "(or a by_name rule), not as a per-parameter distribution")
+
+
+def _half_cauchy(scale, shape=()) -> dist.Distribution:
+    return dist.HalfCauchy(torch.full(shape, float(scale)) if shape else torch.tensor(
+        float(scale)))
+
+
+class Horseshoe(HierarchicalPrior):
+    """The horseshoe (Carvalho et al. 2010), per unit as in Ghosh, Yao & Doshi-Velez (2019):
+    τ ~ C⁺(0, global_scale) shared by every parameter it covers, λ ~ C⁺(0, 1) per output unit
+    of each parameter, w ~ N(0, (τ λ_unit)² / fan_in).
+
+    Hyper-latents: ``"<name>_tau"`` and ``"<parameter>_lambda"`` (shape (fan_out,)).
+
+    Args:
+        global_scale: scale of the half-Cauchy on τ.
+        name: prefix of the global site (two horseshoes in one model need two names).
+    """
+
+    def __init__(self, global_scale: float = 1.0, name: str = "horseshoe"):
+        if not global_scale > 0:
+            raise ValueError(f"Horseshoe global_scale must be positive, got {global_scale}")
+        self.global_scale, self.name = float(global_scale), str(name)
+
+    def hyper_latents(self, specs):
+        """τ, then one λ vector per parameter."""
+        out = {f"{self.name}_tau": _half_cauchy(self.global_scale)}
+        for name, spec in specs.items():
+            out[f"{name}_lambda"] = _half_cauchy(1.0, (spec.shape[0] if spec.shape else 1,))
+        return out
+
+    def distribution(self, spec, hyper):
+        """N(0, (τ λ)² / fan_in), λ per output unit."""
+        tau = scalar(hyper[f"{self.name}_tau"], spec)
+        lam = hyper[f"{spec.name}_lambda"]
+        lam = per_unit(lam, spec) if spec.shape else lam.squeeze(-1)
+        return dist.Normal(torch.zeros((), dtype=lam.dtype, device=lam.device),
+                           tau * lam / math.sqrt(spec.fan_in))
+
+    def __repr__(self):
+        return f"Horseshoe(global_scale={self.global_scale}, name={self.name!r})"
+
+
+class ARD(HierarchicalPrior):
+    """Automatic relevance determination (MacKay 1994; Neal 1996): a learned scale per input
+    unit (per input channel of a convolution) of each weight, s_j ~ ``scale_prior``,
+    w_ij ~ N(0, s_j² / fan_in). An input whose scale shrinks is switched off.
+
+    Hyper-latents: ``"<parameter>_ard_scale"`` (shape (inputs,)). Parameters need an input
+    dimension (weights, not biases): give biases another prior with :func:`by_name`.
+
+    Args:
+        scale_prior: a positive scalar distribution (default LogNormal(0, 1)).
+    """
+
+    def __init__(self, scale_prior: dist.Distribution | None = None):
+        self.scale_prior = scale_prior if scale_prior is not None else dist.LogNormal(0.0, 1.0)
+        if self.scale_prior.event_shape or self.scale_prior.batch_shape:
+            raise ValueError("ARD scale_prior must be a scalar distribution")
+
+    def hyper_latents(self, specs):
+        """One scale vector per parameter, over its inputs."""
+        out = {}
+        for name, spec in specs.items():
+            if len(spec.shape) < 2:
+                raise ValueError(f"ARD needs parameters with an input dimension; {name!r} has "
+                                 f"shape {spec.shape} (give it another prior with by_name)")
+            out[f"{name}_ard_scale"] = self.scale_prior.expand((spec.shape[1],))
+        return out
+
+    def distribution(self, spec, hyper):
+        """N(0, s_j² / fan_in), s per input."""
+        scale = per_input(hyper[f"{spec.name}_ard_scale"], spec)
+        return dist.Normal(torch.zeros((), dtype=scale.dtype, device=scale.device),
+                           scale / math.sqrt(spec.fan_in))
+
+    def __repr__(self):
+        return f"ARD(scale_prior={self.scale_prior})"
+
+
 class _FromCallable(ElementwisePrior):
     """Wraps a Pyro distribution or a callable ``spec -> distribution`` as a prior."""
 
@@ -273,9 +466,24 @@ class ByName(ElementwisePrior):
         """The distribution given by the first matching pattern."""
         return self.rule_for(spec).distribution(spec)
 
-    def site_distribution(self, spec, device):
+    def hyper_latents(self, specs):
+        """Every rule's hyper-latents, each rule asked about the parameters it is first to
+        match."""
+        out: dict[str, dist.Distribution] = {}
+        for pattern, rule in self.rules:
+            mine = {n: s for n, s in specs.items() if self.rule_for(s) is rule}
+            if not mine:
+                continue
+            for name, d in rule.hyper_latents(mine).items():
+                if name in out:
+                    raise ValueError(f"two rules declare hyper-latent {name!r}; the second is "
+                                     f"{pattern!r}")
+                out[name] = d
+        return out
+
+    def site_distribution(self, spec, device, hyper=None):
         """The matched prior's distribution of the whole parameter."""
-        return self.rule_for(spec).site_distribution(spec, device)
+        return self.rule_for(spec).site_distribution(spec, device, hyper)
 
     def sample(self, specs, device):
         """Sample each parameter from its matched prior; unmatched patterns are an error."""
