@@ -126,3 +126,19 @@ def test_sample_based_losses_needing_marginal_prior_draws_refuse_hierarchical_pr
     with pytest.raises(ValueError, match="hierarchical prior .* use EntropyELBO"):
         fit(model, guide, _data(), steps=1,
             loss=hb.inference.NearestNeighbourELBO(num_particles=4))
+
+
+def test_readme_hierarchical_prior_example_runs():
+    """The README's "Hierarchical priors" example, as written, fits and returns its sites."""
+    from pathlib import Path
+
+    text = Path(__file__).parents[1].joinpath("README.md").read_text()
+    code = text.split("### Hierarchical priors", 1)[1].split("```python\n", 1)[1]
+    namespace = {"priors": priors, "dist": dist}
+    exec(compile(code.split("```", 1)[0], "README.md", "exec"), namespace)  # noqa: S102
+    model = BNN(MLP([1, 4, 1]), namespace["LayerScale"](), Gaussian(0.1))
+    guide = MeanField(model)
+    fit(model, guide, _data(), steps=3)
+    assert sample_posterior(model, guide, 2)["fc1.bias_s"].shape == (2,)
+    assert "horseshoe_tau" in hb.inference.sample_prior(
+        BNN(MLP([1, 4, 1]), namespace["prior"], Gaussian(0.1)), 2)
