@@ -56,12 +56,19 @@ class Recipe:
         prior: a factory ``() -> Prior`` that replaces the task's prior, or None to keep it
             (regression toys keep theirs, so NUTS and every guide target one posterior).
         weight_norm: whether the method wants weight-norm layers (guides over the scales).
+        module_options: build options that replace ``options`` when the net is a user's
+            ``torch.nn.Module`` (:class:`~hyperbayes.models.TorchNet`).
+        module_bayesian: on a user's module, which parameters the method makes Bayesian:
+            None (all) or ``"linear"`` (those of its ``nn.Linear`` layers; the rest are point
+            estimates trained with the guide).
     """
 
     options: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     prior: Callable | None = None
     weight_norm: bool = False
+    module_options: dict = field(default_factory=dict)
+    module_bayesian: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,18 +152,33 @@ def setup(name: str, family: str, sizes, prior, likelihood, *, seed: int = 0,
     """
     method = get(name)
     recipe = method.recipe(family)
+    recipe_options = dict(recipe.options)
     if isinstance(sizes, torch.nn.Module):
-        net = sizes if isinstance(sizes, TorchNet) else TorchNet(sizes)
-        if net.weight_norm != recipe.weight_norm:
-            net = TorchNet(net.module, bayesian=net.bayesian, frozen=net.frozen,
-                           weight_norm=recipe.weight_norm, init=net.init,
-                           sample_chunk=net.sample_chunk)
+        net = _module_net(sizes, recipe)
+        recipe_options.update(recipe.module_options)
     else:
         net = MLP(sizes, activation, weight_norm=recipe.weight_norm, bias=bias)
     chosen_prior = recipe.prior() if recipe.prior is not None else prior
     model, guide, loss = method.build(net, chosen_prior, likelihood, seed=seed,
-                                      **{**recipe.options, **options})
+                                      **{**recipe_options, **options})
     return model, guide, loss, {**method.fit_defaults, **recipe.fit}
+
+
+def _module_net(module: torch.nn.Module, recipe: Recipe) -> TorchNet:
+    """A user's module (or TorchNet) as the recipe wants it: weight norm, Bayesian part."""
+    net = module if isinstance(module, TorchNet) else TorchNet(module)
+    bayesian = net.bayesian
+    if recipe.module_bayesian == "linear":
+        bayesian = [f"{prefix}.*" for prefix in net.linear_layers()]
+        if not bayesian:
+            raise ValueError("this method makes the nn.Linear layers of a module Bayesian, and "
+                             "the module has none")
+    elif recipe.module_bayesian is not None:
+        raise ValueError(f"unknown module_bayesian {recipe.module_bayesian!r}")
+    if net.weight_norm == recipe.weight_norm and tuple(bayesian) == net.bayesian:
+        return net
+    return TorchNet(net.module, bayesian=bayesian, frozen=net.frozen,
+                    weight_norm=recipe.weight_norm, init=net.init, sample_chunk=net.sample_chunk)
 
 
 def _map(net, prior, likelihood, seed=0):
@@ -258,11 +280,14 @@ _RECIPES = {
         "regression": Recipe({"dropout": 0.1}),
     },
     "metaprior": {
-        # metaprior-mnist: sin hyperprior, rescaled start, weights divided by √fan_in
+        # metaprior-mnist: sin hyperprior, rescaled start, weights divided by √fan_in; on a
+        # user's module the MetaPrior generates its nn.Linear layers (it needs dense layers)
         "classification": Recipe({"code_dim": 10, "hidden": 32, "activation": "sin",
                                   "init_frequency": 3.0, "init_mean_scale": 1.0,
-                                  "fan_in_scaling": True}, fit={"lr": 1e-2}),
-        "regression": Recipe({"code_dim": 2, "hidden": 32, "init_scale": 0.1}),
+                                  "fan_in_scaling": True}, fit={"lr": 1e-2},
+                                 module_bayesian="linear"),
+        "regression": Recipe({"code_dim": 2, "hidden": 32, "init_scale": 0.1},
+                             module_bayesian="linear"),
     },
     "flow": {
         # bhn-mnist: 8 RealNVP couplings over the weight-norm scales, N(0, 1) on the scales
@@ -288,15 +313,17 @@ _RECIPES = {
                              fit={"lr": 3e-3}),
     },
     "diversity": {
-        # diversity-mnist: λ = 1000 on the mean cross-entropy, gauge fixing, 32 nets a step
-        "classification": Recipe({"lam": 1000.0, "gauge": True}),
+        # diversity-mnist: λ = 1000 on the mean cross-entropy, gauge fixing, 32 nets a step;
+        # gauge fixing knows only the library's MLP/CNN, so a user's module goes without it
+        "classification": Recipe({"lam": 1000.0, "gauge": True},
+                                 module_options={"gauge": False}),
         # λ = None (the dataset size N) with the toy's prior: the negative ELBO, so the posterior
         # is NUTS's; without the prior the fidelity task's cubic toy diverged (W₁ to NUTS 3.9e4
         # after 4,000 steps: unconstrained ReLU weight directions spread without bound)
         "regression": Recipe({"lam": None, "with_prior": True, "noise_dim": 64,
                               "extractor_hidden": (64, 64), "generator_hidden": (32, 32),
                               "num_samples": 32},
-                             fit={"lr": 3e-3}),
+                             fit={"lr": 3e-3}, module_options={"gauge": False}),
     },
 }
 

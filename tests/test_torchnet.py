@@ -223,17 +223,11 @@ def test_local_reparameterization_on_linear_layers_fits_a_sequential():
 
 @pytest.mark.parametrize("name", hb.methods.available())
 def test_every_registered_method_runs_on_a_users_module(name):
+    """By its recipe alone: no per-method code (the recipe says which parameters a method makes
+    Bayesian on a module and which build options change)."""
     x, y = _images()
-    module = TinyResNet()
-    options = {}
-    if name == "metaprior":  # a MetaPrior generates dense layers: a Bayesian last layer
-        module = TorchNet(module, bayesian="fc.*")
-    if name == "diversity":  # gauge fixing needs the library's MLP/CNN
-        options["gauge"] = False
-    if name in ("bbh", "diversity"):
-        options["num_samples"] = 2
     model, guide, loss, fit_options = hb.methods.setup(
-        name, "classification", module, priors.Normal(1.0), Categorical(), **options)
+        name, "classification", TinyResNet(), priors.Normal(1.0), Categorical())
     fit_options = {k: v for k, v in fit_options.items() if k != "lr"}
     result = fit(model, guide, (x, y), steps=6, batch_size=24, loss=loss, lr=1e-3,
                  **fit_options)
@@ -241,10 +235,16 @@ def test_every_registered_method_runs_on_a_users_module(name):
     assert predict(model, guide, x[:5], num_samples=3).probs.shape == (3, 5, 3)
 
 
-def test_diversity_refuses_gauge_fixing_on_a_torchnet():
+def test_recipes_adapt_to_a_module_and_diversity_refuses_gauge_fixing_by_name():
+    model, *_ = hb.methods.setup("metaprior", "classification", TinyResNet(), priors.Normal(1.0),
+                                 Categorical())
+    assert set(model.net.param_specs) == {"fc.weight", "fc.bias"}  # the MetaPrior's dense part
+    assert model.net.bayesian == ("fc.*",)
+    *_, loss, _ = hb.methods.setup("diversity", "classification", TinyResNet(),
+                                   priors.Normal(1.0), Categorical())
+    assert loss.gauge is False
     with pytest.raises(ValueError, match="gauge=False for a TorchNet"):
-        hb.methods.setup("diversity", "classification", TinyResNet(), priors.Normal(1.0),
-                         Categorical())
+        hb.methods.build("diversity", TorchNet(TinyResNet()), priors.Normal(1.0), Categorical())
 
 
 def test_nuts_samples_a_small_module():

@@ -307,6 +307,10 @@ class TorchNet(Net, nn.Module):
                 found[prefix] = entry
         return found
 
+    def linear_layers(self) -> list[str]:
+        """Names of the module's ``nn.Linear`` layers, in order."""
+        return list(self._linears)
+
     def _mc_dropout_layers(self) -> list[str]:
         return self._dropout_layers if self.dropout > 0 else []
 
