@@ -18,6 +18,7 @@ from . import (
                metaprior_mnist,
                metaprior_moons,
                metaprior_toy,
+               module_zoo,
                ood,
                suite,
                toy_regression,
@@ -47,10 +48,11 @@ EXPERIMENTS = {
     "active-learning": active_learning.run,
     "unseen-class": unseen_class.run,
     "adversarial": adversarial.run,
+    "module-zoo": module_zoo.run,
 }
 
 __all__ = ["EXPERIMENTS", "toy_regression", "bhn_product", "bhn_toy", "bhn_mnist",
            "bhn_correlations", "metaprior_toy", "metaprior_moons",
            "metaprior_mnist", "diversity", "bbh_toy", "bbh_mnist", "fidelity", "zoo", "suite",
            "calibration", "ood", "active_learning",
-           "unseen_class", "adversarial"]
+           "unseen_class", "adversarial", "module_zoo"]

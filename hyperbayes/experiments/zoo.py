@@ -185,7 +185,7 @@ def recipe_digest(name: str, fields: dict, seed: int, *rest) -> str:
 def train(name: str, settings: ZooSettings, train_split: Split, val: Split | None, *,
           device="auto", seed: int = 0, checkpoint_dir: str | Path | None = None,
           progress: bool | None = None, tag: str = "", epochs: float | None = None,
-          warm_start: Trained | None = None, num_classes: int = 10) -> Trained:
+          warm_start: Trained | None = None, num_classes: int = 10, net=None) -> Trained:
     """Train method ``name`` on ``train_split`` as its classification recipe says.
 
     Args:
@@ -200,7 +200,13 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
         warm_start: continue training this trained model (its model, guide and loss) instead of
             building a fresh one; ``name`` must match.
         num_classes: output width (default: 10, MNIST's).
+        net: a ``torch.nn.Module`` to train instead of the MLP of ``settings.hidden`` (a user's
+            architecture; the recipe adapts it, see :func:`hyperbayes.methods.setup`). Give it
+            a ``tag`` naming the architecture, so its checkpoints are its own.
     """
+    if net is not None and not tag:
+        raise ValueError("a net other than the zoo's MLP needs a tag naming it (its "
+                         "checkpoints must not be taken for the MLP's)")
     set_seed(seed)
     if warm_start is not None:
         if warm_start.name != name:
@@ -210,7 +216,8 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
     else:
         sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
         model, guide, loss, fit_options = methods.setup(
-            name, "classification", sizes, priors.Normal(1.0), Categorical(), seed=seed)
+            name, "classification", sizes if net is None else net, priors.Normal(1.0),
+            Categorical(), seed=seed)
     fit_options = dict(fit_options)
     lr = fit_options.pop("lr", settings.lr)
     epochs = settings.epochs if epochs is None else epochs
