@@ -124,7 +124,6 @@ def test_local_reparameterization_gives_the_same_expected_loss():
     # same expectation (LRT is exact per example); LRT has lower variance
     assert abs(float(a.mean() - b.mean())) < 4 * float((a.var() / 3000 + b.var() / 3000).sqrt())
     assert float(b.var()) < float(a.var())
-    hb.models.nets.gaussian_weights.clear()
 
 
 def test_particles_of_a_point_mass_change_nothing():
@@ -194,7 +193,6 @@ def test_local_reparameterization_survives_vectorized_particles():
                            for _ in range(400)])
         four = torch.stack([ELBO(num_particles=4).differentiable_loss(model, guide, x, y, 16)
                             for _ in range(400)])
-    hb.models.nets.gaussian_weights.clear()
     # same expectation: the layers still sample pre-activations under the particle plate
     se = float((one.var() / 400 + four.var() / 400).sqrt())
     assert abs(float(one.mean() - four.mean())) < 4 * se

@@ -196,7 +196,7 @@ def test_meanfield_initialisation():
 def test_meanfield_local_reparameterization_registers_only_in_training():
     model = BNN(MLP([3, 4, 1], weight_norm=False), priors.Normal(1.0), Gaussian(1.0))
     guide = MeanField(model, local_reparameterization=True)
-    try:
+    with nets.local_reparameterization():
         out = guide()
         assert nets.gaussian_weights.lookup(out["fc0.weight"]) is not None
         assert nets.gaussian_weights.lookup(out["fc1.weight"]) is not None
@@ -206,8 +206,9 @@ def test_meanfield_local_reparameterization_registers_only_in_training():
         guide.eval()
         out = guide()
         assert nets.gaussian_weights.lookup(out["fc0.weight"]) is None
-    finally:
-        nets.gaussian_weights.clear()
+    guide.train()  # outside a scope the guide draws whole weights, registering nothing
+    out = guide()
+    assert out["fc0.weight"].shape == (4, 3) and not nets.gaussian_weights.in_scope()
 
 
 def _analytic_neg_elbo(guide, conjugate):
@@ -230,11 +231,8 @@ def test_meanfield_elbo_estimate_is_unbiased(conjugate, lrt):
     guide = MeanField(model, init_scale=0.3, local_reparameterization=lrt)
     loss = TraceMeanField_ELBO()
     x, y = conjugate["x"], conjugate["y"]
-    try:
-        with torch.no_grad():
-            draws = torch.stack([loss.differentiable_loss(model, guide, x, y) for _ in range(300)])
-    finally:
-        nets.gaussian_weights.clear()
+    with torch.no_grad(), nets.local_reparameterization():
+        draws = torch.stack([loss.differentiable_loss(model, guide, x, y) for _ in range(300)])
     expected = _analytic_neg_elbo(guide, conjugate)
     stderr = float(draws.std()) / math.sqrt(len(draws))
     assert stderr > 0
@@ -295,3 +293,25 @@ def test_meanfield_scales_are_exp_of_log_scale():
     site = guide.sites[1]
     q = guide.site_distribution(site, guide.loc_params["fc0__bias"], guide.scales()["fc0.bias"])
     assert_close(q.base_dist.scale, torch.tensor([0.3]).exp(), atol=1e-7)
+
+
+def test_guides_satisfy_the_written_contract():
+    from hyperbayes.guides import contract
+
+    model = BNN(MLP([2, 3, 1]), priors.Normal(1.0), Gaussian(1.0))
+    for guide in (Delta(model), MeanField(model), hb.guides.FlowGuide(model, num_flows=1)):
+        assert isinstance(guide, contract.DensityGuide) and not contract.is_implicit(guide)
+    implicit = hb.guides.ImplicitGuide(model, noise_dim=2, hidden=(4,))
+    assert isinstance(implicit, contract.ImplicitGuideContract) and contract.is_implicit(implicit)
+    auto = pyro.infer.autoguide.AutoNormal(model)
+    assert isinstance(auto, contract.Guide) and not isinstance(auto, contract.SiteGuideContract)
+
+    class HalfImplicit(torch.nn.Module):
+        implicit = True
+
+        def forward(self, *args):
+            return {}
+
+    with pytest.raises(TypeError, match=r"lacks \['sites'.*ImplicitGuideContract"):
+        hb.inference.EntropyELBO(num_particles=2).differentiable_loss(
+            model, HalfImplicit(), torch.randn(4, 2), torch.randn(4, 1))

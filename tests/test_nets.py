@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hyperbayes.models.nets import CNN, MLP, gaussian_weights
+from hyperbayes.models.nets import CNN, MLP, gaussian_weights, local_reparameterization
 from tests.common import assert_close
 
 
@@ -371,17 +371,15 @@ def test_local_reparameterization_moments():
     rows = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.3, 1.2]])
     reps = 20_000
     x = rows.repeat_interleave(reps, dim=0)
-    try:
+    with local_reparameterization():
         gaussian_weights.register(value, loc, scale)
         assert gaussian_weights.lookup(value) is not None
         out = net({"fc0.weight": value}, x).reshape(2, reps, 2)
-    finally:
-        gaussian_weights.clear()
     expected_mean = rows @ loc.T
     expected_var = (rows ** 2) @ (scale ** 2).T
     assert_close(out.mean(1), expected_mean, atol=0.02, rtol=0)
     assert_close(out.var(1), expected_var, atol=0, rtol=0.05)
-    # cleared: the same tensor is now an ordinary (deterministic) weight
+    # outside the scope the same tensor is an ordinary (deterministic) weight
     assert gaussian_weights.lookup(value) is None
     assert torch.equal(net({"fc0.weight": value}, x), torch.zeros(len(x), 2))
 
@@ -392,15 +390,18 @@ def test_local_reparameterization_only_for_the_registered_tensor():
     registered = torch.randn(2, 3)
     other = registered.clone()
     x = torch.randn(50, 3)
-    try:
+    with local_reparameterization():
         gaussian_weights.register(registered, loc, scale)
         assert gaussian_weights.lookup(other) is None
         assert_close(net({"fc0.weight": other}, x), x @ other.T, atol=1e-6)
         first = net({"fc0.weight": registered}, x)
         second = net({"fc0.weight": registered}, x)
         assert not torch.allclose(first, second)  # fresh pre-activation noise per call
-    finally:
-        gaussian_weights.clear()
+        with local_reparameterization():  # a nested scope has its own registry
+            assert gaussian_weights.lookup(registered) is None
+        assert gaussian_weights.lookup(registered) is not None
+    with pytest.raises(RuntimeError, match="outside a local_reparameterization"):
+        gaussian_weights.register(registered, loc, scale)
 
 
 def test_with_dropout_copies_the_net():

@@ -29,7 +29,6 @@ import pyro.distributions.transforms as T
 import torch
 from pyro import poutine
 
-from ..inference.elbo import ELBO
 from .base import SiteGuide, concat_init, param_key, split_sites
 
 __all__ = ["FlowGuide", "FLOWS", "SoftClampedConditioner"]
@@ -181,6 +180,8 @@ class FlowGuide(SiteGuide):
 
     def default_loss(self):
         """:class:`~hyperbayes.inference.ELBO` (log q from the flow's change of variables)."""
+        from ..inference.elbo import ELBO  # inference builds on guides: import late
+
         return ELBO()
 
     def _apply(self, fn, *args, **kwargs):

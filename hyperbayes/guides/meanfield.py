@@ -9,8 +9,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..inference.elbo import ELBO, scalar_normal
 from ..models.nets import gaussian_weights
+from ..sites import scalar_normal
 from .base import SiteGuide, param_key
 
 __all__ = ["MeanField", "normal_kl"]
@@ -108,6 +108,8 @@ class MeanField(SiteGuide):
 
     def default_loss(self):
         """:class:`~hyperbayes.inference.ELBO` with the closed-form KL."""
+        from ..inference.elbo import ELBO  # inference builds on guides: import late
+
         return ELBO()
 
     def _site_params(self):
@@ -126,9 +128,9 @@ class MeanField(SiteGuide):
 
     def forward(self, *args, **kwargs):
         """Sample every site from q; returns ``{name: value}``."""
-        lrt = self.local_reparameterization and self.training
-        if lrt:
-            gaussian_weights.clear()
+        # local reparameterization needs a scope (hb.inference.ELBO opens one); elsewhere, e.g.
+        # under Pyro's own ELBOs, every weight is drawn whole
+        lrt = self.local_reparameterization and self.training and gaussian_weights.in_scope()
         out = {}
         for site, (loc, scale, _) in zip(self.sites, self._site_params(), strict=True):
             if lrt and site.name in self.lrt_standin_sites:

@@ -25,21 +25,11 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
+from ..guides.contract import is_implicit
+from ..models.nets import local_reparameterization
+from ..sites import scalar_normal
+
 __all__ = ["ELBO", "log_prob_sum", "scalar_normal"]
-
-
-def scalar_normal(d) -> tuple[float, float] | None:
-    """(loc, scale) when ``d`` is a Normal (possibly ``expand``-ed / ``to_event``-ed) with one
-    scalar loc and scale, else None."""
-    while isinstance(d, dist.Independent | torch.distributions.Independent):
-        d = d.base_dist
-    if type(d) not in (dist.Normal, torch.distributions.Normal):
-        return None
-    loc, scale = d.loc, d.scale
-    if loc.numel() == 1 or all(s == 0 for s in loc.stride()):
-        if scale.numel() == 1 or all(s == 0 for s in scale.stride()):
-            return loc.reshape(-1)[0], scale.reshape(-1)[0]
-    return None
 
 
 def log_prob_sum(d, value: torch.Tensor) -> torch.Tensor:
@@ -85,11 +75,13 @@ class ELBO:
                 f"num_particles={self.num_particles})")
 
     def traces(self, model, guide, *args, **kwargs):
-        """Run the guide, then the model replayed against it; returns (model_trace, guide_trace)."""
-        if self.num_particles > 1:
-            with pyro.plate("_particles", self.num_particles, dim=-2):
-                return self._traces(model, guide, *args, **kwargs)
-        return self._traces(model, guide, *args, **kwargs)
+        """Run the guide, then the model replayed against it, in one local-reparameterization
+        scope; returns (model_trace, guide_trace)."""
+        with local_reparameterization():
+            if self.num_particles > 1:
+                with pyro.plate("_particles", self.num_particles, dim=-2):
+                    return self._traces(model, guide, *args, **kwargs)
+            return self._traces(model, guide, *args, **kwargs)
 
     @staticmethod
     def _traces(model, guide, *args, **kwargs):
@@ -100,7 +92,7 @@ class ELBO:
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """−ELBO estimated from one draw of the guide; differentiable in all parameters."""
-        if getattr(guide, "implicit", False):
+        if is_implicit(guide):
             raise TypeError(f"{type(guide).__name__} has no tractable density, so ELBO cannot "
                             "score it; use a sample-based loss from hyperbayes.inference.implicit "
                             "(EntropyELBO, NearestNeighbourELBO, AdversarialELBO, "

@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from ..guides.base import param_key
+from ..sites import param_key
 from .svi import FitResult, fit
 
 __all__ = ["illate", "fit_em", "code_sites_of", "SITE_GROUPS"]

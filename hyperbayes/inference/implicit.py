@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from pyro.distributions.util import scale_and_mask
 
+from ..guides.contract import is_implicit
 from ..models.gauge import gauge_fix
 from ..models.priors import on_device
 from .elbo import ELBO, log_prob_sum
@@ -62,7 +63,7 @@ class ImplicitDraws:
 
 
 def _check_implicit(guide) -> None:
-    if not getattr(guide, "implicit", False):
+    if not is_implicit(guide):
         raise TypeError(f"{type(guide).__name__} is not an implicit guide; sample-based losses "
                         "need hyperbayes.guides.ImplicitGuide or DiversityGuide (use "
                         "hyperbayes.inference.ELBO for guides with a density)")

@@ -15,8 +15,8 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from ..guides.base import concat_init, model_sites, split_sites
 from ..models.priors import ElementwisePrior
+from ..sites import concat_init, model_sites, split_sites
 from .device import resolve_device, set_seed
 from .predict import Prediction, predict_from_samples
 from .svi import as_xy

@@ -15,7 +15,6 @@ import torch
 from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
-from ..models.nets import gaussian_weights
 from . import checkpoint as ckpt
 from .checks import check_count, check_data, check_positive
 from .device import resolve_device, set_seed
@@ -468,7 +467,6 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         model.load_state_dict(best_state["model"])
         guide.load_state_dict(best_state["guide"])
     pyro.clear_param_store()
-    gaussian_weights.clear()  # drop the last step's local-reparameterization entries
     result.wall_time_s = time.perf_counter() - start_time
     result.total_wall_time_s = earlier_wall_time + result.wall_time_s
     return result

@@ -16,42 +16,74 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ParamSpec", "Net", "MLP", "CNN", "ACTIVATIONS", "gaussian_weights"]
+__all__ = ["ParamSpec", "Net", "MLP", "CNN", "ACTIVATIONS", "gaussian_weights",
+           "local_reparameterization"]
 
-# Local reparameterization (Kingma et al., 2015): a mean-field guide registers each sampled dense
-# weight tensor with its Gaussian (loc, scale); a dense layer that receives exactly that tensor
-# samples its pre-activations from their Gaussian marginal instead of using the weight sample.
-_GAUSSIAN_WEIGHTS: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+# Local reparameterization (Kingma et al., 2015): inside a `local_reparameterization()` scope
+# (the ELBO opens one around each loss evaluation), a mean-field guide registers each sampled
+# dense weight tensor with its Gaussian (loc, scale); a dense layer that receives exactly that
+# tensor samples its pre-activations from their Gaussian marginal instead of using the weight
+# sample. The registry belongs to the scope (a context variable), so nothing leaks between loss
+# evaluations, threads or models, and outside a scope guides draw whole weights.
+_LRT_SCOPE: ContextVar[dict | None] = ContextVar("hyperbayes_local_reparameterization",
+                                                  default=None)
+
+
+@contextmanager
+def local_reparameterization():
+    """A scope in which guides' Gaussian weight draws reach the layers that use them (local
+    reparameterization); scopes nest, each with its own registry."""
+    token = _LRT_SCOPE.set({})
+    try:
+        yield
+    finally:
+        _LRT_SCOPE.reset(token)
 
 
 class gaussian_weights:
-    """Registry of weight samples whose layers should use the local reparameterization trick."""
+    """The registry of the current :func:`local_reparameterization` scope."""
+
+    @staticmethod
+    def in_scope() -> bool:
+        """Whether a local-reparameterization scope is open."""
+        return _LRT_SCOPE.get() is not None
 
     @staticmethod
     def register(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
-        """Mark ``value`` as a draw from N(loc, scale²) (same shapes)."""
-        _GAUSSIAN_WEIGHTS[id(value)] = (value, loc, scale)
+        """Mark ``value`` as a draw from N(loc, scale²) (same shapes); an error outside a
+        scope (there the layer would use the value as an ordinary weight)."""
+        table = _LRT_SCOPE.get()
+        if table is None:
+            raise RuntimeError("gaussian_weights.register outside a local_reparameterization() "
+                               "scope")
+        table[id(value)] = (value, loc, scale)
 
     @staticmethod
     def clear() -> None:
-        """Forget every registered weight."""
-        _GAUSSIAN_WEIGHTS.clear()
+        """Forget every weight registered in the current scope."""
+        table = _LRT_SCOPE.get()
+        if table:
+            table.clear()
 
     @staticmethod
     def active() -> bool:
-        """Whether any weight is registered."""
-        return bool(_GAUSSIAN_WEIGHTS)
+        """Whether any weight is registered in the current scope."""
+        return bool(_LRT_SCOPE.get())
 
     @staticmethod
     def lookup(value: torch.Tensor):
-        """(loc, scale) when ``value`` is registered, else None."""
-        entry = _GAUSSIAN_WEIGHTS.get(id(value))
+        """(loc, scale) when ``value`` is registered in the current scope, else None."""
+        table = _LRT_SCOPE.get()
+        entry = table.get(id(value)) if table else None
         return entry[1:] if entry is not None and entry[0] is value else None
+
 
 ACTIVATIONS = {
     "identity": lambda h: h,
@@ -146,7 +178,7 @@ class Net:
         for name, spec in self.param_specs.items():
             value = params[name]
             flat[name] = _flatten_sample(value, len(spec.shape))
-            if _GAUSSIAN_WEIGHTS and flat[name] is not value:
+            if flat[name] is not value and gaussian_weights.active():
                 gaussian = gaussian_weights.lookup(value)  # keep LRT through the reshape
                 if gaussian is not None:
                     gaussian_weights.register(flat[name], *gaussian)
@@ -301,7 +333,7 @@ def _linear(h: torch.Tensor, params, prefix: str, num_samples: int) -> torch.Ten
     """Batched dense layer. h: (N, in) or (S, N, in); weights (out, in) or (S, out, in)."""
     w = params.get(f"{prefix}.weight", params.get(f"{prefix}.direction"))
     b = params.get(f"{prefix}.bias")
-    gaussian = gaussian_weights.lookup(w) if _GAUSSIAN_WEIGHTS else None
+    gaussian = gaussian_weights.lookup(w) if gaussian_weights.active() else None
     g = params.get(f"{prefix}.scale")
     if gaussian is None and g is not None and w.dim() == 2 and g.dim() <= 2 and (
             b is None or b.dim() <= 2):
