@@ -279,8 +279,11 @@ def _mlp_regression():
 @pytest.mark.parametrize("shape", [(30, 2), (30, 1, 1), (30, 30)])
 def test_regression_targets_of_a_wrong_shape_are_refused(shape):
     model, guide = _mlp_regression()
+    data = (torch.randn(30, 1), torch.randn(*shape))
     with pytest.raises(ValueError, match=r"regression targets have shape .* 1 output"):
-        fit(model, guide, (torch.randn(30, 1), torch.randn(*shape)), steps=1)
+        fit(model, guide, data, steps=1)
+    with pytest.raises(ValueError, match=r"regression targets have shape .* 1 output"):
+        nuts(model, data, num_samples=1, warmup=0, num_chains=1)
 
 
 def test_classification_labels_are_checked_everywhere():

@@ -17,6 +17,7 @@ from pyro.infer import MCMC, NUTS
 
 from ..models.priors import ElementwisePrior
 from ..sites import concat_init, model_sites, split_sites
+from .checks import check_data
 from .device import resolve_device, set_seed
 from .predict import Prediction, predict_from_samples
 from .svi import as_xy
@@ -161,7 +162,7 @@ def nuts(model, data, *, num_samples: int = 1000, warmup: int = 1000, num_chains
     """
     if hasattr(data, "train") and hasattr(data, "test"):
         data = data.train
-    x, y = as_xy(data)
+    x, y = check_data(model, *as_xy(data))
     if num_chains < 1 or num_samples < 1 or warmup < 0:
         raise ValueError("need num_chains ≥ 1, num_samples ≥ 1 and warmup ≥ 0")
     if getattr(model.net, "dropout", 0.0) > 0:
