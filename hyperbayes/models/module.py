@@ -20,6 +20,10 @@ that is the running average of the sample-averaged batch statistics. In evaluati
 :func:`~hyperbayes.inference.predict` sets) every sample uses the shared running statistics, as
 a deterministic net would. Buffers are never copied per sample outside a training pass.
 
+**Guides.** Every guide works on a TorchNet. Under ``MeanField(local_reparameterization=True)``
+the ``nn.Linear`` layers sample their pre-activations; convolutions (and any other layer) use
+sampled weights. Guides over weight-norm scales need ``weight_norm=True``.
+
 **Dropout.** The module's own ``nn.Dropout`` layers behave as in PyTorch: on while training, off
 at prediction. :meth:`TorchNet.with_dropout` (the ``mcdropout`` method) adds MC dropout that stays
 on at prediction, on the input of every ``nn.Linear`` except the module's first layer, as the
