@@ -89,7 +89,8 @@ def sample_posterior(model, guide, num_samples: int, *args, **kwargs) -> dict[st
     finally:
         if was_training:
             guide.train()
-    return params
+    # detached: a point-mass guide's draw is its parameter itself, which must not leak out
+    return {name: value.detach() for name, value in params.items()}
 
 
 def sample_prior(model, num_samples: int) -> dict[str, torch.Tensor]:
