@@ -142,3 +142,11 @@ def test_readme_hierarchical_prior_example_runs():
     assert sample_posterior(model, guide, 2)["fc1.bias_s"].shape == (2,)
     assert "horseshoe_tau" in hb.inference.sample_prior(
         BNN(MLP([1, 4, 1]), namespace["prior"], Gaussian(0.1)), 2)
+
+
+def test_one_hierarchical_prior_under_several_patterns_shares_its_hyper_latents():
+    shared = priors.Horseshoe()
+    prior = priors.by_name({"fc0.*": shared, "fc1.*": shared})
+    model = BNN(MLP([1, 3, 1]), prior, Gaussian(0.1))
+    draws = hb.inference.sample_prior(model, 2)
+    assert {"horseshoe_tau", "fc0.weight_lambda", "fc1.bias_lambda"} <= set(draws)

@@ -396,3 +396,46 @@ def test_readme_own_network_example_runs():
     namespace = {"hb": hb, "BNN": BNN, "priors": priors}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["probs"].shape == (50, 64, 10)
+
+
+def test_numpy_settings_resume_and_a_double_model_takes_float64_inputs(tmp_path):
+    import numpy as np
+
+    x, y = torch.randn(12, 1), torch.randn(12, 1)
+    model, guide = _mlp_regression()
+    fit(model, guide, (x, y), steps=2, lr=np.float64(0.01), checkpoint=tmp_path / "c.pt")
+    model, guide = _mlp_regression()
+    assert fit(model, guide, (x, y), steps=3, lr=np.float64(0.01),
+               checkpoint=tmp_path / "c.pt").resumed_from == 2
+    double = BNN(TorchNet(_sequential()), priors.Normal(1.0), Gaussian(0.1)).double()
+    guide = Delta(double).double()
+    fit(double, guide, (x.double(), y.double()), steps=2)
+    assert predict(double, guide, x.double(), 2).f.dtype == torch.float64
+
+
+def test_layers_read_without_their_forward_refuse_local_reparameterization():
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, x):
+            h, _ = self.attn(x, x, x)
+            return self.head(h.mean(1))
+
+    x, y = torch.randn(8, 3, 4), torch.randn(8, 1)
+    model = BNN(Attention(), priors.Normal(1.0), Gaussian(0.1))
+    guide = MeanField(model, local_reparameterization=True)
+    with pytest.raises(RuntimeError, match=r"\['attn.out_proj'\] are read without calling"):
+        fit(model, guide, (x, y), steps=1)
+    fit(model, MeanField(model), (x, y), steps=2)  # whole weights are fine
+    assert TorchNet(Attention()).with_dropout(0.2)._dropout_layers == ["head"]
+
+
+def test_transposed_convolutions_keep_plain_weights_under_weight_norm():
+    net = TorchNet(nn.Sequential(nn.ConvTranspose1d(2, 5, 3), nn.Flatten(), nn.Linear(40, 1)),
+                   weight_norm=True)
+    assert net.param_specs["0.weight"].role == "weight"
+    assert "2.scale" in net.param_specs
+    assert net(net.init_params(), torch.randn(4, 2, 6)).shape == (4, 1)

@@ -8,15 +8,24 @@ import numbers
 
 import torch
 
-__all__ = ["check_inputs", "num_outputs", "check_data", "check_positive", "check_count"]
+__all__ = ["check_inputs", "model_dtype", "num_outputs", "check_data", "check_positive",
+           "check_count"]
 
 
-def check_inputs(x, what: str = "x") -> torch.Tensor:
+def model_dtype(model) -> torch.dtype:
+    """The floating dtype ``model`` computes in (its first floating parameter or buffer; torch's
+    default dtype when it has none)."""
+    tensors = list(model.parameters()) + list(model.buffers()) if hasattr(
+        model, "parameters") else []
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
+
+
+def check_inputs(x, what: str = "x", dtype: torch.dtype | None = None) -> torch.Tensor:
     """A non-empty, finite, floating-point input tensor.
 
-    Floating inputs of another precision (float64, float16) are converted to torch's default
-    dtype, the nets' parameter dtype; integer or boolean inputs are refused (convert them
-    knowingly, e.g. images ``x.float() / 255``).
+    Floating inputs of another precision (float64, float16) are converted to ``dtype`` (the
+    model's: see :func:`model_dtype`; default: torch's default dtype); integer or boolean
+    inputs are refused (convert them knowingly, e.g. images ``x.float() / 255``).
     """
     if not torch.is_tensor(x):
         raise TypeError(f"{what} must be a torch tensor, got {type(x).__name__}")
@@ -25,7 +34,7 @@ def check_inputs(x, what: str = "x") -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{what} has dtype {x.dtype}; the net takes floating-point inputs "
                         f"(convert with {what}.float(), scaling as your data needs)")
-    dtype = torch.get_default_dtype()
+    dtype = dtype or torch.get_default_dtype()
     if x.dtype != dtype:
         x = x.to(dtype)
     if not torch.isfinite(x).all():
@@ -38,7 +47,8 @@ def num_outputs(model, x: torch.Tensor) -> int:
     placeholder parameters; a net that cannot take such inputs is an error naming their shape)."""
     net = model.net
     device = getattr(model, "device", x.device)
-    params = {n: torch.zeros(s.shape, device=device) for n, s in net.param_specs.items()}
+    params = {n: torch.zeros(s.shape, device=device, dtype=x.dtype)
+              for n, s in net.param_specs.items()}
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -60,7 +70,7 @@ def check_data(model, x: torch.Tensor, y: torch.Tensor, what: str = "data"
     """Check a whole data set against the model before training: inputs (see
     :func:`check_inputs`), targets against the likelihood and the net's outputs (shape, dtype,
     label range over *all* examples). Returns ``(x, y)`` in the dtypes the model uses."""
-    x = check_inputs(x, f"{what} x")
+    x = check_inputs(x, f"{what} x", model_dtype(model))
     check = getattr(model.likelihood, "check_targets", None)
     if check is not None:
         try:

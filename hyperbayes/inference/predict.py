@@ -8,7 +8,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from .checks import check_count, check_inputs
+from .checks import check_count, check_inputs, model_dtype
 
 __all__ = ["Prediction", "sample_posterior", "sample_prior", "predict", "predict_from_samples"]
 
@@ -120,7 +120,7 @@ def predict_from_samples(model, samples: dict[str, torch.Tensor], x: torch.Tenso
     Inputs are processed in chunks of ``batch_size`` (all S samples at once per chunk), so
     memory stays bounded on large test sets. Used for guide samples and NUTS draws alike.
     """
-    x = check_inputs(x)
+    x = check_inputs(x, dtype=next(iter(samples.values())).dtype if samples else None)
     specs = model.net.param_specs
     missing = sorted(set(specs) - set(samples))
     if missing:
@@ -178,7 +178,7 @@ def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
     ``batch_size``.
     """
     check_count("num_samples", num_samples)
-    x = check_inputs(x)
+    x = check_inputs(x, dtype=model_dtype(model))
     # a prior that computes while sampling (the MetaPrior's hyperprior) says how many floats
     # it holds per parameter
     per_sample = max(1, model.net.num_params) * getattr(

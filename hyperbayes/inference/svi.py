@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,6 +158,12 @@ def _describe(setting):
         return f"callable {getattr(setting, '__qualname__', type(setting).__qualname__)}"
     if isinstance(setting, dict):
         return {str(k): _describe(v) for k, v in sorted(setting.items())}
+    # plain Python numbers: a NumPy scalar would make the checkpoint unloadable with
+    # weights_only=True
+    if isinstance(setting, numbers.Integral) and not isinstance(setting, bool):
+        return int(setting)
+    if isinstance(setting, numbers.Real) and not isinstance(setting, bool):
+        return float(setting)
     return setting
 
 
@@ -287,7 +294,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     if hasattr(model, "net") and hasattr(model, "likelihood"):
         x, y = check_data(model, x, y, "data")
     n = len(x)
-    check_positive("lr", lr)
+    lr = check_positive("lr", lr)  # a plain float: it is saved in checkpoints
     batch_size = n if batch_size is None else min(check_count("batch_size", batch_size), n)
     steps_per_epoch = math.ceil(n / batch_size)
     if (steps is None) == (epochs is None):

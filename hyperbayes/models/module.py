@@ -10,8 +10,10 @@ or frozen.
 
 Roles: ``"weight"`` / ``"bias"`` for ``nn.Linear`` and convolutions, ``"norm_scale"`` /
 ``"norm_shift"`` for the affine parameters of BatchNorm, LayerNorm, GroupNorm and InstanceNorm,
-``"direction"`` / ``"scale"`` under weight norm, and ``"other"`` for anything else (e.g. an
-embedding table or a free tensor of a custom module).
+``"direction"`` / ``"scale"`` under weight norm, and ``"other"`` for anything else (e.g. a
+learned positional embedding or a free tensor of a custom module). A transposed convolution's
+weight is (in, out, ...), so priors that read its units from dim 0 see its input channels; the
+net's own input must be floating point.
 
 **BatchNorm under sampled weights.** In training mode every weight sample normalizes with the
 statistics of its own activations (one batched pass computes them per sample), and the module's
@@ -177,7 +179,10 @@ class TorchNet(Net, nn.Module):
                 prefix = layer_prefix
             layer = layer_of.setdefault(prefix, len(layer_of))
             shape = tuple(param.shape)
-            if self.weight_norm and role == "weight":
+            # (a transposed convolution's weight is (in, out, ...): its units are not dim 0, so
+            # it keeps a plain weight site)
+            if self.weight_norm and role == "weight" and not isinstance(
+                    owner, nn.modules.conv._ConvTransposeNd):
                 self._weight_norm_layers[name] = prefix
                 for spec in (ParamSpec(f"{prefix}.direction", shape, "direction", layer, fan_in,
                                        fan_out),
@@ -197,7 +202,11 @@ class TorchNet(Net, nn.Module):
         self._linears = [n for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
         first = next((n for n, m in self.module.named_modules()
                       if any(True for _ in m.parameters(recurse=False))), None)
-        self._dropout_layers = [n for n in self._linears if n != first]
+        # attention reads its output projection's weight directly: no dropout can go there
+        attention = {f"{n}.out_proj" if n else "out_proj"
+                     for n, m in self.module.named_modules()
+                     if isinstance(m, nn.MultiheadAttention)}
+        self._dropout_layers = [n for n in self._linears if n != first and n not in attention]
         self._has_conv = any(isinstance(m, _CONVS) for m in self.module.modules())
 
     def __repr__(self):
@@ -366,19 +375,29 @@ class _patched:
         self.patched: list[nn.Module] = []
 
     def __enter__(self):
-        names = set(self.lrt) | set(self.dropout_layers)
+        self.names = sorted(set(self.lrt) | set(self.dropout_layers))
         p = self.p
-        for name in names:
+        for name in self.names:
             layer = self.module.get_submodule(name)
             scale = self.lrt[name][1] if name in self.lrt else None
             drop = name in self.dropout_layers
+            layer._hb_called = False
             layer.forward = _linear_forward(layer, scale, drop, p)
             self.patched.append(layer)
         return self
 
     def __exit__(self, *exc):
+        unused = [name for name, layer in zip(self.names, self.patched, strict=True)
+                  if not layer._hb_called]
         for layer in self.patched:
             del layer.forward
+            del layer._hb_called
+        if unused and exc[0] is None:
+            raise RuntimeError(
+                f"nn.Linear layers {unused} are read without calling their forward (e.g. by "
+                "nn.MultiheadAttention), so local reparameterization or MC dropout cannot act on "
+                "them: use MeanField without local_reparameterization, or make them "
+                "non-Bayesian (TorchNet(bayesian=...))")
         return False
 
 
@@ -386,6 +405,7 @@ def _linear_forward(layer: nn.Linear, scale, drop: bool, p: float):
     """A forward for ``layer`` with local reparameterization and/or MC dropout."""
 
     def forward(h):
+        layer._hb_called = True
         if drop:
             h = F.dropout(h, p, training=True)
         if scale is None:

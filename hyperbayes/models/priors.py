@@ -470,7 +470,11 @@ class ByName(ElementwisePrior):
         """Every rule's hyper-latents, each rule asked about the parameters it is first to
         match."""
         out: dict[str, dist.Distribution] = {}
+        seen: list = []
         for pattern, rule in self.rules:
+            if any(rule is r for r in seen):  # one prior under several patterns: asked once
+                continue
+            seen.append(rule)
             mine = {n: s for n, s in specs.items() if self.rule_for(s) is rule}
             if not mine:
                 continue
