@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save", "load", "save_posterior", "load_posterior", "fingerprint", "CheckpointError"]
+__all__ = ["save", "load", "save_posterior", "load_posterior", "load_into", "fingerprint",
+           "CheckpointError"]
 
 _MAGIC = b"hyperbayes-checkpoint-v1 sha256="
 
@@ -99,10 +100,18 @@ def load_posterior(path: str | Path, model, guide, map_location=None) -> dict:
     if state.get("kind") != "posterior":
         raise CheckpointError(f"{path} holds a training checkpoint, not a saved posterior")
     for part, module in (("model", model), ("guide", guide)):
-        saved, here = state["layout"][part], _layout(module)
-        if saved != here:
-            diff = [k for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)][:4]
-            raise CheckpointError(f"{path}: the {part} was saved with a different architecture "
-                                  f"(first differences: {diff}); build it as it was when saved")
-        module.load_state_dict(state[part])
+        load_into(path, part, module, state[part], "build it as it was when saved")
     return {"method": state["method"], **state["meta"]}
+
+
+def load_into(path, part: str, module, saved_state: dict, advice: str) -> None:
+    """Load ``saved_state`` (the ``part`` of file ``path``) into ``module``; another layout is a
+    CheckpointError naming the file, the part and the first differing entries, then ``advice``
+    (not a shape error deep inside torch)."""
+    saved = {k: list(v.shape) for k, v in saved_state.items()}
+    here = _layout(module)
+    if saved != here:
+        diff = [k for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)][:4]
+        raise CheckpointError(f"{path}: the {part} was saved with a different architecture "
+                              f"(first differences: {diff}); {advice}")
+    module.load_state_dict(saved_state)

@@ -121,6 +121,12 @@ def predict_from_samples(model, samples: dict[str, torch.Tensor], x: torch.Tenso
     memory stays bounded on large test sets. Used for guide samples and NUTS draws alike.
     """
     x = check_inputs(x, dtype=next(iter(samples.values())).dtype if samples else None)
+    return _evaluate(model, samples, x, batch_size)
+
+
+def _evaluate(model, samples: dict[str, torch.Tensor], x: torch.Tensor,
+              batch_size: int | None) -> Prediction:
+    """:func:`predict_from_samples` on inputs ``x`` already checked."""
     specs = model.net.param_specs
     missing = sorted(set(specs) - set(samples))
     if missing:
@@ -187,5 +193,5 @@ def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
     parts = []
     for start in range(0, num_samples, group):
         samples = sample_posterior(model, guide, min(group, num_samples - start))
-        parts.append(predict_from_samples(model, samples, x, batch_size=batch_size))
+        parts.append(_evaluate(model, samples, x, batch_size))  # x checked once, above
     return _merge(parts)

@@ -213,19 +213,6 @@ def _check_resume(path, state: dict, record: dict, total_steps: int, resume) -> 
             "resume='force' to continue from it regardless")
 
 
-def _load_modules(path, state: dict, parts: dict) -> None:
-    """Load state dicts, turning a layout mismatch into a CheckpointError naming the file."""
-    for part, module in parts.items():
-        saved = {k: tuple(v.shape) for k, v in state[part].items()}
-        here = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        if saved != here:
-            diff = [k for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)]
-            raise ckpt.CheckpointError(
-                f"{path}: the {part} in the checkpoint has another architecture (first "
-                f"differences: {diff[:4]}); it cannot be resumed into this {part}")
-        module.load_state_dict(state[part])
-
-
 def _state(model, guide):
     return {"model": copy.deepcopy(model.state_dict()), "guide": copy.deepcopy(guide.state_dict())}
 
@@ -291,7 +278,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             val = data.val
         data = data.train
     x, y = as_xy(data)
-    if hasattr(model, "net") and hasattr(model, "likelihood"):
+    checkable = hasattr(model, "net") and hasattr(model, "likelihood")  # a hyperbayes model
+    if checkable:
         x, y = check_data(model, x, y, "data")
     n = len(x)
     lr = check_positive("lr", lr)  # a plain float: it is saved in checkpoints
@@ -305,7 +293,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         total_steps = max(1, math.ceil(check_positive("epochs", epochs) * steps_per_epoch))
     if val is not None:
         val_x, val_y = as_xy(val)
-        if hasattr(model, "net") and hasattr(model, "likelihood"):
+        if checkable:
             val_x, val_y = check_data(model, val_x, val_y, "val")
 
     set_seed(seed)
@@ -362,7 +350,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     if checkpoint is not None and resume and Path(checkpoint).exists():
         state = resumed = ckpt.load(checkpoint, map_location=device)
         _check_resume(checkpoint, state, record, total_steps, resume)
-        _load_modules(checkpoint, state, {"model": model, "guide": guide})
+        for part, module in (("model", model), ("guide", guide)):
+            ckpt.load_into(checkpoint, part, module, state[part],
+                           f"it cannot be resumed into this {part}")
         if state.get("loss") and hasattr(loss, "load_state_dict"):
             loss.load_state_dict(state["loss"], guide, device)
         optim.load_state_dict(state["optimizer"])

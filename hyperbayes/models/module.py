@@ -208,6 +208,12 @@ class TorchNet(Net, nn.Module):
                      if isinstance(m, nn.MultiheadAttention)}
         self._dropout_layers = [n for n in self._linears if n != first and n not in attention]
         self._has_conv = any(isinstance(m, _CONVS) for m in self.module.modules())
+        # looked at on every forward: found once here (their mode and p are read at call time)
+        self._dropout_modules = [m for m in self.module.modules()
+                                 if isinstance(m, nn.modules.dropout._DropoutNd)]
+        self._running_stat_layers = [
+            (prefix, m) for prefix, m in self.module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
 
     def __repr__(self):
         parts = [type(self.module).__name__]
@@ -299,9 +305,7 @@ class TorchNet(Net, nn.Module):
 
     def _random(self) -> bool:
         """Whether a forward pass draws random numbers (MC dropout, dropout in training)."""
-        return self.dropout > 0 or any(
-            isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
-            for m in self.module.modules())
+        return self.dropout > 0 or any(m.training and m.p > 0 for m in self._dropout_modules)
 
     def _ndim(self, module_param: str) -> int:
         spec = self.param_specs.get(module_param)
@@ -333,9 +337,8 @@ class TorchNet(Net, nn.Module):
         if not self.training:
             return {}
         out = {}
-        for prefix, m in self.module.named_modules():
-            if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and \
-                    m.track_running_stats and m.running_mean is not None:
+        for prefix, m in self._running_stat_layers:
+            if m.training and m.running_mean is not None:
                 for local, b in m.named_buffers(recurse=False):
                     name = f"{prefix}.{local}" if prefix else local
                     out[name] = b.unsqueeze(0).expand(num_samples, *b.shape).clone()

@@ -96,6 +96,10 @@ class ElementwisePrior(Prior):
         """The hyper-latent sites this prior draws before the parameters (none here)."""
         return {}
 
+    def bind(self, specs: Mapping[str, ParamSpec]) -> None:
+        """Check the hyper-latents' names once, when the model is built (not on every draw)."""
+        _check_hyper_names(self.hyper_latents(specs), specs)
+
     def site_distribution(self, spec: ParamSpec, device, hyper: Mapping | None = None
                           ) -> dist.Distribution:
         """The distribution of the whole parameter: event shape == ``spec.shape``."""
@@ -104,10 +108,8 @@ class ElementwisePrior(Prior):
     def sample(self, specs, device):
         """Sample the hyper-latents, then each parameter as a site with event shape equal to the
         parameter's shape; returns every sampled value (hyper-latents included)."""
-        declared = self.hyper_latents(specs)
-        _check_hyper_names(declared, specs)
         out = {name: pyro.sample(name, _whole_value(on_device(d, device)))
-               for name, d in declared.items()}
+               for name, d in self.hyper_latents(specs).items()}
         hyper = dict(out)
         for name, spec in specs.items():
             out[name] = pyro.sample(name, self.site_distribution(spec, device, hyper))
@@ -117,8 +119,13 @@ class ElementwisePrior(Prior):
         return self.distribution(spec)
 
 
-def _as_site(d: dist.Distribution, spec: ParamSpec) -> dist.Distribution:
-    """Broadcast ``d`` to the parameter's shape and declare that shape the event shape."""
+def _as_site(d: dist.Distribution, spec: ParamSpec, *, lead: bool = False
+             ) -> dist.Distribution:
+    """Broadcast ``d`` to the parameter's shape and declare that shape the event shape.
+
+    With ``lead=True`` (a distribution built from drawn hyper-latents) batch dims left of the
+    parameter's are kept as leading sample dims: batch ``lead + spec.shape``.
+    """
     shape = torch.Size(spec.shape)
     event = d.event_shape
     if event == shape:
@@ -126,12 +133,15 @@ def _as_site(d: dist.Distribution, spec: ParamSpec) -> dist.Distribution:
     if event:
         raise ValueError(
             f"prior for {spec.name!r} has event shape {tuple(event)}; expected () or {spec.shape}")
+    batch = d.batch_shape
+    leading = batch[:len(batch) - len(shape)] if lead and len(batch) > len(shape) else ()
     try:
-        return d.expand(shape).to_event(len(shape))
+        return d.expand(torch.Size(leading) + shape).to_event(len(shape))
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"prior for parameter {spec.name!r} has batch shape "
-                         f"{tuple(d.batch_shape)}, which does not broadcast to the parameter's "
-                         f"shape {spec.shape}") from err
+                         f"{tuple(batch)}, which does not broadcast to the parameter's "
+                         f"shape {spec.shape}" + (" (after any leading sample dims)" if lead
+                                                  else "")) from err
 
 
 def _whole_value(d: dist.Distribution) -> dist.Distribution:
@@ -149,25 +159,6 @@ def _check_hyper_names(declared: Mapping, specs: Mapping[str, ParamSpec]) -> Non
             raise ValueError(
                 f"hyper-latent {name!r} is named under parameter {parent!r}: Pyro's autoguides "
                 f"nest dotted names, so name it e.g. {parent + '_' + name[len(parent) + 1:]!r}")
-
-
-def _as_conditional_site(d: dist.Distribution, spec: ParamSpec) -> dist.Distribution:
-    """Like :func:`_as_site` for a distribution built from hyper-latent values, whose batch
-    shape may carry their leading sample dims: ``lead + spec.shape``, event = the parameter."""
-    shape = torch.Size(spec.shape)
-    if d.event_shape:
-        if d.event_shape != shape:
-            raise ValueError(f"prior for {spec.name!r} has event shape {tuple(d.event_shape)}; "
-                             f"expected () or {spec.shape}")
-        return d
-    batch, n = d.batch_shape, len(shape)
-    lead = batch[:len(batch) - n] if len(batch) > n else torch.Size()
-    try:
-        return d.expand(lead + shape).to_event(n)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"prior for parameter {spec.name!r} has batch shape {tuple(batch)}, "
-                         f"which does not broadcast to the parameter's shape {spec.shape} "
-                         "(after any leading sample dims)") from err
 
 
 def per_unit(value: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
@@ -334,7 +325,7 @@ class HierarchicalPrior(ElementwisePrior):
         if hyper is None:
             raise ValueError(f"{type(self).__name__} draws {spec.name!r} given hyper-latents; "
                              "sample it through the prior's sample()")
-        return _as_conditional_site(self.distribution(spec, hyper), spec)
+        return _as_site(self.distribution(spec, hyper), spec, lead=True)
 
     def __call__(self, spec: ParamSpec) -> dist.Distribution:
         raise TypeError(f"{type(self).__name__} needs its hyper-latents: use it as a prior "
@@ -472,6 +463,8 @@ class ByName(ElementwisePrior):
         out: dict[str, dist.Distribution] = {}
         seen: list = []
         for pattern, rule in self.rules:
+            if type(rule).hyper_latents is ElementwisePrior.hyper_latents:
+                continue  # declares none: no pattern matching on every draw
             if any(rule is r for r in seen):  # one prior under several patterns: asked once
                 continue
             seen.append(rule)
