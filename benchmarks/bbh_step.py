@@ -3,15 +3,18 @@
     python benchmarks/bbh_step.py [--quick] [--device auto] --out results/benchmarks/bbh_step.json
 
 Net 784-800-800-10 ReLU with weight norm, batch 128, Adam. The implicit guide generates the
-1,610 weight-norm scales (one per unit) from noise of dimension 64 through the generator
+1,610 weight-norm scales (one per unit) from noise of dimension 64 (the paper's; a degenerate q,
+allowed with ``allow_degenerate``: the step cost barely depends on it) through the generator
 (64 + 3 position codes)-64-256-800; directions and biases are point estimates; prior N(0, 1) on
 the scales, flat elsewhere (as the flow over scales in ``svi_step.py``). Variants, each one full
 step of ``hb.inference.fit``'s loop (loss, backward, fused Adam):
 
-* ``bbh_adv_S{S}_d{k}``: the adversarial KL of the paper, a per-scalar [20, 20] ReLU
-  discriminator updated ``k`` times per step (k = 1 and 5; the paper says "several") on 16 fresh
-  generator samples against 16 fresh prior samples, then the generator's loss with S samples
-  (S = 1 and 5). The discriminator's updates are inside the timed step.
+* ``bbh_adv_S{S}_d{k}``: the adversarial KL with the library's default per-coordinate
+  discriminator ((32, 32) ReLU over a scale's standardized value, q's marginal mean and std
+  there, and its layer) updated ``k`` times per step (k = 1 and 5; the paper says "several") on
+  16 fresh generator samples against 16 fresh prior samples, then the generator's loss with S
+  samples (S = 1 and 5). The discriminator's updates are inside the timed step.
+* ``bbh_adv_pooled_S1_d1``: the paper's pooled per-scalar [20, 20] discriminator, S = 1, k = 1.
 * ``bbh_nn_S{S}``: the nearest-neighbour KL against 16·S prior samples (S = 2 and 5: the
   estimate needs at least two generator samples).
 * ``bbh_entropy_S{S}``: −E_q[log p] − Kozachenko–Leonenko entropy (S = 2 and 5).
@@ -39,7 +42,8 @@ from hyperbayes.experiments.common import machine_info, write_json
 from hyperbayes.models import MLP, priors
 
 TARGET_RATIO = 2.0  # issue 5: a BbH (scales) step costs at most 2x the plain MAP step
-DISCRIMINATOR = {"per_scalar": True, "discriminator_hidden": (20, 20), "pretrain_steps": 20}
+DISCRIMINATOR = {"discriminator": "coordinate", "pretrain_steps": 20, "noise_dim": 64,
+                 "allow_degenerate": True}
 SAMPLES_ADVERSARIAL = (1, 5)
 DISCRIMINATOR_STEPS = (1, 5)
 SAMPLES_SAMPLE_BASED = (2, 5)  # nearest-neighbour and entropy estimates need S >= 2
@@ -59,7 +63,11 @@ def variants() -> dict[str, dict]:
                                          "discriminator_steps": k, **DISCRIMINATOR}
     for kl in ("nn", "entropy"):
         for s in SAMPLES_SAMPLE_BASED:
-            out[f"bbh_{kl}_S{s}"] = {"kl": kl, "num_samples": s}
+            out[f"bbh_{kl}_S{s}"] = {"kl": kl, "num_samples": s, "noise_dim": 64,
+                                     "allow_degenerate": True}
+    out["bbh_adv_pooled_S1_d1"] = {"kl": "adversarial", "num_samples": 1,
+                                   "discriminator_steps": 1, **DISCRIMINATOR,
+                                   "discriminator": "pooled"}
     return out
 
 
@@ -100,7 +108,7 @@ def main(argv=None) -> int:
         "net": SIZES, "weight_norm": True, "batch_size": BATCH, "device": str(device),
         "quick": args.quick, "generated_scalars": generated,
         "generator": {"noise_dim": 64, "hidden": [64, 256], "over": "scales"},
-        "discriminator": {"per_scalar": True, "hidden": [20, 20], "batch": 16,
+        "discriminator": {"kind": DISCRIMINATOR["discriminator"], "batch": 16,
                           "pretrain_steps_in_warmup": DISCRIMINATOR["pretrain_steps"]},
         "variants": {k: {kk: (list(vv) if isinstance(vv, tuple) else vv)
                          for kk, vv in v.items()} for k, v in options.items()},

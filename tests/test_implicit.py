@@ -66,7 +66,7 @@ def test_sample_based_kl_elbos_land_near_the_gaussian_posterior(loss):
 def test_diversity_objective_is_the_negative_entropy_elbo_for_lambda_n_and_flat_prior():
     x, y = cubic()
     model = BNN(MLP([1, 30, 1]), priors.Flat(), Gaussian(scale=3.0))
-    guide = ImplicitGuide(model, noise_dim=4)
+    guide = ImplicitGuide(model)
     values = []
     for loss in (EntropyELBO(num_particles=6), DiversityObjective(gauge=False, num_particles=6),
                  DiversityObjective(lam=100.0, gauge=False, num_particles=6)):
@@ -80,7 +80,7 @@ def test_diversity_objective_is_the_negative_entropy_elbo_for_lambda_n_and_flat_
 def test_diversity_objective_with_prior_is_the_negative_entropy_elbo_under_that_prior():
     x, y = cubic()
     model = BNN(MLP([1, 30, 1]), priors.Normal(1.0), Gaussian(scale=3.0))
-    guide = ImplicitGuide(model, noise_dim=4)
+    guide = ImplicitGuide(model)
     values = []
     for loss in (EntropyELBO(num_particles=6),
                  DiversityObjective(gauge=False, num_particles=6, with_prior=True),
@@ -98,7 +98,7 @@ def test_diversity_objective_with_prior_is_the_negative_entropy_elbo_under_that_
 def test_gauge_changes_the_entropy_not_the_data_term():
     x, y = cubic()
     model = BNN(MLP([1, 30, 1]), priors.Flat(), Gaussian(scale=3.0))
-    guide = ImplicitGuide(model, noise_dim=4)
+    guide = ImplicitGuide(model)
     data_terms, losses = [], []
     for gauge in (False, True):
         loss = DiversityObjective(lam=1.0, gauge=gauge, num_particles=6)
@@ -152,10 +152,33 @@ def test_sample_based_losses_check_their_inputs():
         EntropyELBO().differentiable_loss(model, MeanField(model), x, y)
 
 
+@pytest.mark.parametrize("make_loss", [
+    lambda **kw: EntropyELBO(num_particles=4, **kw),
+    lambda **kw: NearestNeighbourELBO(num_particles=4, **kw),
+    lambda **kw: AdversarialELBO(pretrain_steps=5, **kw),
+    lambda **kw: DiversityObjective(gauge=False, num_particles=4, **kw)])
+def test_sample_based_losses_refuse_a_generator_that_cannot_cover_the_space(make_loss):
+    # noise of 4 dimensions for 31 weights: q lives on a 4-dimensional manifold, KL(q‖p) = ∞
+    x, y = cubic()
+    model = BNN(MLP([1, 10, 1]), priors.Normal(1.0), Gaussian(scale=3.0))
+    thin = ImplicitGuide(model, noise_dim=4)
+    loss = make_loss()
+    with pytest.raises(ValueError, match=r"D=31 scalars from noise of dimension 4: q lies on a "
+                                         r"4-dimensional manifold.*noise_dim ≥ 31"):
+        loss.differentiable_loss(model, thin, x, y)
+    if isinstance(loss, AdversarialELBO):
+        assert loss.discriminator is None  # refused before any pretraining
+    # opting in knowingly trains it; noise of D dimensions (the default) needs no opt-in
+    assert torch.isfinite(make_loss(allow_degenerate=True).differentiable_loss(model, thin, x, y))
+    full = ImplicitGuide(model)
+    assert full.noise_dim == 31
+    assert torch.isfinite(make_loss().differentiable_loss(model, full, x, y))
+
+
 def test_adversarial_elbo_trains_the_discriminator_apart_from_the_generator():
     x, y = cubic()
     model = BNN(MLP([1, 10, 1]), priors.Normal(1.0), Gaussian(scale=3.0))
-    guide = ImplicitGuide(model, noise_dim=4)
+    guide = ImplicitGuide(model)
     loss = AdversarialELBO(num_particles=2, discriminator_steps=3, pretrain_steps=20)
     loss.differentiable_loss(model, guide, x, y).backward()
     assert len(loss.discriminator_losses) == 23  # pre-training + the first step's updates
@@ -183,7 +206,7 @@ def test_diversity_guide_generates_the_cnn_target_unit_by_unit():
         assert values[name].shape == (4, *spec.shape)
     assert sum(spec.numel for spec in net.param_specs.values()) == 20018
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    loss = DiversityObjective(lam=1000.0, num_particles=4)
+    loss = DiversityObjective(lam=1000.0, num_particles=4, allow_degenerate=True)
     loss.differentiable_loss(model, guide, x, y, 100).backward()
     for module in (guide.extractor, *guide.layer_generators):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())

@@ -156,7 +156,7 @@ def test_guides_start_at_the_trained_weights_of_the_module():
     module = _sequential()
     model = BNN(TorchNet(module), priors.Normal(1.0), Gaussian(0.1))
     weights = {n: p.detach() for n, p in module.named_parameters()}
-    for guide in (Delta(model), MeanField(model), ImplicitGuide(model, noise_dim=4, hidden=(8,)),
+    for guide in (Delta(model), MeanField(model), ImplicitGuide(model, hidden=(8,)),
                   FlowGuide(model, over="weights", num_flows=1, hidden=8, init_scale=1e-3)):
         samples = hb.inference.sample_posterior(model, guide, 200)
         for name, w in weights.items():
@@ -194,7 +194,7 @@ GUIDES = {
     "delta": lambda m: Delta(m),
     "meanfield": lambda m: MeanField(m),
     "flow-weights": lambda m: FlowGuide(m, over="weights", num_flows=1, hidden=8),
-    "implicit": lambda m: ImplicitGuide(m, noise_dim=8, hidden=(16,)),
+    "implicit": lambda m: ImplicitGuide(m, hidden=(16,)),
     "autonormal": lambda m: pyro.infer.autoguide.AutoNormal(m),
 }
 
@@ -369,7 +369,7 @@ def test_adversarial_discriminator_resumes_exactly(tmp_path):
 
     def run(steps, path):
         model = BNN(MLP([1, 4, 1]), priors.Normal(1.0), Gaussian(0.1))
-        guide = ImplicitGuide(model, noise_dim=4, hidden=(8,))
+        guide = ImplicitGuide(model, hidden=(8,))
         loss = hb.inference.AdversarialELBO(num_particles=2, pretrain_steps=3,
                                             hidden_sizes=(8,))
         fit(model, guide, (x, y), steps=steps, loss=loss, checkpoint=path)

@@ -3,10 +3,14 @@
 Pawlowski et al. (2017), *Implicit Weight Uncertainty in Neural Networks*:
 
 - ``bbh-mnist``: MLP 784-800-800-10 ReLU. ``bbh``: weight-norm layers whose per-unit scales come
-  from a generator (noise ε ~ N(0, I₆₄) concatenated with a one-hot layer code → [64, 256] →
-  the layer's scales, ``over="scales"``); directions and biases are point estimates (flat
-  prior); scale-mixture prior 0.7·N(0, 0.01²) + 0.3·N(0, 5²) on the scales; KL(q‖p) from a
-  per-scalar [20, 20] ReLU discriminator pretrained for 300 steps. Beside it ``mle`` (maximum
+  from a generator (noise ε ~ N(0, I_D), D = 1,610 scales, concatenated with a one-hot layer
+  code → [64, 256] → the layer's scales, ``over="scales"``); directions and biases are point
+  estimates (flat prior); scale-mixture prior 0.7·N(0, 0.01²) + 0.3·N(0, 5²) on the scales;
+  KL(q‖p) from a discriminator pretrained for 300 steps that scores each scalar conditioned on
+  q's marginal at its position (``discriminator="coordinate"``). The paper's code used 64-dim
+  noise and one pooled per-scalar [20, 20] discriminator, which sees only the pooled marginal
+  of all scales and cannot tell a collapsed q from the prior (``discriminator="pooled"``,
+  ``noise_dim=64`` reproduce it with ``allow_degenerate``). Beside it ``mle`` (maximum
   likelihood) and ``mcdropout`` (p = 0.5, kept on at test). Adam lr 1e-3, batch 128; the
   parameters of the best validation accuracy are kept; test accuracy and NLL with 100 MC
   samples. Every method checkpoints while it trains (an interrupted run resumes; a finished
@@ -56,14 +60,15 @@ class Settings:
     hidden: int = 800
     dropout: float = 0.5
     # Bayes by Hypernet
-    noise_dim: int = 64
+    noise_dim: int | None = None   # None: D, the number of scales (64 in the paper's code)
     generator_hidden: tuple = (64, 256)
     num_samples: int = 1           # generator samples per step (ELBO particles)
     init_spread: float = 0.1
     prior_pi: float = 0.7          # prior π·N(0, σ₁²) + (1 − π)·N(0, σ₂²) on the scales
     prior_scale1: float = 0.01
     prior_scale2: float = 5.0
-    discriminator_hidden: tuple = (20, 20)
+    discriminator: str = "coordinate"  # "pooled": the paper's code (blind to a collapse)
+    discriminator_hidden: tuple | None = None  # None: (32, 32) per coordinate, (20, 20) pooled
     discriminator_steps: int = 1
     pretrain_steps: int = 300
     discriminator_lr: float = 1e-3
@@ -96,7 +101,8 @@ def _build(name: str, settings: Settings, seed: int, inputs: int):
                              seed=seed, kl="adversarial", over="scales",
                              noise_dim=settings.noise_dim, hidden=settings.generator_hidden,
                              num_samples=settings.num_samples, init_spread=settings.init_spread,
-                             per_scalar=True,
+                             discriminator=settings.discriminator,
+                             allow_degenerate=settings.noise_dim is not None,
                              discriminator_hidden=settings.discriminator_hidden,
                              discriminator_steps=settings.discriminator_steps,
                              pretrain_steps=settings.pretrain_steps,
@@ -123,7 +129,7 @@ def _splits(settings: Settings, data):
 
 _EVAL_ONLY = ("test_samples", "angles", "digit")  # settings that do not shape training
 _BBH_ONLY = ("noise_dim", "generator_hidden", "num_samples", "init_spread", "prior_pi",
-             "prior_scale1", "prior_scale2", "discriminator_hidden", "discriminator_steps",
+             "prior_scale1", "prior_scale2", "discriminator", "discriminator_hidden", "discriminator_steps",
              "pretrain_steps", "discriminator_lr")
 
 
@@ -254,6 +260,13 @@ def _validation_figure(path: Path, curves: dict, steps_per_epoch: int) -> None:
     plt.close(fig)
 
 
+_DISCRIMINATORS = {
+    "coordinate": "per-coordinate (each scale's logit conditioned on q's marginal mean and "
+                  "std at that scale and on its layer)",
+    "pooled": "pooled per-scalar (the paper's: blind to where each scale's mass is)",
+    "joint": "joint (one MLP over all scales)"}
+
+
 def _report(payload: dict, figures: list[str]) -> str:
     s = payload["settings"]
     rows = [{"method": name, "test accuracy %": 100 * r["test_accuracy"],
@@ -266,12 +279,14 @@ def _report(payload: dict, figures: list[str]) -> str:
         "",
         f"MNIST {payload['train_examples']:,} training images, MLP 784-{s['hidden']}-"
         f"{s['hidden']}-10 ReLU. `bbh`: weight-norm layers whose {2 * s['hidden'] + 10:,} "
-        f"per-unit scales come from a generator (noise of {s['noise_dim']} dimensions and a "
+        f"per-unit scales come from a generator (noise of "
+        f"{s['noise_dim'] or 2 * s['hidden'] + 10:,} dimensions and a "
         f"one-hot layer code → hidden {list(s['generator_hidden'])} → scales, LeakyReLU 0.1; "
         f"{s['num_samples']} sample(s) per step), directions and biases point estimates; "
         f"prior {s['prior_pi']}·N(0, {s['prior_scale1']}²) + {1 - s['prior_pi']:.1f}·"
-        f"N(0, {s['prior_scale2']}²) on the scales; KL from a per-scalar "
-        f"{list(s['discriminator_hidden'])} ReLU discriminator ({s['pretrain_steps']} "
+        f"N(0, {s['prior_scale2']}²) on the scales; KL from a "
+        f"{_DISCRIMINATORS[s['discriminator']]} ReLU discriminator "
+        f"({list(s['discriminator_hidden'] or ())} hidden; {s['pretrain_steps']} "
         f"pretraining steps, {s['discriminator_steps']} step(s) per generator step, Adam "
         f"{s['discriminator_lr']}). `mcdropout`: p = {s['dropout']} kept on at test; `mle`: "
         f"maximum likelihood. All: Adam lr {s['lr']} ({s['lr_schedule'] or 'constant'} "

@@ -75,7 +75,10 @@ class ImplicitGuide(SiteGuide):
         over: ``"scales"`` (weight-norm scales generated, everything else a point estimate),
             ``"weights"`` (every parameter generated), or ``"auto"`` (scales when the net has
             them).
-        noise_dim: dimension of ε.
+        noise_dim: dimension of ε; None (the default) takes D, the number of generated
+            scalars. With noise_dim < D the samples lie on a noise_dim-dimensional manifold of
+            the D-dimensional space, where KL(q‖p) is infinite: the sample-based losses refuse
+            such a guide unless given ``allow_degenerate=True``.
         hidden: widths of the generator's hidden layers (the paper's v1: (64, 256)).
         noise: ``"normal"`` (N(0, I)) or ``"uniform"`` (U[−1, 1]).
         negative_slope: of the generator's LeakyReLU (0.1 in the paper's code).
@@ -94,7 +97,7 @@ class ImplicitGuide(SiteGuide):
     implicit = True
     _generates_flat = True  # generate() splits generate_flat(); subclasses may not
 
-    def __init__(self, model, *, over: str = "auto", noise_dim: int = 64,
+    def __init__(self, model, *, over: str = "auto", noise_dim: int | None = None,
                  hidden=(64, 256), noise: str = "normal", negative_slope: float = 0.1,
                  init_spread: float = 0.1, seed: int | None = 0):
         super().__init__(model, seed=seed)
@@ -107,6 +110,8 @@ class ImplicitGuide(SiteGuide):
             raise ValueError("over='scales' needs a weight-norm net (MLP(..., weight_norm=True))")
         self.over = over
         generated = [s for s in self.sites if over == "weights" or s.role == "scale"]
+        if noise_dim is None:
+            noise_dim = sum(s.numel for s in generated)
         self._setup_noise(noise, noise_dim, generated)
         self.point_sites = [s for s in self.sites if s not in self.generated_sites]
         self.point_values = nn.ParameterDict(
@@ -246,7 +251,8 @@ class DiversityGuide(ImplicitGuide):
 
     Args:
         model: a :class:`~hyperbayes.models.BNN` over an MLP or CNN without weight norm.
-        noise_dim: dimension of z (paper: 300).
+        noise_dim: dimension of z (paper: 300); None takes D, the number of generated weights
+            (with fewer, q is degenerate: see :class:`ImplicitGuide`).
         extractor_hidden: hidden widths of the extractor (paper: (300, 300), 436,500 weights).
         code_dim: dimension of each unit's code (paper: 15).
         generator_hidden: per layer, the hidden widths of that layer's generator (paper, for its
@@ -259,7 +265,7 @@ class DiversityGuide(ImplicitGuide):
 
     _generates_flat = False
 
-    def __init__(self, model, *, noise_dim: int = 300, extractor_hidden=(300, 300),
+    def __init__(self, model, *, noise_dim: int | None = 300, extractor_hidden=(300, 300),
                  code_dim: int = 15, generator_hidden=(100, 100), negative_slope: float = 0.05,
                  batch_norm: bool = True, seed: int | None = 0):
         SiteGuide.__init__(self, model, seed=seed)
@@ -271,6 +277,8 @@ class DiversityGuide(ImplicitGuide):
             raise ValueError("DiversityGuide generates exactly the net's weights and biases; the "
                              f"model's latent sites are {sorted(by_name)}")
         self.over = "weights"
+        if noise_dim is None:
+            noise_dim = sum(s.numel for s in self.sites)
         self._setup_noise("uniform", noise_dim, self.sites)
         self.point_sites, self.point_values = [], nn.ParameterDict()
         self.code_dim = int(code_dim)

@@ -34,7 +34,7 @@ from ..guides.contract import is_implicit
 from ..models.gauge import gauge_fix
 from ..models.priors import on_device
 from .elbo import ELBO, log_prob_sum
-from .estimators import DensityRatioDiscriminator, entropy_kl, kl_nearest_neighbour
+from .estimators import KINDS, DensityRatioDiscriminator, entropy_kl, kl_nearest_neighbour
 from .svi import make_adam
 
 __all__ = ["EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective",
@@ -74,11 +74,33 @@ class _SampleBasedELBO(ELBO):
 
     min_particles = 2
 
-    def __init__(self, *, kl_weight: float = 1.0, num_particles: int = 8):
+    def __init__(self, *, kl_weight: float = 1.0, num_particles: int = 8,
+                 allow_degenerate: bool = False):
         super().__init__(analytic_kl=False, kl_weight=kl_weight, num_particles=num_particles)
         if self.num_particles < self.min_particles:
             raise ValueError(f"{type(self).__name__} estimates from a batch of samples: "
                              f"num_particles must be ≥ {self.min_particles}, got {num_particles}")
+        self.allow_degenerate = bool(allow_degenerate)
+
+    def check_coverage(self, guide) -> None:
+        """Refuse a generator whose noise has fewer dimensions than the weights it generates.
+
+        Its samples lie on a noise_dim-dimensional manifold of the D-dimensional weight space:
+        q has no density there, KL(q‖p) is infinite, and an estimate of it from samples (whether
+        entropy, nearest neighbours or a discriminator) measures something else — a manifold
+        entropy, or marginal KLs — so the loss is not an ELBO. ``allow_degenerate=True`` trains
+        it knowingly (the papers do so for large nets).
+        """
+        d = guide.num_generated
+        if guide.noise_dim < d and not self.allow_degenerate:
+            raise ValueError(
+                f"{type(guide).__name__} generates D={d} scalars from noise of dimension "
+                f"{guide.noise_dim}: q lies on a {guide.noise_dim}-dimensional manifold of the "
+                f"{d}-dimensional weight space, so KL(q‖p) is infinite and "
+                f"{type(self).__name__} is not an ELBO. Give the guide noise_dim ≥ {d} "
+                "(ImplicitGuide's default noise_dim=None takes D), or pass "
+                f"allow_degenerate=True to {type(self).__name__} to train this objective "
+                "knowingly")
 
     def __repr__(self):
         return f"{type(self).__name__}(kl_weight={self.kl_weight}, " \
@@ -88,6 +110,7 @@ class _SampleBasedELBO(ELBO):
         """Run guide and model once with S particles; collect the terms of :class:`ImplicitDraws`.
         """
         _check_implicit(guide)
+        self.check_coverage(guide)
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
         s = self.num_particles
         generated = set(guide.generated_names)
@@ -182,11 +205,14 @@ class EntropyELBO(_SampleBasedELBO):
             generated weights lie on a manifold of the noise's dimension; see
             :func:`~hyperbayes.inference.estimators.entropy_kl`).
         kl_weight, num_particles: as for :class:`~hyperbayes.inference.ELBO`; S ≥ k + 1.
+        allow_degenerate: accept a generator with noise_dim < D (see
+            :meth:`_SampleBasedELBO.check_coverage`); refused otherwise.
     """
 
     def __init__(self, k: int = 1, entropy_dim: int | None = None, *, kl_weight: float = 1.0,
-                 num_particles: int = 8):
-        super().__init__(kl_weight=kl_weight, num_particles=num_particles)
+                 num_particles: int = 8, allow_degenerate: bool = False):
+        super().__init__(kl_weight=kl_weight, num_particles=num_particles,
+                         allow_degenerate=allow_degenerate)
         self.k, self.entropy_dim = k, entropy_dim
 
     def divergence(self, draws, model, guide):
@@ -203,11 +229,14 @@ class NearestNeighbourELBO(_SampleBasedELBO):
         k: neighbour order.
         prior_samples: number of prior draws per step (default 16·S; more lowers the bias).
         kl_weight, num_particles: as for :class:`~hyperbayes.inference.ELBO`; S ≥ k + 1.
+        allow_degenerate: accept a generator with noise_dim < D (see
+            :meth:`_SampleBasedELBO.check_coverage`); refused otherwise.
     """
 
     def __init__(self, k: int = 1, prior_samples: int | None = None, *, kl_weight: float = 1.0,
-                 num_particles: int = 8):
-        super().__init__(kl_weight=kl_weight, num_particles=num_particles)
+                 num_particles: int = 8, allow_degenerate: bool = False):
+        super().__init__(kl_weight=kl_weight, num_particles=num_particles,
+                         allow_degenerate=allow_degenerate)
         self.k = k
         self.prior_samples = prior_samples
 
@@ -232,30 +261,40 @@ class AdversarialELBO(_SampleBasedELBO):
 
     Args:
         discriminator: a :class:`~hyperbayes.inference.estimators.DensityRatioDiscriminator`
-            (default: built on the first call, over all D generated scalars, or per scalar).
-        per_scalar: build the default discriminator per scalar (the paper's v1 code: a [20, 20]
-            ReLU net scoring each generated scalar, summed).
+            (default: built on the first call, of the given ``kind``).
+        kind: what the default discriminator sees: ``"coordinate"`` (default; one logit per
+            generated scalar, conditioned on where q's marginal at that scalar sits and on its
+            site, so a collapsing posterior is seen), ``"joint"`` (one MLP over all D scalars)
+            or ``"pooled"`` (one logit per scalar from its value alone, as the paper's v1 code
+            did: it compares only the pooled marginal of all D scalars with the prior and cannot
+            see a collapse). See :class:`~hyperbayes.inference.estimators.DensityRatioDiscriminator`.
         hidden_sizes: hidden widths of the default discriminator.
         discriminator_steps: T updates per generator step.
         pretrain_steps: T updates before the first generator step (paper: 300).
         discriminator_lr: Adam learning rate of T.
         discriminator_batch: q and prior samples per T update (default 16).
         kl_weight, num_particles: as for :class:`~hyperbayes.inference.ELBO` (S ≥ 1 here).
+        allow_degenerate: accept a generator with noise_dim < D (see
+            :meth:`_SampleBasedELBO.check_coverage`); refused otherwise.
     """
 
     min_particles = 1
 
     def __init__(self, discriminator: DensityRatioDiscriminator | None = None, *,
-                 per_scalar: bool = False, hidden_sizes: Sequence[int] | None = None,
+                 kind: str = "coordinate", hidden_sizes: Sequence[int] | None = None,
                  discriminator_steps: int = 1, pretrain_steps: int = 300,
                  discriminator_lr: float = 1e-3, discriminator_batch: int = 16,
-                 kl_weight: float = 1.0, num_particles: int = 1):
-        super().__init__(kl_weight=kl_weight, num_particles=num_particles)
+                 kl_weight: float = 1.0, num_particles: int = 1,
+                 allow_degenerate: bool = False):
+        super().__init__(kl_weight=kl_weight, num_particles=num_particles,
+                         allow_degenerate=allow_degenerate)
         if discriminator_steps < 0 or pretrain_steps < 0 or discriminator_batch < 1:
             raise ValueError("need discriminator_steps ≥ 0, pretrain_steps ≥ 0 and "
                              "discriminator_batch ≥ 1")
         self.discriminator = discriminator
-        self.per_scalar, self.hidden_sizes = per_scalar, hidden_sizes
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind, self.hidden_sizes = kind, hidden_sizes
         self.discriminator_steps, self.pretrain_steps = discriminator_steps, pretrain_steps
         self.discriminator_lr, self.discriminator_batch = discriminator_lr, discriminator_batch
         self._optimizer = None
@@ -305,8 +344,9 @@ class AdversarialELBO(_SampleBasedELBO):
         """The discriminator on ``device`` with its optimizer (built on first use)."""
         if self.discriminator is None:
             self.discriminator = DensityRatioDiscriminator(
-                None if self.per_scalar else guide.num_generated, self.hidden_sizes,
-                per_scalar=self.per_scalar)
+                None if self.kind == "pooled" else guide.num_generated, self.hidden_sizes,
+                kind=self.kind, groups=([s.numel for s in guide.generated_sites]
+                                        if self.kind == "coordinate" else None))
         self.discriminator.to(device)
         if self._optimizer is None:
             self._optimizer = make_adam(self.discriminator.parameters(),
@@ -345,6 +385,7 @@ class AdversarialELBO(_SampleBasedELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """Update T, then return the generator's loss with T frozen."""
         _check_implicit(guide)
+        self.check_coverage(guide)  # before the discriminator's pretraining
         device = guide.offset.device if hasattr(guide, "offset") else next(
             guide.parameters()).device
         first = self._optimizer is None
@@ -382,12 +423,15 @@ class DiversityObjective(_SampleBasedELBO):
             ``fit(kl_schedule=...)``).
         num_particles: S, the batch of sampled nets per step (paper: 32).
         with_prior: add −E_q[log p(w)] under the model's prior (default False: the paper's).
+        allow_degenerate: accept a generator with noise_dim < D (see
+            :meth:`_SampleBasedELBO.check_coverage`); refused otherwise.
     """
 
     def __init__(self, lam: float | None = None, *, gauge: bool = True, k: int = 1,
                  entropy_dim: int | None = None, kl_weight: float = 1.0, num_particles: int = 32,
-                 with_prior: bool = False):
-        super().__init__(kl_weight=kl_weight, num_particles=num_particles)
+                 with_prior: bool = False, allow_degenerate: bool = False):
+        super().__init__(kl_weight=kl_weight, num_particles=num_particles,
+                         allow_degenerate=allow_degenerate)
         if lam is not None and not lam > 0:
             raise ValueError(f"lam must be positive (or None for the dataset size), got {lam}")
         self.lam, self.gauge, self.k, self.entropy_dim = lam, gauge, k, entropy_dim
