@@ -47,7 +47,7 @@ def test_fidelity_has_a_row_per_method_and_toy(suite_run):
     assert EXPERIMENTS["fidelity"] is fidelity.run
     out = suite_run.out_dir / "fidelity"  # every registered method, cubic and product toys
     names = [n for n in methods.available() if n != "nuts"]
-    regression, product = json.loads((out / "metrics.json").read_text())["tables"]
+    regression, quality, product = json.loads((out / "metrics.json").read_text())["tables"]
     assert [(r["toy"], r["method"]) for r in regression["rows"]] == [("cubic", n) for n in names]
     assert [r["method"] for r in product["rows"]] == ["nuts", *names]
     for row in regression["rows"]:
@@ -56,6 +56,15 @@ def test_fidelity_has_a_row_per_method_and_toy(suite_run):
     by_name = {r["method"]: r for r in regression["rows"]}
     assert by_name["map"]["std ratio in data"] == 0  # a point estimate has no spread
     assert by_name["meanfield"]["std ratio in data"] > 0
+    # VI quality for every guide with a density; the rest say they have none
+    scored = {r["method"]: r for r in quality["rows"]}
+    assert list(scored) == names
+    for name in ("meanfield", "flow", "metaprior"):
+        row = scored[name]
+        assert row["IWAE"] >= row["ELBO"] and math.isfinite(row["PSIS k̂"]), row
+        assert row["reading"] in ("good", "fair", "unreliable")
+    for name in ("map", "mcdropout", "bbh", "diversity"):
+        assert scored[name]["reading"] == "no density" and "ELBO" not in scored[name]
     for row in product["rows"]:
         assert 0 <= row["mass near a = b = 1"] + row["mass near a = b = −1"] <= 1 + 1e-9
         assert row["modes covered"] in (0, 1, 2)

@@ -95,3 +95,24 @@ class ExperimentResult:
     figures: list[Path] = field(default_factory=list)
     wall_time_s: float = 0.0
     started: float = field(default_factory=time.time)
+
+
+VI_QUALITY_COLUMNS = ["ELBO", "IWAE", "IWAE − ELBO", "PSIS k̂", "reading", "IS ESS %"]
+VI_QUALITY_NOTE = (
+    "VI quality on the standardized training data, from K draws of q: the ELBO; the importance-"
+    "weighted bound IWAE_K (Burda et al. 2016), ≤ log p(y) and ≥ the ELBO, so IWAE − ELBO is a "
+    "lower bound (in nats) of KL(q ‖ posterior); the Pareto k̂ of PSIS (Yao et al. 2018): < 0.5 "
+    "good, 0.5–0.7 fair, > 0.7 the approximation is not reliable; and the importance-sampling "
+    "effective sample size as a share of K. Point estimates (MAP, MC dropout) and implicit "
+    "generators (Bayes by Hypernet, the diversity hypernetwork) have no density q(w): “–”.")
+
+
+def vi_quality_cells(quality: dict | None) -> dict:
+    """One table row's cells (keyed by :data:`VI_QUALITY_COLUMNS`) from a
+    :func:`~hyperbayes.inference.quality.vi_quality` result; “–” where q has no density."""
+    if not quality or not quality.get("available"):
+        return {"reading": "no density" if quality else "–"}
+    return {"ELBO": quality["elbo"], "IWAE": quality["iwae"],
+            "IWAE − ELBO": quality["kl_lower_bound"], "PSIS k̂": quality["khat"],
+            "reading": quality["khat_reading"], "IS ESS %": 100 * quality["ess_fraction"]}
+

@@ -20,7 +20,8 @@ from ..inference import fit, resolve_device, sample_posterior, set_seed
 from ..inference.nuts import nuts
 from ..models import BNN, MLP, Gaussian, priors
 from . import toy_regression
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from .common import (VI_QUALITY_COLUMNS, VI_QUALITY_NOTE, ExperimentResult, machine_info,
+                     plotting, vi_quality_cells, write_json, write_text)
 from .suite import render_tables, table
 from .zoo import suite_methods
 
@@ -120,8 +121,8 @@ def _product(names, settings: Settings, *, seed, device, progress) -> dict:
         model, guide, loss, overrides = methods.setup(
             name, "regression", [1, 1, 1], priors.Normal(1.0), Gaussian(noise), seed=seed,
             activation="identity", bias=False)
-        fit(model, guide, data.train, **{"steps": settings.product_steps,
-                                         "lr": settings.product_lr, "loss": loss, **overrides},
+        fit(model, guide, data.train, **methods.fit_options(
+                {"lr": settings.product_lr, "loss": loss, **overrides}, settings.product_steps),
             device=device, seed=seed, progress=progress)
         with torch.no_grad():
             sample = sample_posterior(model, guide, settings.product_draws)
@@ -164,6 +165,13 @@ def _tables(results: dict, names) -> list[dict]:
                  "over-confident); W₁ is the Wasserstein-1 distance between the two "
                  "distributions of f(x), averaged over the grid (0 matches NUTS). No paper "
                  "reports these numbers."))
+    rows = [{"toy": toy, "method": name, **vi_quality_cells(per_method[name].get("vi_quality"))}
+            for toy, per_method in results.items() if toy != "product" for name in names]
+    if rows:
+        tables.append(table("Regression toys: how close each guide is to the posterior",
+                            ["toy", "method", *VI_QUALITY_COLUMNS], rows,
+                            note=VI_QUALITY_NOTE + " A method wider than NUTS with a large "
+                                 "IWAE − ELBO and k̂ > 0.7 is under-fitting, not cautious."))
     if "product" in results:
         per = results["product"]
         rows = [{"method": name, "mass near a = b = 1": r["mode_mass_pos"],

@@ -18,8 +18,10 @@ from ..inference.compare import compare, in_range_mask
 from ..inference.diagnostics import function_space_diagnostics, weight_diagnostics
 from ..inference.nuts import nuts
 from ..inference.predict import Prediction
+from ..inference.quality import vi_quality
 from ..models import BNN, MLP, Gaussian, priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from .common import (VI_QUALITY_COLUMNS, VI_QUALITY_NOTE, ExperimentResult, machine_info,
+                     markdown_table, plotting, vi_quality_cells, write_json, write_text)
 
 __all__ = ["run", "study", "band_axes", "ToyStudy", "Settings", "DEFAULT_METHODS"]
 
@@ -38,6 +40,7 @@ class Settings:
     nuts_warmup: int = 200
     nuts_samples: int = 200
     nuts_max_tree_depth: int = 6  # a cap keeps the demo < 5 min; R-hat/ESS report the mixing
+    iw_samples: int = 2000  # draws of q for the ELBO, IWAE bound and PSIS k̂ of each guide
 
     @classmethod
     def quick(cls) -> Settings:
@@ -137,13 +140,15 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
             _, prior, lik = make_parts()
             model, guide, loss, overrides = methods.setup(
                 label, "regression", [1, settings.hidden, 1], prior, lik, seed=seed)
-        fit_options = {"steps": settings.vi_steps, "lr": settings.lr, "loss": loss,
-                       **overrides}
+        fit_options = methods.fit_options({"lr": settings.lr, "loss": loss, **overrides},
+                                          settings.vi_steps)
         fit(model, guide, train, device=device, seed=seed, progress=progress, **fit_options)
         preds[label] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
         fitted[label] = (model, guide)
         timings[label] = time.perf_counter() - t0
-        results[label] = {}
+        # how far q is from the posterior, on the standardized data it was fitted to
+        results[label] = {"vi_quality": vi_quality(model, guide, train, settings.iw_samples,
+                                                   device=device)}
 
     y_test = data.test.y[:, 0]
     inside = in_range_mask(data.test.x, data.info["train_range"])
@@ -241,6 +246,12 @@ def _report(payload: dict, figure: str) -> str:
         "is the W₁ distance between the two distributions of f(x), averaged over the grid.",
         "",
     ]
+    quality = [{"method": name, **vi_quality_cells(vals.get("vi_quality"))}
+                for name, vals in payload["methods"].items() if name != "nuts"]
+    if quality:
+        text += ["## How close each guide is to the posterior", "",
+                 markdown_table(quality, ["method", *VI_QUALITY_COLUMNS]), "",
+                 VI_QUALITY_NOTE, ""]
     if "nuts" in payload["methods"]:
         n = payload["methods"]["nuts"]
         text += [

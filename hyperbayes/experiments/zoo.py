@@ -220,7 +220,7 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
             Categorical(), seed=seed)
     fit_options = dict(fit_options)
     lr = fit_options.pop("lr", settings.lr)
-    epochs = settings.epochs if epochs is None else epochs
+    epochs = (settings.epochs if epochs is None else epochs) * fit_options.pop("steps_factor", 1)
     batch = min(settings.batch_size, len(train_split))
     steps = max(1, math.ceil(epochs * math.ceil(len(train_split) / batch)))
     every = max(1, steps // max(1, settings.validations))

@@ -7,9 +7,10 @@ from .elbo import ELBO
 from .illation import fit_em, illate
 from .implicit import AdversarialELBO, DiversityObjective, EntropyELBO, NearestNeighbourELBO
 from .predict import Prediction, predict, predict_from_samples, sample_posterior, sample_prior
+from .quality import psis_khat, vi_quality
 from .svi import FitResult, fit
 
 __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
-           "metrics", "illate", "fit_em", "estimators",
+           "metrics", "illate", "fit_em", "estimators", "vi_quality", "psis_khat",
            "EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective"]

@@ -1,0 +1,196 @@
+"""How good is a variational posterior: the ELBO, an importance-weighted bound and PSIS k̂.
+
+For K draws w_k ~ q, the log importance weights log r_k = log p(y | w_k) + log p(w_k) −
+log q(w_k) give
+
+* the ELBO, mean_k log r_k (a lower bound of log p(y));
+* the importance-weighted bound of Burda et al. (2016), IWAE_K = log (1/K) Σ_k r_k, which is
+  ≥ the ELBO in expectation and rises to log p(y) as K grows, so IWAE_K − ELBO is a lower bound of
+  KL(q ‖ p(w | y)) — how far q is from the posterior, in nats;
+* the Pareto-smoothed importance sampling diagnostic k̂ of Yao, Vehtari, Simpson & Gelman
+  (2018, *Yes, but did it work?*), the shape of a generalized Pareto fitted to the largest
+  weights (ArviZ's ``psislw``): below 0.5 the importance weights have finite variance and q is
+  close to the posterior; above 0.7 the approximation is not reliable (q misses mass the
+  posterior has, typically by being too narrow);
+* the relative importance-sampling effective sample size (Σ r)² / (K Σ r²).
+
+These need log q(w): guides with a density only (mean field, flows, autoguides, the MetaPrior's
+Q(Z)). A point estimate (MAP, MC dropout) and an implicit generator (Bayes by Hypernet, the
+diversity hypernetwork) have none; :func:`vi_quality` says so instead of returning numbers.
+Sites that the model draws from its own prior with the density masked (the MetaPrior's
+P(W | Z)) have q = p and cancel.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
+
+from ..guides.contract import is_implicit
+from .checks import check_count, check_data, model_dtype
+from .device import resolve_device
+
+__all__ = ["vi_quality", "log_importance_weights", "psis_khat", "khat_reading", "NoDensityError",
+           "KHAT_GOOD", "KHAT_UNRELIABLE"]
+
+KHAT_GOOD = 0.5        # k̂ below: q is close to the posterior (finite-variance weights)
+KHAT_UNRELIABLE = 0.7  # k̂ above: the approximation is not reliable (Yao et al. 2018)
+_PARTICLES = "_iw_particles"
+
+
+class NoDensityError(ValueError):
+    """The guide has no density over the weights (a point estimate or an implicit generator)."""
+
+
+def _no_density_reason(guide) -> str | None:
+    """Why ``guide`` has no log q(w) over the model's latent sites, or None when it has one."""
+    if is_implicit(guide):
+        return (f"{type(guide).__name__} is an implicit generator: q(w) has no density to "
+                "evaluate, so importance weights (IWAE, k̂) cannot be formed")
+    return None
+
+
+def _per_particle(log_p: torch.Tensor, count: int) -> torch.Tensor:
+    """A site's log density summed to one value per particle, (count,).
+
+    Under the particle plate (dim −2) a site's log density has shape (..., count, m); an unbatched
+    one (a site outside the plate) is the same for every particle.
+    """
+    if log_p.dim() >= 2 and log_p.shape[-2] == count:
+        return log_p.sum(-1).reshape(-1, count).sum(0)
+    return log_p.sum().expand(count)
+
+
+def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
+                           num_samples: int = 1000, *, chunk: int = 250) -> torch.Tensor:
+    """log r_k = log p(y | w_k) + log p(w_k) − log q(w_k) for ``num_samples`` draws w_k ~ q.
+
+    All of (x, y) is scored (no subsampling), ``chunk`` draws per vectorized pass. Returns a
+    (num_samples,) tensor on the CPU (float64).
+
+    Raises:
+        NoDensityError: the guide has no density (point estimates, implicit generators).
+    """
+    reason = _no_density_reason(guide)
+    if reason:
+        raise NoDensityError(reason)
+    num_samples = check_count("num_samples", num_samples, 2)
+    chunk = check_count("chunk", chunk)
+    parts, point_only = [], True
+    with torch.no_grad():
+        done = 0
+        while done < num_samples:
+            count = min(chunk, num_samples - done)
+            with pyro.plate(_PARTICLES, count, dim=-2):
+                guide_trace = poutine.trace(guide).get_trace(x, y)
+                model_trace = prune_subsample_sites(poutine.trace(
+                    poutine.replay(model, trace=guide_trace)).get_trace(x, y))
+            log_r = torch.zeros(count, dtype=torch.float64, device=x.device)
+            for name, site in model_trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if site["is_observed"]:
+                    log_p = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"],
+                                           site["mask"])
+                    log_r = log_r + _per_particle(log_p, count).double()
+                elif name in guide_trace.nodes:
+                    q_site = guide_trace.nodes[name]
+                    q = q_site["fn"]
+                    point_only &= isinstance(q, dist.Delta)
+                    log_r = log_r + _per_particle(site["fn"].log_prob(site["value"]),
+                                                  count).double()
+                    log_r = log_r - _per_particle(q.log_prob(q_site["value"]), count).double()
+                elif site["mask"] is False:
+                    continue  # drawn from its prior with the density masked: q = p, cancels
+                else:
+                    raise ValueError(f"latent site {name!r} of the model is not in the guide")
+            for site in guide_trace.nodes.values():  # e.g. a flow's latent vector
+                if site["type"] == "sample" and site["infer"].get("is_auxiliary"):
+                    point_only = False
+                    log_r = log_r - _per_particle(site["fn"].log_prob(site["value"]),
+                                                  count).double()
+            if point_only:
+                raise NoDensityError(f"{type(guide).__name__} is a point estimate (every latent site "
+                                 "a Delta): q(w) has no density over weights, so importance "
+                                 "weights (IWAE, k̂) are undefined")
+            parts.append(log_r.cpu())
+            done += count
+    return torch.cat(parts)
+
+
+def psis_khat(log_weights) -> float:
+    """The Pareto k̂ of PSIS (ArviZ's ``psislw``) for a 1-d array of log importance weights."""
+    values = np.asarray(log_weights, dtype=np.float64).reshape(-1)
+    if values.size < 5 or not np.isfinite(values).all():
+        raise ValueError("psis_khat needs at least 5 finite log weights")
+    with warnings.catch_warnings():
+        # ArviZ warns when k̂ is large; the value is what the caller asked for
+        warnings.simplefilter("ignore")
+        _, khat = az.psislw(values)
+    return float(np.asarray(khat).reshape(-1)[0])
+
+
+def vi_quality(model, guide, data, num_samples: int = 1000, *, chunk: int = 250,
+               device="auto") -> dict:
+    """The ELBO, IWAE_K, their gap, PSIS k̂ and the importance ESS of ``guide`` on ``data``.
+
+    Args:
+        model, guide: a fitted model and guide.
+        data: (x, y) or a split with ``.x``/``.y``: the data the posterior is conditioned on
+            (its full training set).
+        num_samples: K, the number of draws of q (IWAE_K uses all of them).
+        chunk: draws per vectorized pass.
+        device: where to compute (``auto``, ``cpu``, ``cuda``); model and guide are moved there.
+
+    Returns:
+        ``{"available": True, "elbo", "elbo_se", "iwae", "kl_lower_bound" (IWAE − ELBO),
+        "khat", "khat_reading", "ess_fraction", "num_samples"}``; for a guide without a density
+        ``{"available": False, "reason": ...}`` (nothing is drawn).
+    """
+    reason = _no_density_reason(guide)
+    if reason:
+        return {"available": False, "reason": reason}
+    x, y = (data.x, data.y) if hasattr(data, "x") else data
+    num_samples = check_count("num_samples", num_samples, 5)
+    device = resolve_device(device)
+    model.to(device)
+    guide.to(device)
+    x, y = check_data(model, torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
+    try:
+        log_r = log_importance_weights(model, guide, x.to(model_dtype(model)), y, num_samples,
+                                       chunk=chunk).numpy()
+    except NoDensityError as err:
+        return {"available": False, "reason": str(err)}
+    if not np.isfinite(log_r).all():
+        bad = int((~np.isfinite(log_r)).sum())
+        return {"available": False, "reason": f"{bad} of {num_samples} log importance weights "
+                                              "are not finite"}
+    elbo = float(log_r.mean())
+    iwae = float(np.logaddexp.reduce(log_r) - math.log(num_samples))
+    weights = np.exp(log_r - log_r.max())
+    khat = psis_khat(log_r)
+    return {"available": True, "elbo": elbo,
+            "elbo_se": float(log_r.std(ddof=1) / math.sqrt(num_samples)),
+            "iwae": iwae, "kl_lower_bound": iwae - elbo, "khat": khat,
+            "khat_reading": khat_reading(khat),
+            "ess_fraction": float(weights.sum() ** 2 / (num_samples * (weights ** 2).sum())),
+            "num_samples": num_samples}
+
+
+def khat_reading(khat: float) -> str:
+    """The standard reading of a PSIS k̂ (Yao et al. 2018)."""
+    if khat < KHAT_GOOD:
+        return "good"
+    if khat <= KHAT_UNRELIABLE:
+        return "fair"
+    return "unreliable"
+

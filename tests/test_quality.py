@@ -1,0 +1,118 @@
+"""VI quality: the ELBO, the importance-weighted bound and PSIS k̂ against closed forms."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer.autoguide import AutoMultivariateNormal
+
+import hyperbayes as hb
+from hyperbayes.guides import Delta, ImplicitGuide, MeanField
+from hyperbayes.inference.quality import KHAT_GOOD, KHAT_UNRELIABLE, vi_quality
+from hyperbayes.models import BNN, MLP, Gaussian, priors
+
+SIGMA, PRIOR_SCALE = 0.5, 1.0
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """Bayesian linear regression y = x·w + b + N(0, σ²), w, b ~ N(0, 1): posterior and log Z."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 20, 2
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.tensor([1.0, -0.5]) + 0.3 + SIGMA * torch.randn(n, generator=g)
+    design = torch.cat([x, torch.ones(n, 1)], 1).double()
+    precision = design.T @ design / SIGMA**2 + torch.eye(d + 1) / PRIOR_SCALE**2
+    mean = torch.linalg.solve(precision, design.T @ y.double() / SIGMA**2)
+    marginal = torch.distributions.MultivariateNormal(
+        torch.zeros(n, dtype=torch.float64),
+        SIGMA**2 * torch.eye(n, dtype=torch.float64) + PRIOR_SCALE**2 * design @ design.T)
+    return {"x": x, "y": y, "mean": mean, "cov": torch.linalg.inv(precision),
+            "log_z": marginal.log_prob(y.double()).item()}
+
+
+def _model():
+    return BNN(MLP([2, 1]), priors.Normal(PRIOR_SCALE), Gaussian(SIGMA))
+
+
+def test_the_exact_posterior_gives_log_z_and_a_small_khat(linear):
+    pyro.set_rng_seed(0)
+    model = _model()
+    guide = AutoMultivariateNormal(model)
+    guide(linear["x"], linear["y"])
+    chol = torch.linalg.cholesky(linear["cov"]).float()
+    with torch.no_grad():  # q = the closed-form posterior: every importance weight equals Z
+        guide.loc.copy_(linear["mean"].float())
+        guide.scale = chol.diagonal().clone()
+        guide.scale_tril = chol / chol.diagonal()[:, None]
+    quality = vi_quality(model, guide, (linear["x"], linear["y"]), 1000, device="cpu")
+    assert quality["elbo"] == pytest.approx(linear["log_z"], abs=1e-4)
+    assert quality["iwae"] == pytest.approx(linear["log_z"], abs=1e-4)
+    assert quality["khat"] < KHAT_GOOD and quality["khat_reading"] == "good"
+    assert quality["ess_fraction"] > 0.99
+
+
+def test_iwae_is_above_the_elbo_and_reaches_log_z_and_a_collapse_is_flagged(linear):
+    torch.manual_seed(0)
+    model = _model()
+    guide = MeanField(model)
+    data = (linear["x"], linear["y"])
+    hb.inference.fit(model, guide, data, steps=1500, lr=0.05, progress=False, seed=0)
+    fitted = vi_quality(model, guide, data, 4000, device="cpu")
+    # mean field misses the posterior's correlations: its ELBO is below log Z; IWAE with 4,000
+    # draws closes the gap (up to its Monte Carlo error) and k̂ says q is usable
+    assert fitted["elbo"] < linear["log_z"] - 0.05
+    assert fitted["iwae"] > fitted["elbo"] and fitted["kl_lower_bound"] > 0.05
+    assert abs(fitted["iwae"] - linear["log_z"]) < 0.05
+    assert fitted["khat"] < KHAT_UNRELIABLE
+    # the ELBO from the importance weights is the ELBO: the loss fit minimises, averaged
+    with torch.no_grad():
+        losses = [hb.inference.ELBO(num_particles=100).differentiable_loss(model, guide,
+                                                                           *data).item()
+                  for _ in range(100)]
+    assert -sum(losses) / len(losses) == pytest.approx(fitted["elbo"], abs=0.05)
+    with torch.no_grad():  # collapse q: 20 times narrower than the fitted mean field
+        for log_scale in guide.log_scale_params.values():
+            log_scale.sub_(math.log(20.0))
+    collapsed = vi_quality(model, guide, data, 4000, device="cpu")
+    assert collapsed["khat"] > KHAT_UNRELIABLE and collapsed["khat_reading"] == "unreliable"
+    assert collapsed["elbo"] < fitted["elbo"] - 1 and collapsed["ess_fraction"] < 0.05
+
+
+def test_guides_without_a_density_are_reported_not_scored(linear):
+    data = (linear["x"], linear["y"])
+    model = _model()
+    for guide, word in ((Delta(model), "point estimate"), (ImplicitGuide(model), "implicit")):
+        quality = vi_quality(model, guide, data, 100, device="cpu")
+        assert quality["available"] is False and word in quality["reason"]
+
+
+@pytest.mark.parametrize("method", ["flow", "metaprior", "meanfield"])
+def test_every_density_guide_of_the_registry_is_scored(method):
+    # flows (an auxiliary latent vector split into sites) and the MetaPrior (weights drawn from
+    # P(W | Z) with the density masked: q = p there) pass through the same weights
+    torch.manual_seed(0)
+    x = torch.linspace(-1, 1, 16).unsqueeze(-1)
+    y = x.pow(3) + 0.1 * torch.randn_like(x)
+    model, guide, loss, options = hb.methods.setup(method, "regression", [1, 8, 1],
+                                                   priors.Normal(1.0), Gaussian(0.1))
+    hb.inference.fit(model, guide, (x, y), steps=30, loss=loss, progress=False, seed=0,
+                     **{k: v for k, v in options.items() if k != "lr"})
+    quality = vi_quality(model, guide, (x, y), 64, chunk=20, device="cpu")
+    assert quality["available"], quality
+    assert math.isfinite(quality["elbo"]) and quality["iwae"] >= quality["elbo"]
+    with torch.no_grad():
+        losses = [loss.differentiable_loss(model, guide, x, y).item() for _ in range(40)]
+    spread = torch.tensor(losses).std().item()
+    assert -sum(losses) / len(losses) == pytest.approx(quality["elbo"],
+                                                       abs=4 * spread / math.sqrt(64) + 1.0)
+
+
+def test_vi_quality_checks_its_inputs(linear):
+    model = _model()
+    guide = MeanField(model)
+    with pytest.raises(ValueError, match="num_samples"):
+        vi_quality(model, guide, (linear["x"], linear["y"]), 1, device="cpu")
+    with pytest.raises(ValueError, match="x"):
+        vi_quality(model, guide, (linear["x"][:, :1], linear["y"]), 10, device="cpu")
