@@ -288,7 +288,9 @@ _RECIPES = {
                                  prior=lambda: priors.Normal(1.0)),
     },
     "mcdropout": {
-        "classification": Recipe({"dropout": 0.5}, prior=priors.Flat),
+        # with the weight decay of its papers: a N(0, 1) prior, −log p(ŵ) over the data set, is
+        # weight decay 1/(2N) per example (the MAP recipe's); a flat prior had none
+        "classification": Recipe({"dropout": 0.5}, prior=lambda: priors.Normal(1.0)),
         "regression": Recipe({"dropout": 0.1}),
     },
     "metaprior": {

@@ -69,6 +69,46 @@ def test_select_takes_the_highest_scores_among_the_available():
         al.select(scores, available, 6, gen)
 
 
+def test_each_round_acquires_the_best_of_a_fresh_random_pool_subset(images, monkeypatch):
+    settings = small(rounds=3, pool_subset=15)
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    stub = torch.randn(len(pool), generator=torch.Generator().manual_seed(7))
+    monkeypatch.setitem(al.ACQUISITIONS, "bald", lambda probs: stub)
+    subsets = []
+    draw = al._subset
+
+    def recording(available, size, generator):
+        mask = draw(available, size, generator)
+        subsets.append((available.clone(), mask))
+        return mask
+
+    monkeypatch.setattr(al, "_subset", recording)
+    curve = al.learning_curve("map", "bald", "warm", settings, images.train,
+                              images.test.subset(slice(0, 30)), initial, pool, seed=0,
+                              device="cpu", progress=False)
+    assert len(subsets) == 4  # round 1's candidates, then one per trained round
+    for (available, mask), picked in zip(subsets, curve["indices"], strict=False):
+        assert int(mask.sum()) == 15 and bool((mask <= available).all())  # available items only
+        positions = mask.nonzero().squeeze(1)
+        best = positions[stub[positions].argsort(descending=True)[:10]]
+        assert sorted(picked.tolist()) == sorted(pool[best].tolist())
+    assert len({tuple(m.nonzero().squeeze(1).tolist()) for _, m in subsets}) == 4  # fresh each
+
+
+def test_metaprior_is_left_out_with_its_reason(images, tmp_path):
+    result = al.run(["metaprior", "map"], settings=small(rounds=1), device="cpu", out=tmp_path,
+                    progress=False, data=images, checkpoints=tmp_path / "parts")
+    assert list(result.metrics["methods"]) == ["map"]
+    assert "early stopping" in result.metrics["excluded"]["metaprior"]
+    assert "Left out: `metaprior`" in (tmp_path / "report.md").read_text()
+
+
+def test_gal_cnn_shape_and_size():
+    net = al.GalCNN()
+    assert sum(p.numel() for p in net.parameters()) == 513_994
+    assert net(torch.zeros(3, 784)).shape == net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
 def test_steps_per_round_and_area_under_curve():
     settings = replace(al.Settings(), epochs_per_round=50, min_steps=100)
     assert al.round_steps(20, settings) == 100         # 50 full-batch epochs < the minimum
@@ -80,7 +120,7 @@ def test_steps_per_round_and_area_under_curve():
 
 def test_bald_and_entropy_acquire_the_top_scores(images, monkeypatch):
     """With a stub score, every round takes the best-scoring items still in the pool."""
-    settings = small(rounds=3)
+    settings = small(rounds=3, pool_subset=None)
     initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
     stub = torch.randn(len(pool), generator=torch.Generator().manual_seed(7))
     seen = []
@@ -203,8 +243,8 @@ def test_every_registered_method_runs_through(images, tmp_path):
     settings = small(rounds=1)
     result = al.run(settings=settings, data=images, out=tmp_path, device="cpu", progress=False)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    names = hb.methods.available()
-    assert list(saved["methods"]) == names
+    names = [n for n in hb.methods.available() if n not in al.EXCLUDED]
+    assert list(saved["methods"]) == names and set(saved["excluded"]) == set(al.EXCLUDED)
     assert saved["seeds"] == [0] and saved["acquired"] == [0, 10]
     assert saved["labelled"] == [20, 30]
     for name in names:

@@ -46,6 +46,7 @@ EXPERIMENTS = {
     "calibration": calibration.run,
     "ood": ood.run,
     "active-learning": active_learning.run,
+    "active-learning-paper": active_learning.run_paper,
     "unseen-class": unseen_class.run,
     "adversarial": adversarial.run,
     "module-zoo": module_zoo.run,
