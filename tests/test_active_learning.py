@@ -95,12 +95,39 @@ def test_each_round_acquires_the_best_of_a_fresh_random_pool_subset(images, monk
     assert len({tuple(m.nonzero().squeeze(1).tolist()) for _, m in subsets}) == 4  # fresh each
 
 
+@pytest.mark.parametrize("regime", ["warm", "reinit"])
+def test_an_interrupted_curve_resumes_at_its_next_round_as_if_never_stopped(images, tmp_path,
+                                                                             regime):
+    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    test = images.test.subset(slice(0, 30))
+
+    def curve(rounds, state=None):
+        return al.learning_curve("meanfield", "bald", regime, small(rounds=rounds), images.train,
+                                 test, initial, pool, seed=0, device="cpu", progress=False,
+                                 state=state)
+
+    straight = curve(3)
+    state = tmp_path / f"bald-{regime}.pt"
+    curve(2, state)  # stopped after round 2: its state is on disk
+    assert hb.inference.checkpoint.load(state)["round"] == 2
+    resumed = curve(3, state)
+    assert resumed["accuracy"] == straight["accuracy"]
+    assert [i.tolist() for i in resumed["indices"]] == [i.tolist() for i in straight["indices"]]
+    assert torch.equal(resumed["labelled_indices"], straight["labelled_indices"])
+    with pytest.raises(hb.inference.checkpoint.CheckpointError, match="delete it to restart"):
+        al.learning_curve("meanfield", "random", regime, small(rounds=3), images.train, test,
+                          initial, pool, seed=0, device="cpu", progress=False, state=state)
+
+
 def test_metaprior_is_left_out_with_its_reason(images, tmp_path):
     result = al.run(["metaprior", "map"], settings=small(rounds=1), device="cpu", out=tmp_path,
                     progress=False, data=images, checkpoints=tmp_path / "parts")
     assert list(result.metrics["methods"]) == ["map"]
     assert "early stopping" in result.metrics["excluded"]["metaprior"]
     assert "Left out: `metaprior`" in (tmp_path / "report.md").read_text()
+    parts = tmp_path / "parts" / "active-learning"
+    assert len(list(parts.glob("map-seed0-*.json"))) == 1
+    assert not list(parts.glob("*.rounds"))  # per-round states go once the part is written
 
 
 def test_gal_cnn_shape_and_size():

@@ -63,6 +63,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 import zlib
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ from torch import nn
 
 from .. import datasets, methods
 from ..datasets import Split
-from ..inference import metrics, resolve_device
+from ..inference import checkpoint, metrics, resolve_device
 from . import zoo
 from .common import ExperimentResult, machine_info, plotting, write_json, write_text
 from .suite import render_tables, table
@@ -260,6 +261,51 @@ def _subset(available: torch.Tensor, size: int | None,
     return mask
 
 
+def _save_state(path, round_: int, name, acquisition, regime, seed, labelled, available,
+                scored, generator, pool_probs, curve, train_s, score_s, current) -> None:
+    """Write one curve's state after round ``round_`` (see :func:`learning_curve`)."""
+    payload = {"round": round_, "method": name, "acquisition": acquisition, "regime": regime,
+               "seed": seed, "labelled": labelled, "available": available, "scored": scored,
+               "generator": generator.get_state(), "pool_probs": pool_probs,
+               "curve": {k: list(curve[k]) for k in ("acquired", "labelled", "accuracy",
+                                                     "steps")},
+               "indices": torch.stack(curve["indices"]), "train_s": train_s,
+               "score_s": score_s}
+    if current is not None:
+        payload["model"] = current.model.state_dict()
+        payload["guide"] = current.guide.state_dict()
+        loss_state = getattr(current.loss, "state_dict", None)
+        payload["loss"] = loss_state() if callable(loss_state) else {}
+    checkpoint.save(path, payload)
+
+
+def _check_state(saved: dict, path, name, acquisition, regime, seed, n_pool) -> None:
+    """Refuse a saved curve state that belongs to another curve."""
+    expected = {"method": name, "acquisition": acquisition, "regime": regime, "seed": seed}
+    found = {k: saved.get(k) for k in expected}
+    if found != expected or len(saved["available"]) != n_pool:
+        raise checkpoint.CheckpointError(
+            f"{path} holds the state of {found} (pool {len(saved['available'])}), not of "
+            f"{expected} (pool {n_pool}); delete it to restart that curve")
+
+
+def _restore(saved: dict, name: str, settings: Settings, split: Split, *, seed: int,
+             num_classes: int, device) -> zoo.Trained:
+    """The warm-started model of a saved curve state, rebuilt and loaded (not trained)."""
+    net = GalCNN(num_classes, math.isqrt(split.x[0].numel())) if settings.net == "gal_cnn" \
+        else None
+    model, guide, loss, fit_options = zoo.build(name, settings.zoo, split, seed=seed,
+                                                num_classes=num_classes, net=net)
+    device = resolve_device(device)
+    model.to(device)
+    guide.to(device)
+    model.load_state_dict(saved["model"])
+    guide.load_state_dict(saved["guide"])
+    if saved.get("loss") and hasattr(loss, "load_state_dict"):
+        loss.load_state_dict(saved["loss"], guide, device)
+    return zoo.Trained(name, model, guide, loss, None, True, fit_options, device)
+
+
 def round_steps(n: int, settings: Settings) -> int:
     """Training steps of a round on ``n`` labelled images: ``max(epochs × ⌈n/batch⌉, min)``."""
     per_epoch = math.ceil(n / min(settings.zoo.batch_size, n))
@@ -284,7 +330,8 @@ def _train(name: str, settings: Settings, split: Split, *, seed: int, device, pr
     return zoo.train(name, settings.zoo, split, None, device=device, seed=seed,
                      checkpoint_dir=None, progress=progress,
                      epochs=_epochs_for(steps, len(split), settings.zoo.batch_size),
-                     warm_start=warm_start, num_classes=num_classes, net=net)
+                     warm_start=warm_start, num_classes=num_classes, net=net,
+                     tag="" if net is None else settings.net)
 
 
 def area_under_curve(acquired, accuracy) -> float:
@@ -301,7 +348,8 @@ def area_under_curve(acquired, accuracy) -> float:
 def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
                    train_split: Split, test: Split, initial: torch.Tensor, pool: torch.Tensor,
                    *, seed: int = 0, device="cpu", start=None, progress: bool | None = None,
-                   num_classes: int = 10, candidates: torch.Tensor | None = None) -> dict:
+                   num_classes: int = 10, candidates: torch.Tensor | None = None,
+                   state: str | Path | None = None) -> dict:
     """One active-learning run: ``settings.rounds`` acquisitions of ``settings.acquire`` images.
 
     Args:
@@ -320,6 +368,10 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
         num_classes: the output width.
         candidates: ``train_split.x[pool]`` then ``test.x`` in one tensor, to share between
             runs; None concatenates them here.
+        state: a file where the curve's state is saved (atomically, verified on load) after
+            every round, and from which an interrupted curve resumes at its next round: the
+            labelled set, the pool's availability and scores, the random stream, the curve so
+            far and (warm start) the model, guide and loss. None: no saved state.
 
     Returns:
         A dict: ``acquired`` / ``labelled`` (counts per round, round 0 first), ``accuracy``
@@ -358,7 +410,19 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
     curve = {"acquired": [0], "labelled": [len(labelled)],
              "accuracy": [metrics.accuracy(test_probs, test.y)], "indices": [],
              "steps": [current.result.steps]}
-    for r in range(1, settings.rounds + 1):
+    done = 0
+    if state is not None and Path(state).exists():
+        saved = checkpoint.load(state)
+        _check_state(saved, state, name, acquisition, regime, seed, n_pool)
+        done, labelled, available, scored = (saved["round"], saved["labelled"],
+                                             saved["available"], saved["scored"])
+        gen.set_state(saved["generator"])
+        pool_probs = saved["pool_probs"]
+        curve = {**saved["curve"], "indices": list(saved["indices"])}
+        train_s, score_s = saved["train_s"], saved["score_s"]
+        current = _restore(saved, name, settings, train_split.subset(labelled), seed=seed,
+                           num_classes=num_classes, device=device) if regime == "warm" else None
+    for r in range(done + 1, settings.rounds + 1):
         t0 = time.perf_counter()
         picked = select(None if score is None else score(pool_probs.double()),
                         available if score is None else available & scored, settings.acquire,
@@ -394,6 +458,10 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
         curve["labelled"].append(len(labelled))
         curve["accuracy"].append(metrics.accuracy(test_probs, test.y))
         curve["steps"].append(current.result.steps)
+        if state is not None:
+            _save_state(state, r, name, acquisition, regime, seed, labelled, available, scored,
+                        gen, pool_probs, curve, train_s, score_s,
+                        current if regime == "warm" else None)
     curve.update(labelled_indices=labelled, train_s=train_s, score_s=score_s, model=current)
     return curve
 
@@ -452,10 +520,12 @@ def load_part(path: Path, settings: Settings) -> dict:
 
 def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
                  initial: torch.Tensor, pool: torch.Tensor, candidates: torch.Tensor, *,
-                 seed: int, device, progress, num_classes: int) -> dict:
+                 seed: int, device, progress, num_classes: int,
+                 state_dir: Path | None = None) -> dict:
     """Every acquisition × regime of one method and seed: ``{"curves": {acq: {regime:
     {"accuracy", "class_counts"}}}, "timing": {...}}``. The model trained on the initial set
-    is shared by all of them; ``candidates`` are the pool's then the test images."""
+    is shared by all of them; ``candidates`` are the pool's then the test images. Each curve
+    saves its state after every round in ``state_dir`` (None: nowhere) and resumes from it."""
     t0 = time.perf_counter()
     first = _train(name, settings, train_split.subset(initial), seed=seed, device=device,
                    progress=progress, warm_start=None, num_classes=num_classes)
@@ -469,7 +539,9 @@ def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
             curve = learning_curve(name, acq, regime, settings, train_split, test, initial,
                                    pool, seed=seed, device=device, start=(first, probs),
                                    progress=progress, num_classes=num_classes,
-                                   candidates=candidates)
+                                   candidates=candidates,
+                                   state=None if state_dir is None
+                                   else Path(state_dir) / f"{acq}-{regime}.pt")
             counts = torch.bincount(train_split.y[curve["labelled_indices"]],
                                     minlength=num_classes)
             curves[acq][regime] = {"accuracy": curve["accuracy"],
@@ -507,7 +579,10 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             (:func:`part_path`: a name tied to everything that shapes it), and a later run with
             the same settings and data loads it instead of training again: an interrupted run
             resumes, and methods or seeds run in separate processes gather into one report.
-            The thousands of short trainings inside one are not checkpointed.
+            Inside an unfinished one, every curve saves its state after every round (in a
+            ``.rounds`` folder beside it, removed when the part is written), so a long run
+            (the paper's protocol: hours per method and seed on a CPU) resumes at its next
+            round across sessions.
     """
     start_time = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
@@ -556,12 +631,15 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                 path = part_path(part_dir, name, settings, s, train_split, test)
                 part = load_part(path, settings) if path.exists() else None
                 if part is None:
+                    rounds_dir = path.with_suffix(".rounds")  # per-curve states, per round
                     part = _method_seed(name, settings, train_split, test, initial, pool,
                                         candidates, seed=s, device=device,
-                                        progress=progress, num_classes=num_classes)
+                                        progress=progress, num_classes=num_classes,
+                                        state_dir=rounds_dir)
                     part_dir.mkdir(parents=True, exist_ok=True)
                     write_json(path, {"method": name, "seed": s, "device": str(device),
                                       "machine": machine_info(), **part})
+                    shutil.rmtree(rounds_dir, ignore_errors=True)
                 else:
                     reused.append({"method": name, "seed": s, "file": str(path)})
                 for acq in settings.acquisitions:

@@ -35,7 +35,7 @@ from ..datasets import Split
 from ..inference import fit, predict, resolve_device, set_seed
 from ..models import Categorical, priors
 
-__all__ = ["ZooSettings", "TaskSettings", "Trained", "train", "train_all", "check_methods",
+__all__ = ["ZooSettings", "TaskSettings", "Trained", "build", "train", "train_all", "check_methods",
            "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
            "checkpoint_name", "data_fingerprint", "recipe_digest"]
 
@@ -182,6 +182,18 @@ def recipe_digest(name: str, fields: dict, seed: int, *rest) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def build(name: str, settings: ZooSettings, train_split: Split, *, seed: int = 0,
+          num_classes: int = 10, net=None) -> tuple:
+    """``(model, guide, loss, fit_options)`` of method ``name`` as :func:`train` builds it
+    before training (``fit_options`` with the learning rate under ``"lr"``), untrained: e.g.
+    to load a saved state into."""
+    sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
+    model, guide, loss, fit_options = methods.setup(
+        name, "classification", sizes if net is None else net, priors.Normal(1.0),
+        Categorical(), seed=seed)
+    return model, guide, loss, {"lr": settings.lr, **fit_options}
+
+
 def train(name: str, settings: ZooSettings, train_split: Split, val: Split | None, *,
           device="auto", seed: int = 0, checkpoint_dir: str | Path | None = None,
           progress: bool | None = None, tag: str = "", epochs: float | None = None,
@@ -214,12 +226,10 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
         model, guide, loss = warm_start.model, warm_start.guide, warm_start.loss
         fit_options = dict(warm_start.fit_options)
     else:
-        sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
-        model, guide, loss, fit_options = methods.setup(
-            name, "classification", sizes if net is None else net, priors.Normal(1.0),
-            Categorical(), seed=seed)
+        model, guide, loss, fit_options = build(name, settings, train_split, seed=seed,
+                                                num_classes=num_classes, net=net)
     fit_options = dict(fit_options)
-    lr = fit_options.pop("lr", settings.lr)
+    lr = fit_options.pop("lr")
     epochs = (settings.epochs if epochs is None else epochs) * fit_options.pop("steps_factor", 1)
     batch = min(settings.batch_size, len(train_split))
     steps = max(1, math.ceil(epochs * math.ceil(len(train_split) / batch)))
