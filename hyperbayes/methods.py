@@ -236,8 +236,8 @@ KL_ESTIMATORS = ("adversarial", "nn", "entropy")
 def _bbh(net, prior, likelihood, seed=0, kl="adversarial", over="auto", noise_dim=None,
          hidden=(64, 256), num_samples=5, init_spread=0.1, discriminator="coordinate",
          discriminator_hidden=None, discriminator_steps=1, pretrain_steps=300,
-         discriminator_lr=1e-3, k=1, prior_samples=None, allow_degenerate=False):
-    model = BNN(net, prior, likelihood)
+         discriminator_lr=1e-3, k=1, prior_samples=None, allow_degenerate=False, dropout=0.0):
+    model = BNN(net.with_dropout(dropout) if dropout else net, prior, likelihood)
     guide = ImplicitGuide(model, over=over, noise_dim=noise_dim, hidden=hidden,
                           init_spread=init_spread, seed=seed)
     if kl == "adversarial":

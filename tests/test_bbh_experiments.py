@@ -1,12 +1,14 @@
 """The Bayes by Hypernet experiments at tiny sizes: bbh-toy, bbh-mnist and bbh-rotated."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 
 from hyperbayes.cli import main
+from hyperbayes.guides import ImplicitGuide
 from hyperbayes.experiments import EXPERIMENTS, bbh_mnist, bbh_toy
 from hyperbayes.experiments.toy_regression import Settings as ToySettings
 
@@ -90,3 +92,22 @@ def test_bbh_mnist_and_rotated_reuse_the_trained_models(images, tmp_path):
     assert again.metrics["methods"]["mle"]["reused_checkpoint"]
     assert again.metrics["methods"]["mle"]["test_accuracy"] == first.metrics["methods"]["mle"][
         "test_accuracy"]
+
+
+def test_bbh_paper_variant_generates_the_first_layer_with_dropout():
+    from hyperbayes import methods
+    from hyperbayes.inference import fit
+    from hyperbayes.models import MLP, Gaussian, priors
+
+    name, options, fit_options = bbh_toy.method_options()["bbh_paper"]
+    model, guide, loss = methods.build(name, MLP([1, 100, 1]), priors.FanInNormal(1.0),
+                                       Gaussian(scale=0.3), **{**options, "pretrain_steps": 5})
+    assert guide.generated_names == ["fc0.weight", "fc0.bias"]
+    assert [s.name for s in guide.point_sites] == ["fc1.weight", "fc1.bias"]
+    assert guide.noise_dim == guide.num_generated == 200  # q has a density over the layer
+    assert model.net.dropout == 0.5
+    x = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    result = fit(model, guide, (x, x ** 3), steps=5, loss=loss, progress=False, seed=0)
+    assert all(math.isfinite(v) for v in result.losses)
+    with pytest.raises(ValueError, match=r"no site matches \['fc9.\*'\]"):
+        ImplicitGuide(model, over=["fc9.*"])

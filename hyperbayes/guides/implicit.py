@@ -24,6 +24,7 @@ vectorized pass under a ``pyro.plate`` both in training and in
 
 from __future__ import annotations
 
+import fnmatch
 import math
 
 import pyro
@@ -73,8 +74,9 @@ class ImplicitGuide(SiteGuide):
     Args:
         model: a :class:`~hyperbayes.models.BNN`.
         over: ``"scales"`` (weight-norm scales generated, everything else a point estimate),
-            ``"weights"`` (every parameter generated), or ``"auto"`` (scales when the net has
-            them).
+            ``"weights"`` (every parameter generated), ``"auto"`` (scales when the net has
+            them), or a list of site name patterns (``fnmatch``, e.g. ``["fc0.*"]``: the first
+            layer generated, the rest point estimates).
         noise_dim: dimension of ε; None (the default) takes D, the number of generated
             scalars. With noise_dim < D the samples lie on a noise_dim-dimensional manifold of
             the D-dimensional space, where KL(q‖p) is infinite: the sample-based losses refuse
@@ -104,12 +106,23 @@ class ImplicitGuide(SiteGuide):
         has_scales = any(s.role == "scale" for s in self.sites)
         if over == "auto":
             over = "scales" if has_scales else "weights"
-        if over not in ("scales", "weights"):
-            raise ValueError(f"over must be 'scales', 'weights' or 'auto', got {over!r}")
-        if over == "scales" and not has_scales:
-            raise ValueError("over='scales' needs a weight-norm net (MLP(..., weight_norm=True))")
+        if isinstance(over, str):
+            if over not in ("scales", "weights"):
+                raise ValueError(f"over must be 'scales', 'weights', 'auto' or a list of site "
+                                 f"name patterns, got {over!r}")
+            if over == "scales" and not has_scales:
+                raise ValueError("over='scales' needs a weight-norm net "
+                                 "(MLP(..., weight_norm=True))")
+            generated = [s for s in self.sites if over == "weights" or s.role == "scale"]
+        else:  # site name patterns, e.g. ["fc0.*"]: the paper's toy generates one layer
+            patterns = list(over)
+            generated = [s for s in self.sites
+                         if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
+            if not generated:
+                raise ValueError(f"no site matches {patterns}; the sites are "
+                                 f"{[s.name for s in self.sites]}")
+            over = patterns
         self.over = over
-        generated = [s for s in self.sites if over == "weights" or s.role == "scale"]
         if noise_dim is None:
             noise_dim = sum(s.numel for s in generated)
         self._setup_noise(noise, noise_dim, generated)
