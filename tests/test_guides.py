@@ -12,7 +12,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 import hyperbayes as hb
 from hyperbayes.guides import Delta, MeanField, model_sites
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, nets, priors
-from tests.common import assert_close
+from tests.common import assert_close, conjugate_linear_regression
 
 SIGMA, PRIOR_SCALE = 0.5, 1.0
 
@@ -20,14 +20,7 @@ SIGMA, PRIOR_SCALE = 0.5, 1.0
 @pytest.fixture(scope="module")
 def conjugate():
     """Bayesian linear regression y = x·w + b + N(0, σ²), w, b ~ N(0, 1), and its posterior."""
-    g = torch.Generator().manual_seed(0)
-    n, d = 20, 2
-    x = torch.randn(n, d, generator=g)
-    y = x @ torch.tensor([1.0, -0.5]) + 0.3 + SIGMA * torch.randn(n, generator=g)
-    design = torch.cat([x, torch.ones(n, 1)], 1).double()
-    precision = design.T @ design / SIGMA**2 + torch.eye(d + 1) / PRIOR_SCALE**2
-    mean = torch.linalg.solve(precision, design.T @ y.double() / SIGMA**2)
-    return {"x": x, "y": y, "design": design, "precision": precision, "mean": mean}
+    return conjugate_linear_regression(SIGMA, PRIOR_SCALE)
 
 
 def _linear_model():

@@ -11,6 +11,7 @@ import hyperbayes as hb
 from hyperbayes.guides import Delta, ImplicitGuide, MeanField
 from hyperbayes.inference.quality import KHAT_GOOD, KHAT_UNRELIABLE, vi_quality
 from hyperbayes.models import BNN, MLP, Gaussian, priors
+from tests.common import conjugate_linear_regression
 
 SIGMA, PRIOR_SCALE = 0.5, 1.0
 
@@ -18,18 +19,7 @@ SIGMA, PRIOR_SCALE = 0.5, 1.0
 @pytest.fixture(scope="module")
 def linear():
     """Bayesian linear regression y = x·w + b + N(0, σ²), w, b ~ N(0, 1): posterior and log Z."""
-    g = torch.Generator().manual_seed(0)
-    n, d = 20, 2
-    x = torch.randn(n, d, generator=g)
-    y = x @ torch.tensor([1.0, -0.5]) + 0.3 + SIGMA * torch.randn(n, generator=g)
-    design = torch.cat([x, torch.ones(n, 1)], 1).double()
-    precision = design.T @ design / SIGMA**2 + torch.eye(d + 1) / PRIOR_SCALE**2
-    mean = torch.linalg.solve(precision, design.T @ y.double() / SIGMA**2)
-    marginal = torch.distributions.MultivariateNormal(
-        torch.zeros(n, dtype=torch.float64),
-        SIGMA**2 * torch.eye(n, dtype=torch.float64) + PRIOR_SCALE**2 * design @ design.T)
-    return {"x": x, "y": y, "mean": mean, "cov": torch.linalg.inv(precision),
-            "log_z": marginal.log_prob(y.double()).item()}
+    return conjugate_linear_regression(SIGMA, PRIOR_SCALE)
 
 
 def _model():
@@ -97,8 +87,8 @@ def test_every_density_guide_of_the_registry_is_scored(method):
     y = x.pow(3) + 0.1 * torch.randn_like(x)
     model, guide, loss, options = hb.methods.setup(method, "regression", [1, 8, 1],
                                                    priors.Normal(1.0), Gaussian(0.1))
-    hb.inference.fit(model, guide, (x, y), steps=30, loss=loss, progress=False, seed=0,
-                     **{k: v for k, v in options.items() if k != "lr"})
+    hb.inference.fit(model, guide, (x, y), loss=loss, progress=False, seed=0,
+                     **hb.methods.fit_options(options, 30))
     quality = vi_quality(model, guide, (x, y), 64, chunk=20, device="cpu")
     assert quality["available"], quality
     assert math.isfinite(quality["elbo"]) and quality["iwae"] >= quality["elbo"]
