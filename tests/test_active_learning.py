@@ -130,6 +130,19 @@ def test_metaprior_is_left_out_with_its_reason(images, tmp_path):
     assert not list(parts.glob("*.rounds"))  # per-round states go once the part is written
 
 
+def test_the_paper_protocol_runs_mc_dropout_and_the_flow_on_gal_cnn(images, tmp_path):
+    settings = replace(small(rounds=1), net="gal_cnn", acquisitions=("random", "bald"),
+                       regimes=("warm",))
+    result = al.run_paper(settings=settings, data=images, out=tmp_path, device="cpu",
+                          progress=False, checkpoints=tmp_path / "parts")
+    assert list(result.metrics["methods"]) == ["mcdropout", "flow"]
+    for name in ("mcdropout", "flow"):
+        assert set(result.metrics["methods"][name]) == {"random", "bald"}
+        assert len(result.metrics["methods"][name]["bald"]["warm"]["mean"]) == 2
+    assert "Gal et al.'s CNN" in (tmp_path / "report.md").read_text()
+    assert al.Settings.paper().rounds * al.Settings.paper().acquire == 1000
+
+
 def test_gal_cnn_shape_and_size():
     net = al.GalCNN()
     assert sum(p.numel() for p in net.parameters()) == 513_994
