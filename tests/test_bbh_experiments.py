@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hyperbayes.cli import main
-from hyperbayes.guides import ImplicitGuide
 from hyperbayes.experiments import EXPERIMENTS, bbh_mnist, bbh_toy
 from hyperbayes.experiments.toy_regression import Settings as ToySettings
+from hyperbayes.guides import ImplicitGuide
 
 RATIO_KEYS = ("std_ratio_in_data", "std_ratio_out_of_data", "predictive_distance",
               "test_log_likelihood", "rmse")

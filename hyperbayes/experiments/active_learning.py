@@ -924,7 +924,7 @@ def _report(payload: dict, figures: list[str]) -> str:
         f"At {s['min_steps']} steps a round, a re-initialised model is under-trained (a fresh "
         "net on 50 images reaches ~45–50% after 25 steps and ~62% after 400), so here warm "
         "start beats re-initialising largely by having trained longer.\n",
-        *([f"Left out: " + "; ".join(f"`{n}`: {why}" for n, why in
+        *(["Left out: " + "; ".join(f"`{n}`: {why}" for n, why in
                                      payload["excluded"].items()) + ".", ""]
           if payload.get("excluded") else []),
         *[f"![{f}]({f})" for f in figures],

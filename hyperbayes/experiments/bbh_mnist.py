@@ -130,8 +130,8 @@ def _splits(settings: Settings, data):
 
 _EVAL_ONLY = ("test_samples", "angles", "digit")  # settings that do not shape training
 _BBH_ONLY = ("noise_dim", "generator_hidden", "num_samples", "init_spread", "prior_pi",
-             "prior_scale1", "prior_scale2", "discriminator", "discriminator_hidden", "discriminator_steps",
-             "pretrain_steps", "discriminator_lr")
+             "prior_scale1", "prior_scale2", "discriminator", "discriminator_hidden",
+             "discriminator_steps", "pretrain_steps", "discriminator_lr")
 
 
 def checkpoint_name(name: str, settings: Settings, seed: int, n_train: int) -> str:

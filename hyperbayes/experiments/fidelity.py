@@ -20,8 +20,16 @@ from ..inference import fit, resolve_device, sample_posterior, set_seed
 from ..inference.nuts import nuts
 from ..models import BNN, MLP, Gaussian, priors
 from . import toy_regression
-from .common import (VI_QUALITY_COLUMNS, VI_QUALITY_NOTE, ExperimentResult, machine_info,
-                     plotting, vi_quality_cells, write_json, write_text)
+from .common import (
+    VI_QUALITY_COLUMNS,
+    VI_QUALITY_NOTE,
+    ExperimentResult,
+    machine_info,
+    plotting,
+    vi_quality_cells,
+    write_json,
+    write_text,
+)
 from .suite import render_tables, table
 from .zoo import suite_methods
 

@@ -20,8 +20,17 @@ from ..inference.nuts import nuts
 from ..inference.predict import Prediction
 from ..inference.quality import vi_quality
 from ..models import BNN, MLP, Gaussian, priors
-from .common import (VI_QUALITY_COLUMNS, VI_QUALITY_NOTE, ExperimentResult, machine_info,
-                     markdown_table, plotting, vi_quality_cells, write_json, write_text)
+from .common import (
+    VI_QUALITY_COLUMNS,
+    VI_QUALITY_NOTE,
+    ExperimentResult,
+    machine_info,
+    markdown_table,
+    plotting,
+    vi_quality_cells,
+    write_json,
+    write_text,
+)
 
 __all__ = ["run", "study", "band_axes", "ToyStudy", "Settings", "DEFAULT_METHODS"]
 

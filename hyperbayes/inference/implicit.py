@@ -267,7 +267,8 @@ class AdversarialELBO(_SampleBasedELBO):
             site, so a collapsing posterior is seen), ``"joint"`` (one MLP over all D scalars)
             or ``"pooled"`` (one logit per scalar from its value alone, as the paper's v1 code
             did: it compares only the pooled marginal of all D scalars with the prior and cannot
-            see a collapse). See :class:`~hyperbayes.inference.estimators.DensityRatioDiscriminator`.
+            see a collapse). See
+            :class:`~hyperbayes.inference.estimators.DensityRatioDiscriminator`.
         hidden_sizes: hidden widths of the default discriminator.
         discriminator_steps: T updates per generator step.
         pretrain_steps: T updates before the first generator step (paper: 300).

@@ -119,9 +119,9 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
                     log_r = log_r - _per_particle(site["fn"].log_prob(site["value"]),
                                                   count).double()
             if point_only:
-                raise NoDensityError(f"{type(guide).__name__} is a point estimate (every latent site "
-                                 "a Delta): q(w) has no density over weights, so importance "
-                                 "weights (IWAE, k̂) are undefined")
+                raise NoDensityError(f"{type(guide).__name__} is a point estimate (every latent "
+                                     "site a Delta): q(w) has no density over weights, so "
+                                     "importance weights (IWAE, k̂) are undefined")
             parts.append(log_r.cpu())
             done += count
     return torch.cat(parts)
