@@ -87,3 +87,19 @@ def test_gather_rebuilds_the_summary_from_task_folders_run_apart(suite_run, tmp_
         suite.gather(tmp_path)
     with pytest.raises(ValueError, match="no task folder"):
         suite.gather(tmp_path / "empty")
+
+
+def test_a_changed_recipe_prior_changes_the_key_of_trained_models(monkeypatch):
+    from dataclasses import replace
+
+    from hyperbayes.experiments import zoo
+    from hyperbayes.models import priors
+
+    method = methods.get("mcdropout")
+    before = zoo.recipe_digest("mcdropout", {}, 0)
+    recipe = method.recipe("classification")
+    monkeypatch.setitem(method.recipes, "classification",
+                        replace(recipe, prior=lambda: priors.Normal(0.5)))
+    assert zoo.recipe_digest("mcdropout", {}, 0) != before  # a stale model is not reused
+    monkeypatch.setitem(method.recipes, "classification", recipe)
+    assert zoo.recipe_digest("mcdropout", {}, 0) == before

@@ -177,8 +177,9 @@ def recipe_digest(name: str, fields: dict, seed: int, *rest) -> str:
     """12 hex digits tied to method ``name``'s classification recipe, the settings ``fields``,
     the seed and ``rest`` (data fingerprints, tags): the key of a trained or computed result."""
     recipe = methods.get(name).recipe("classification")
-    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, fields, seed,
-                      *rest], sort_keys=True, default=repr)
+    prior = repr(recipe.prior()) if recipe.prior is not None else None  # a changed prior retrains
+    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, prior, fields,
+                      seed, *rest], sort_keys=True, default=repr)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
