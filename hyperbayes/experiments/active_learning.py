@@ -27,10 +27,9 @@ The net: 784-128-10 (quick: 784-64-10), Adam at the zoo's 1e-3 (what every recip
 with). One hidden layer of 128 units is the dense layer of Gal et al.'s CNN without the
 convolutions (the zoo builds MLPs): it fits 20 images, has ~100k weights (so BALD has a
 posterior to work with), and keeps the ~6,300 trainings of the full run affordable. Each round
-trains at least ``min_steps`` = 150 steps: a fresh net on 50 images is then about a point short
-of where 400 steps take it (at 100 steps 1–2 points, at 25 steps 10), so re-initialised models
-are not simply under-trained; a larger lr (3e-3) converges in 50 steps but makes ``bbh``'s
-warm-started adversarial KL jump between rounds (57 → 33% test accuracy in one round). The pool
+trains at least ``min_steps`` = 500 steps (see the protocol changes below); a larger lr (3e-3)
+would converge sooner but makes ``bbh``'s warm-started adversarial KL jump between rounds
+(57 → 33% test accuracy in one round, measured). The pool
 is a random subset of ``pool_size`` = 10,000 of the 49,980 unlabelled training images:
 scoring 50,000 images with 20 samples for every method, acquisition, regime and round would
 make scoring five times slower on CPU. Test accuracy on 5,000 test images (± 0.4 points
