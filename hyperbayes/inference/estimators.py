@@ -290,13 +290,12 @@ class DensityRatioDiscriminator(nn.Module):
         mean = q_samples.mean(0)
         std = q_samples.std(0) if q_samples.shape[0] > 1 else torch.zeros_like(mean)
         log_std = (std + self._MIN_STD * (1 + mean.abs())).log()
-        if not bool(self.q_seen):
-            self.q_mean.copy_(mean)
-            self.q_log_std.copy_(log_std)
-            self.q_seen.fill_(1)
-        else:
-            self.q_mean.lerp_(mean, self.momentum)
-            self.q_log_std.lerp_(log_std, self.momentum)
+        # the first batch sets the statistics, later ones move them by ``momentum``; chosen on
+        # the device, so that a GPU does not wait for the host at every update
+        weight = torch.where(self.q_seen > 0, self.momentum, 1.0).to(mean.dtype)
+        self.q_mean.lerp_(mean, weight)
+        self.q_log_std.lerp_(log_std, weight)
+        self.q_seen.fill_(1)
 
     def _coordinate_features(self, w: torch.Tensor) -> torch.Tensor:
         """(n, d, features): asinh of the standardized value, q's mean and log-std at the
