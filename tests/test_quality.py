@@ -106,3 +106,18 @@ def test_vi_quality_checks_its_inputs(linear):
         vi_quality(model, guide, (linear["x"], linear["y"]), 1, device="cpu")
     with pytest.raises(ValueError, match="x"):
         vi_quality(model, guide, (linear["x"][:, :1], linear["y"]), 10, device="cpu")
+
+
+def test_a_pyro_autoguide_is_scored(linear):
+    # AutoNormal draws auxiliary unconstrained sites and Delta sites on top: scored as a density
+    from pyro.infer.autoguide import AutoNormal
+
+    pyro.clear_param_store()
+    model = _model()
+    guide = AutoNormal(model)
+    data = (linear["x"], linear["y"])
+    hb.inference.fit(model, guide, data, steps=1500, lr=0.05, progress=False, seed=0,
+                     loss=hb.inference.ELBO(analytic_kl=False))
+    quality = vi_quality(model, guide, data, 2000, device="cpu")
+    assert quality["available"] and quality["elbo"] < quality["iwae"]
+    assert abs(quality["iwae"] - linear["log_z"]) < 0.05
