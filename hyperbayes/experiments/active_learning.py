@@ -288,11 +288,18 @@ def _check_state(saved: dict, path, name, acquisition, regime, seed, n_pool) -> 
             f"{expected} (pool {n_pool}); delete it to restart that curve")
 
 
+def _net(settings: Settings, split: Split, num_classes: int) -> nn.Module | None:
+    """The module the run trains: Gal et al.'s CNN for ``net="gal_cnn"``, None for the zoo's
+    MLP."""
+    if settings.net != "gal_cnn":
+        return None
+    return GalCNN(num_classes, math.isqrt(split.x[0].numel()))
+
+
 def _restore(saved: dict, name: str, settings: Settings, split: Split, *, seed: int,
              num_classes: int, device) -> zoo.Trained:
     """The warm-started model of a saved curve state, rebuilt and loaded (not trained)."""
-    net = GalCNN(num_classes, math.isqrt(split.x[0].numel())) if settings.net == "gal_cnn" \
-        else None
+    net = _net(settings, split, num_classes)
     model, guide, loss, fit_options = zoo.build(name, settings.zoo, split, seed=seed,
                                                 num_classes=num_classes, net=net)
     device = resolve_device(device)
@@ -324,8 +331,7 @@ def _train(name: str, settings: Settings, split: Split, *, seed: int, device, pr
            warm_start, num_classes: int) -> zoo.Trained:
     """One round's training (warm from ``warm_start`` or fresh), no validation, no checkpoint."""
     steps = round_steps(len(split), settings)
-    net = GalCNN(num_classes, math.isqrt(split.x[0].numel())) if settings.net == "gal_cnn" \
-        else None
+    net = _net(settings, split, num_classes)
     return zoo.train(name, settings.zoo, split, None, device=device, seed=seed,
                      checkpoint_dir=None, progress=progress,
                      epochs=_epochs_for(steps, len(split), settings.zoo.batch_size),

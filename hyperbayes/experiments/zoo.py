@@ -231,9 +231,11 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
                                                 num_classes=num_classes, net=net)
     fit_options = dict(fit_options)
     lr = fit_options.pop("lr")
-    epochs = (settings.epochs if epochs is None else epochs) * fit_options.pop("steps_factor", 1)
+    epochs = settings.epochs if epochs is None else epochs
     batch = min(settings.batch_size, len(train_split))
-    steps = max(1, math.ceil(epochs * math.ceil(len(train_split) / batch)))
+    fit_options = methods.fit_options(  # the recipe's steps_factor applied
+        fit_options, max(1, math.ceil(epochs * math.ceil(len(train_split) / batch))))
+    steps = fit_options.pop("steps")
     every = max(1, steps // max(1, settings.validations))
     path = None
     if checkpoint_dir is not None:

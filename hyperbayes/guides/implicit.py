@@ -123,8 +123,6 @@ class ImplicitGuide(SiteGuide):
                                  f"{[s.name for s in self.sites]}")
             over = patterns
         self.over = over
-        if noise_dim is None:
-            noise_dim = sum(s.numel for s in generated)
         self._setup_noise(noise, noise_dim, generated)
         self.point_sites = [s for s in self.sites if s not in self.generated_sites]
         self.point_values = nn.ParameterDict(
@@ -135,7 +133,7 @@ class ImplicitGuide(SiteGuide):
         self.head_size = max(sizes)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if seed is None else seed)
-            self.generator = _mlp([noise_dim + len(generated), *hidden, self.head_size],
+            self.generator = _mlp([self.noise_dim + len(generated), *hidden, self.head_size],
                                   nn.LeakyReLU(negative_slope))
         self.offset = nn.Parameter(concat_init(generated))
         rms = [float(s.init.pow(2).mean().sqrt()) for s in generated]
@@ -151,8 +149,11 @@ class ImplicitGuide(SiteGuide):
         index = torch.cat([i * self.head_size + torch.arange(n) for i, n in enumerate(sizes)])
         self.register_buffer("_head_index", index, persistent=False)
 
-    def _setup_noise(self, noise: str, noise_dim: int, generated) -> None:
-        """Validate and store the noise settings and the generated sites."""
+    def _setup_noise(self, noise: str, noise_dim: int | None, generated) -> None:
+        """Validate and store the noise settings (noise_dim None: D, the number of generated
+        scalars) and the generated sites."""
+        if noise_dim is None:
+            noise_dim = sum(s.numel for s in generated)
         if noise not in NOISES:
             raise ValueError(f"unknown noise {noise!r}; choose from {NOISES}")
         if isinstance(noise_dim, bool) or not isinstance(noise_dim, int) or noise_dim < 1:
@@ -290,8 +291,6 @@ class DiversityGuide(ImplicitGuide):
             raise ValueError("DiversityGuide generates exactly the net's weights and biases; the "
                              f"model's latent sites are {sorted(by_name)}")
         self.over = "weights"
-        if noise_dim is None:
-            noise_dim = sum(s.numel for s in self.sites)
         self._setup_noise("uniform", noise_dim, self.sites)
         self.point_sites, self.point_values = [], nn.ParameterDict()
         self.code_dim = int(code_dim)
@@ -305,7 +304,7 @@ class DiversityGuide(ImplicitGuide):
                              f"got {len(generator_hidden)}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if seed is None else seed)
-            self.extractor = _mlp([noise_dim, *extractor_hidden, sum(self.units) * code_dim],
+            self.extractor = _mlp([self.noise_dim, *extractor_hidden, sum(self.units) * code_dim],
                                   act, batch_norm=batch_norm, bias=not batch_norm)
             outputs, scales = [], []
             for (weight, bias, units), unit_count in zip(self.groups, self.units, strict=True):

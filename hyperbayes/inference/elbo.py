@@ -49,6 +49,15 @@ def log_prob_sum(d, value: torch.Tensor) -> torch.Tensor:
             - n * 0.5 * math.log(2 * math.pi))
 
 
+def replayed_traces(model, guide, *args, **kwargs):
+    """Run the guide, then the model replayed against its draws (subsample sites pruned);
+    returns (model_trace, guide_trace). Enclosing plates and scopes apply to both."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+        *args, **kwargs)
+    return prune_subsample_sites(model_trace), guide_trace
+
+
 class ELBO:
     """Negative-ELBO loss with ``differentiable_loss(model, guide, *args, **kwargs)``.
 
@@ -80,15 +89,9 @@ class ELBO:
         with local_reparameterization():
             if self.num_particles > 1:
                 with pyro.plate("_particles", self.num_particles, dim=-2):
-                    return self._traces(model, guide, *args, **kwargs)
-            return self._traces(model, guide, *args, **kwargs)
+                    return replayed_traces(model, guide, *args, **kwargs)
+            return replayed_traces(model, guide, *args, **kwargs)
 
-    @staticmethod
-    def _traces(model, guide, *args, **kwargs):
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs)
-        return prune_subsample_sites(model_trace), guide_trace
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """−ELBO estimated from one draw of the guide; differentiable in all parameters."""

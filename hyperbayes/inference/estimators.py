@@ -257,11 +257,6 @@ class DensityRatioDiscriminator(nn.Module):
         layers.append(nn.Linear(widths[-1], 1))
         self.net = nn.Sequential(*layers)
 
-    @property
-    def per_scalar(self) -> bool:
-        """Whether T scores coordinates one at a time (``"coordinate"`` or ``"pooled"``)."""
-        return self.kind != "joint"
-
     def _check(self, samples: torch.Tensor, name: str, min_count: int = 1) -> torch.Tensor:
         """Validate a batch of samples against this discriminator's dimension."""
         samples = _check_samples(samples, name, min_count, "the discriminator")

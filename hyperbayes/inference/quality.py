@@ -30,14 +30,13 @@ import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import prune_subsample_sites
 
 from ..guides.contract import is_implicit
-from .checks import check_count, check_data, model_dtype
+from .checks import check_count, check_data
 from .device import resolve_device
+from .elbo import replayed_traces
 
 __all__ = ["vi_quality", "log_importance_weights", "psis_khat", "khat_reading", "NoDensityError",
            "KHAT_GOOD", "KHAT_UNRELIABLE"]
@@ -90,10 +89,10 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
         done = 0
         while done < num_samples:
             count = min(chunk, num_samples - done)
+            # no local-reparameterization scope: weights are drawn whole, so log q(w) is
+            # the density of what the model used
             with pyro.plate(_PARTICLES, count, dim=-2):
-                guide_trace = poutine.trace(guide).get_trace(x, y)
-                model_trace = prune_subsample_sites(poutine.trace(
-                    poutine.replay(model, trace=guide_trace)).get_trace(x, y))
+                model_trace, guide_trace = replayed_traces(model, guide, x, y)
             log_r = torch.zeros(count, dtype=torch.float64, device=x.device)
             for name, site in model_trace.nodes.items():
                 if site["type"] != "sample":
@@ -166,8 +165,7 @@ def vi_quality(model, guide, data, num_samples: int = 1000, *, chunk: int = 250,
     guide.to(device)
     x, y = check_data(model, torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
     try:
-        log_r = log_importance_weights(model, guide, x.to(model_dtype(model)), y, num_samples,
-                                       chunk=chunk).numpy()
+        log_r = log_importance_weights(model, guide, x, y, num_samples, chunk=chunk).numpy()
     except NoDensityError as err:
         return {"available": False, "reason": str(err)}
     if not np.isfinite(log_r).all():
