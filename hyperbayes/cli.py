@@ -1,4 +1,5 @@
-"""The ``hyperbayes`` command line: run experiments, fetch datasets, list methods."""
+"""The ``hyperbayes`` command line: run experiments, diagnose a fit, fetch datasets, list
+methods."""
 
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--root", type=Path, default=None)
     data_sub.add_parser("list", help="list dataset names")
 
+    diag = sub.add_parser("diagnose", help="fit a method on a regression toy, sample NUTS, and "
+                          "write one diagnostics page (VI quality, PSIS-LOO, ArviZ, trust "
+                          "checks, function space against NUTS)")
+    diag.add_argument("--method", default="meanfield", help="a registered method name")
+    diag.add_argument("--toy", default="cubic", choices=["cubic", "blundell"])
+    diag.add_argument("--steps", type=int, default=None, help="SVI steps (default: 4,000 "
+                      "times the recipe's factor)")
+    diag.add_argument("--nuts-draws", type=int, default=500,
+                      help="NUTS draws per chain, 4 chains (0: no NUTS)")
+    diag.add_argument("--quick", action="store_true", help="300 steps, 100 NUTS draws")
+    diag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--out", type=Path, default=Path("results/diagnose"))
+
     sub.add_parser("methods", help="list method names")
     return parser
 
@@ -98,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 path = datasets.fetch(args.name, root=args.root)
                 print(f"{args.name}: ready at {path}")
+        elif args.command == "diagnose":
+            from .inference.diagnose import diagnose_toy
+
+            diagnose_toy(args.method, args.toy, nuts_draws=args.nuts_draws, steps=args.steps,
+                         quick=args.quick, device=args.device, seed=args.seed, out=args.out)
+            print(f"diagnose: wrote {args.out / 'report.md'} and {args.out / 'diagnostics.json'}")
         elif args.command == "methods":
             for name in methods.available():
                 print(f"{name:12s} {methods.get(name).summary}")

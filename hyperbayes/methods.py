@@ -2,7 +2,7 @@
 
 Names are the same on the command line, in metrics.json and in code: ``map``, ``meanfield``,
 ``mcdropout`` (and ``nuts``, which is a sampler, not a guide: see
-:func:`hyperbayes.inference.nuts.nuts`). Later methods register themselves with
+:func:`hyperbayes.inference.nuts`). Later methods register themselves with
 :func:`register`.
 
 A method also carries a :class:`Recipe` per family of tasks (``"classification"``,

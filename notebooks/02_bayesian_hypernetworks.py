@@ -27,7 +27,7 @@ import torch
 
 import hyperbayes as hb
 from hyperbayes.guides import FlowGuide, MeanField
-from hyperbayes.inference.nuts import nuts
+from hyperbayes.inference import nuts
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, priors
 
 QUICK = os.environ.get("HYPERBAYES_QUICK") == "1"

@@ -43,7 +43,7 @@ from hyperbayes.inference.estimators import (
     entropy_kl,
     kl_nearest_neighbour,
 )
-from hyperbayes.inference.nuts import nuts
+from hyperbayes.inference import nuts
 from hyperbayes.models import BNN, MLP, Gaussian, priors
 
 QUICK = os.environ.get("HYPERBAYES_QUICK") == "1"

@@ -11,8 +11,7 @@ from torch import nn
 
 import hyperbayes as hb
 from hyperbayes.guides import Delta, FlowGuide, ImplicitGuide, MeanField
-from hyperbayes.inference import fit, sample_posterior
-from hyperbayes.inference.nuts import nuts
+from hyperbayes.inference import fit, nuts, sample_posterior
 from hyperbayes.models import BNN, MLP, Gaussian, TorchNet, priors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,7 +71,8 @@ def test_every_guide_fits_hierarchical_priors_and_returns_hyper_latents(prior_na
 @pytest.mark.parametrize("prior_name", list(PRIORS))
 def test_nuts_samples_hierarchical_priors(prior_name):
     model = BNN(MLP([1, 8, 1]), PRIORS[prior_name](), Gaussian(0.1))
-    result = nuts(model, _data(), num_samples=15, warmup=15, num_chains=1, max_tree_depth=4)
+    result = nuts(model, _data(), num_samples=15, warmup=15, num_chains=1, max_tree_depth=4,
+                  warn=False)
     for name, shape in HYPER[prior_name].items():
         assert result.samples[name].shape == (15, *shape), name
 

@@ -16,7 +16,7 @@ from hyperbayes.inference.diagnostics import (
     nuts_inference_data,
     weight_diagnostics,
 )
-from hyperbayes.inference.nuts import nuts, potential_energy
+from hyperbayes.inference.mcmc import nuts, potential_energy
 from hyperbayes.inference.predict import Prediction
 from hyperbayes.models import BNN, MLP, Gaussian, priors
 from tests.common import assert_close
@@ -84,7 +84,7 @@ def test_nuts_handles_a_learned_noise_scale():
     y = 2 * x + 0.4 * torch.randn(60, 1)
     model = BNN(MLP([1, 1]), priors.Normal(3.0), Gaussian(scale=None,
                                                            scale_prior=dist.LogNormal(0., 1.)))
-    result = nuts(model, (x, y), num_samples=200, warmup=200, num_chains=1)
+    result = nuts(model, (x, y), num_samples=200, warmup=200, num_chains=1, warn=False)
     sigma = result.samples["noise_scale"]
     assert (sigma > 0).all()
     assert 0.3 < float(sigma.mean()) < 0.55
@@ -98,7 +98,7 @@ def test_nuts_rejects_dropout_nets():
 
 def test_function_space_diagnostics_and_inference_data():
     model, data, _, _ = _linear_regression()
-    result = nuts(model, data, num_samples=100, warmup=100, num_chains=2, seed=3)
+    result = nuts(model, data, num_samples=100, warmup=100, num_chains=2, seed=3, warn=False)
     grid = torch.linspace(-3, 3, 9).unsqueeze(-1).expand(9, 2)
     fs = function_space_diagnostics(model, result, grid)
     assert fs["max_rhat"] < 1.1 and fs["min_ess_bulk"] > 20

@@ -10,9 +10,8 @@ from torch import nn
 
 import hyperbayes as hb
 from hyperbayes.guides import Delta, FlowGuide, ImplicitGuide, MeanField
-from hyperbayes.inference import fit, predict
+from hyperbayes.inference import fit, nuts, predict
 from hyperbayes.inference.checkpoint import CheckpointError
-from hyperbayes.inference.nuts import nuts
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, TorchNet, priors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -251,7 +250,8 @@ def test_nuts_samples_a_small_module():
     x, y = _regression(12)
     model = BNN(nn.Sequential(nn.Linear(1, 3), nn.Tanh(), nn.Linear(3, 1)), priors.Normal(1.0),
                 Gaussian(0.2))
-    result = nuts(model, (x, y), num_samples=20, warmup=20, num_chains=1, max_tree_depth=5)
+    result = nuts(model, (x, y), num_samples=20, warmup=20, num_chains=1, max_tree_depth=5,
+                  warn=False)
     assert result.samples["0.weight"].shape == (20, 3, 1)
     assert result.predict(model, x).f.shape == (20, 12)
 

@@ -17,9 +17,18 @@ import torch
 from .. import datasets
 from ..guides import FlowGuide, MeanField
 from ..inference import ELBO, fit, resolve_device, sample_posterior, set_seed
-from ..inference.nuts import nuts
+from ..inference.diagnostics import nuts_warnings
+from ..inference.mcmc import nuts
 from ..models import BNN, MLP, Gaussian, priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from .common import (
+    ExperimentResult,
+    machine_info,
+    markdown_table,
+    plotting,
+    trust_lines,
+    write_json,
+    write_text,
+)
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS"]
 
@@ -83,9 +92,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         t0 = time.perf_counter()
         model = _model(noise)
         if name == "nuts":
-            draws = nuts(model, data.train, num_samples=settings.nuts_samples,
-                         warmup=settings.nuts_samples, num_chains=settings.nuts_chains,
-                         seed=seed, parallel=True, progress=progress).samples
+            result = nuts(model, data.train, num_samples=settings.nuts_samples,
+                          warmup=settings.nuts_samples, num_chains=settings.nuts_chains,
+                          seed=seed, progress=progress, warn=False)
+            draws = result.samples
+            nuts_messages = nuts_warnings(model, result)
         else:
             guide = _guide(name, model, seed)
             fit(model, guide, data.train, steps=settings.steps, lr=5e-3,
@@ -96,6 +107,8 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         a, b = draws["fc0.weight"].reshape(-1), draws["fc1.weight"].reshape(-1)
         samples[name] = (a, b)
         results[name] = {**_summary(a, b), "wall_time_s": time.perf_counter() - t0}
+        if name == "nuts":
+            results[name]["warnings"] = nuts_messages
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +153,7 @@ def _report(payload: dict, figure: str) -> str:
         markdown_table(rows, ["method", "mode_fraction_pos", "mode_fraction_neg", "ab_mean",
                               "ab_std", "wall_time_s"]),
         "",
+        *trust_lines(payload["methods"]),
         f"![(a, b) samples]({figure})",
         "",
         f"Seed {payload['seed']}, quick={payload['quick']}, wall time "

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExperimentResult", "write_json", "write_text", "markdown_table", "machine_info",
+__all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markdown_table",
+           "machine_info",
            "plotting"]
 
 
@@ -116,3 +117,14 @@ def vi_quality_cells(quality: dict | None) -> dict:
             "IWAE − ELBO": quality["kl_lower_bound"], "PSIS k̂": quality["khat"],
             "reading": quality["khat_reading"], "IS ESS %": 100 * quality["ess_fraction"]}
 
+
+def trust_lines(methods: dict) -> list[str]:
+    """Report lines listing every diagnostic warning recorded in ``methods[name]["warnings"]``
+    (NUTS checks and SVI checks, :mod:`hyperbayes.inference.trust`), or saying none fired."""
+    lines = ["## Diagnostic warnings", ""]
+    found = [(name, w) for name, vals in methods.items() for w in vals.get("warnings", [])]
+    if not found:
+        lines.append("No diagnostic check failed (NUTS: divergences, R-hat and bulk ESS of the "
+                     "predictions, E-BFMI; SVI: loss trend, spread collapse).")
+    lines += [f"- **{name}**: {w}" for name, w in found]
+    return lines + [""]

@@ -17,7 +17,8 @@ import torch
 
 from .. import datasets, methods
 from ..inference import fit, resolve_device, sample_posterior, set_seed
-from ..inference.nuts import nuts
+from ..inference.diagnostics import nuts_warnings
+from ..inference.mcmc import nuts
 from ..models import BNN, MLP, Gaussian, priors
 from . import toy_regression
 from .common import (
@@ -26,6 +27,7 @@ from .common import (
     ExperimentResult,
     machine_info,
     plotting,
+    trust_lines,
     vi_quality_cells,
     write_json,
     write_text,
@@ -118,11 +120,13 @@ def _product(names, settings: Settings, *, seed, device, progress) -> dict:
     set_seed(seed)
     t0 = time.perf_counter()
     reference = BNN(MLP([1, 1, 1], "identity", bias=False), priors.Normal(1.0), Gaussian(noise))
-    ref = nuts(reference, data.train, num_samples=settings.product_nuts_samples,
-               warmup=settings.product_nuts_samples, num_chains=settings.product_nuts_chains,
-               seed=seed, parallel=True, progress=progress).samples
+    result = nuts(reference, data.train, num_samples=settings.product_nuts_samples,
+                  warmup=settings.product_nuts_samples, num_chains=settings.product_nuts_chains,
+                  seed=seed, progress=progress, warn=False)
+    ref = result.samples
     draws["nuts"] = (ref["fc0.weight"].reshape(-1), ref["fc1.weight"].reshape(-1))
-    metrics["nuts"] = {"wall_time_s": time.perf_counter() - t0}
+    metrics["nuts"] = {"wall_time_s": time.perf_counter() - t0,
+                       "warnings": nuts_warnings(reference, result)}
     for name in names:
         set_seed(seed)
         t0 = time.perf_counter()
@@ -249,6 +253,8 @@ def _report(payload: dict, figure: str) -> str:
         f"{s['product_draws']} draws; NUTS {s['product_nuts_chains']} chains × "
         f"{s['product_nuts_samples']} draws.", "",
         render_tables(payload["tables"]),
+        *trust_lines({f"{toy}/{name}": vals for toy, per in payload["toys"].items()
+                      for name, vals in per.items() if isinstance(vals, dict)}),
         f"![{figure}]({figure})", "",
         f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, wall "
         f"time {payload['wall_time_s']:.0f} s.", ""])

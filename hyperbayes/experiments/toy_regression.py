@@ -15,8 +15,13 @@ from pathlib import Path
 from .. import datasets, methods
 from ..inference import fit, metrics, predict, resolve_device, set_seed
 from ..inference.compare import compare, in_range_mask
-from ..inference.diagnostics import function_space_diagnostics, weight_diagnostics
-from ..inference.nuts import nuts
+from ..inference.diagnostics import (
+    function_space_diagnostics,
+    nuts_inference_data,
+    nuts_warnings,
+    weight_diagnostics,
+)
+from ..inference.mcmc import nuts
 from ..inference.predict import Prediction
 from ..inference.quality import vi_quality
 from ..models import BNN, MLP, Gaussian, priors
@@ -27,6 +32,7 @@ from .common import (
     machine_info,
     markdown_table,
     plotting,
+    trust_lines,
     vi_quality_cells,
     write_json,
     write_text,
@@ -123,8 +129,8 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
         ref_model = BNN(net, prior, lik)
         draws = nuts(ref_model, train, num_samples=settings.nuts_samples,
                      warmup=settings.nuts_warmup, num_chains=settings.nuts_chains, seed=seed,
-                     max_tree_depth=settings.nuts_max_tree_depth, parallel=True,
-                     progress=progress)
+                     max_tree_depth=settings.nuts_max_tree_depth, progress=progress,
+                     warn=False)
         reference = draws.predict(ref_model, x_grid)
         fs = function_space_diagnostics(ref_model, draws, x_grid)
         ws = weight_diagnostics(draws)
@@ -134,7 +140,9 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
                            "min_ess_bulk_weights": ws["min_ess_bulk_weights"],
                            "divergences": ws["divergences"],
                            "num_chains": draws.num_chains, "num_draws": draws.num_draws,
-                           "step_sizes": draws.step_sizes}
+                           "step_sizes": draws.step_sizes, "sampling_s": draws.wall_time_s,
+                           "bfmi": [float(b) for b in _bfmi(draws)],
+                           "warnings": nuts_warnings(ref_model, draws, x=x_grid)}
         preds["nuts"] = reference
 
     for label in methods_to_run:
@@ -151,13 +159,15 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
                 label, "regression", [1, settings.hidden, 1], prior, lik, seed=seed)
         fit_options = methods.fit_options({"lr": settings.lr, "loss": loss, **overrides},
                                           settings.vi_steps)
-        fit(model, guide, train, device=device, seed=seed, progress=progress, **fit_options)
+        fitted_result = fit(model, guide, train, device=device, seed=seed, progress=progress,
+                            warn="record", **fit_options)
         preds[label] = predict(model, guide, x_grid.to(device), settings.pred_samples).to("cpu")
         fitted[label] = (model, guide)
         timings[label] = time.perf_counter() - t0
         # how far q is from the posterior, on the standardized data it was fitted to
         results[label] = {"vi_quality": vi_quality(model, guide, train, settings.iw_samples,
-                                                   device=device)}
+                                                   device=device),
+                          "warnings": fitted_result.warnings}
 
     y_test = data.test.y[:, 0]
     inside = in_range_mask(data.test.x, data.info["train_range"])
@@ -175,6 +185,15 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
             entry.update(compare(scaled, ref_scaled, data.test.x, data.info["train_range"]))
         entry["wall_time_s"] = timings[label]
     return ToyStudy(data, results, preds, reference, y_center, y_scale, x_center, x_scale, fitted)
+
+
+def _bfmi(draws) -> list[float]:
+    """E-BFMI per chain (empty when the sampler recorded no energies)."""
+    if "energy" not in draws.sample_stats:
+        return []
+    from ..inference.diagnostics import az
+
+    return list(az.bfmi(nuts_inference_data(draws)))
 
 
 def band_axes(axes, toy: ToyStudy, names, ylim=None, true_label="true f") -> None:
@@ -272,8 +291,11 @@ def _report(payload: dict, figure: str) -> str:
             f"- weight-space split R-hat (max): {n['max_rhat_weights']:.3f} (not expected near "
             "1: hidden units can swap and flip sign)",
             f"- divergent transitions after warm-up: {n['divergences']}",
+            f"- E-BFMI per chain: {', '.join(f'{b:.2f}' for b in n.get('bfmi', [])) or 'n/a'}",
+            f"- sampling time: {n.get('sampling_s', float('nan')):.1f} s",
             "",
         ]
+    text += trust_lines(payload["methods"])
     text += [f"![predictive bands]({figure})", "",
              f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
              f"wall time {payload['wall_time_s']:.0f} s.", ""]

@@ -6,6 +6,7 @@ from .device import resolve_device, set_seed
 from .elbo import ELBO
 from .illation import fit_em, illate
 from .implicit import AdversarialELBO, DiversityObjective, EntropyELBO, NearestNeighbourELBO
+from .mcmc import NutsResult, nuts
 from .predict import Prediction, predict, predict_from_samples, sample_posterior, sample_prior
 from .quality import psis_khat, vi_quality
 from .svi import FitResult, fit
@@ -13,4 +14,14 @@ from .svi import FitResult, fit
 __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
            "metrics", "illate", "fit_em", "estimators", "vi_quality", "psis_khat",
-           "EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective"]
+           "EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective",
+           "nuts", "NutsResult", "diagnostics"]
+
+
+def __getattr__(name: str):
+    """``hyperbayes.inference.diagnostics`` on first use (it imports ArviZ, which is slow)."""
+    if name == "diagnostics":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.diagnostics")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

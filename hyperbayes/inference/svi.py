@@ -17,6 +17,7 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import trust
 from .checks import check_count, check_data, check_positive
 from .device import resolve_device, set_seed
 from .elbo import ELBO
@@ -40,6 +41,7 @@ class FitResult:
             result (this one plus those recorded in a resumed checkpoint).
         device: the device trained on.
         resumed_from: the step a checkpoint resumed from, or None.
+        warnings: why the fit should not be trusted as it is (see ``fit``'s ``warn``).
     """
 
     losses: list[float] = field(default_factory=list)
@@ -50,6 +52,7 @@ class FitResult:
     total_wall_time_s: float = 0.0
     device: str = "cpu"
     resumed_from: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def as_xy(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +228,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool | str = True, device="auto",
         seed: int | None = 0, progress: bool | None = None, callback=None, kl_schedule=None,
-        validate: bool = True) -> FitResult:
+        validate: bool = True, warn: bool | str = True) -> FitResult:
     """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
 
     Args:
@@ -266,11 +269,19 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             geometrically from 1000 to 1 over the first 70% (a tempered likelihood, which helps
             flexible guides keep several posterior modes). The loss's weight is restored after.
         validate: run Pyro's distribution validation on the first step (then off, for speed).
+        warn: after training, check that the loss did not rise over the last 20% of the steps
+            and that the guide's spread did not collapse
+            (:mod:`hyperbayes.inference.trust`); each failure is a
+            :class:`~hyperbayes.inference.trust.PosteriorWarning` and a line in
+            ``FitResult.warnings`` (``"record"``: the line only; False: no checks). A loss that
+            becomes NaN or inf stops training with a FloatingPointError.
 
     Returns:
         A :class:`FitResult`. The model and guide are trained in place.
     """
     start_time = time.perf_counter()
+    if warn not in (True, False, "record"):
+        raise ValueError(f"warn must be True, False or 'record'; got {warn!r}")
     if select_by not in ("val_nll", "val_accuracy"):
         raise ValueError(f"select_by must be 'val_nll' or 'val_accuracy', got {select_by!r}")
     if hasattr(data, "train") and hasattr(data, "test"):
@@ -397,6 +408,13 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             result.losses.extend(torch.stack(pending).tolist())
             pending.clear()
 
+    spread_before = None
+    if warn and total_steps > first_step:
+        model.eval()
+        try:
+            spread_before = trust.guide_spread(model, guide, _spread_draws(model))
+        except (RuntimeError, ValueError, KeyError, TypeError, NotImplementedError):
+            spread_before = None  # a guide that cannot be sampled before its first step
     bar = tqdm(total=total_steps, initial=first_step, disable=(None if progress is None
                                                                else not progress),
                desc="fit", leave=False, dynamic_ncols=True)
@@ -464,6 +482,20 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         model.load_state_dict(best_state["model"])
         guide.load_state_dict(best_state["guide"])
     pyro.clear_param_store()
+    if warn:
+        problems = [trust.loss_trend_problem(result.losses)]
+        if spread_before is not None:
+            problems.append(trust.spread_collapse_problem(
+                spread_before, trust.guide_spread(model, guide, _spread_draws(model))))
+        result.warnings = [p for p in problems if p]
+        if warn != "record":
+            trust.emit(result.warnings)
     result.wall_time_s = time.perf_counter() - start_time
     result.total_wall_time_s = earlier_wall_time + result.wall_time_s
     return result
+
+
+def _spread_draws(model) -> int:
+    """Guide draws for the spread check: 16, fewer for big nets (≤ 2·10⁷ floats)."""
+    params = max(1, getattr(getattr(model, "net", None), "num_params", 1))
+    return max(2, min(16, 20_000_000 // params))

@@ -2,11 +2,13 @@
 
 from . import gauge, likelihoods, metaprior, module, nets, priors
 from .bnn import BNN
+from .conjugate import ConjugateRegression, conjugate_regression
 from .gauge import gauge_fix
 from .likelihoods import Categorical, Gaussian
 from .metaprior import MetaPrior
 from .module import TorchNet
 from .nets import CNN, MLP, ParamSpec
 
-__all__ = ["BNN", "MetaPrior", "metaprior", "MLP", "CNN", "TorchNet", "ParamSpec", "Gaussian",
+__all__ = ["BNN", "conjugate_regression", "ConjugateRegression",
+           "MetaPrior", "metaprior", "MLP", "CNN", "TorchNet", "ParamSpec", "Gaussian",
            "Categorical", "likelihoods", "module", "nets", "priors", "gauge", "gauge_fix"]
