@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/metaprior_step.py --out results/benchmarks/metaprior_step.json
 	$(PY) benchmarks/bbh_step.py --out results/benchmarks/bbh_step.json
 	$(PY) benchmarks/torchnet.py --out results/benchmarks/torchnet.json
+	$(PY) benchmarks/nuts.py --out results/benchmarks/nuts.json
 
 clean:
 	rm -rf $(VENV) results

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in methods.available():
                 print(f"{name:12s} {methods.get(name).summary}")
             print(f"{methods.REFERENCE:12s} NUTS reference sampler (toy problems)")
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+    except (ValueError, RuntimeError, OSError) as err:
         print(f"hyperbayes: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -100,6 +101,15 @@ def _write(out: Path, result: dict, idata: dict) -> None:
 
     plt, _ = plotting()
     out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # ArviZ 0.23's own use of a deprecated matplotlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        figures = _plots(out, idata, plt)
+    write_json(out / "diagnostics.json", result)
+    _page(out, result, figures, markdown_table, write_text)
+
+
+def _plots(out: Path, idata: dict, plt) -> list[tuple[str, str]]:
+    """Energy and rank plots of NUTS, a posterior predictive check of each fit."""
     figures = []
     az = diagnostics.az
     if "nuts" in idata and "energy" in idata["nuts"].sample_stats:
@@ -110,11 +120,14 @@ def _write(out: Path, result: dict, idata: dict) -> None:
         fig.savefig(out / "energy.png", dpi=110, bbox_inches="tight")
         plt.close("all")
     if "nuts" in idata:
-        names = list(idata["nuts"].posterior.data_vars)[:2]
-        axes = az.plot_rank(idata["nuts"], var_names=names, coords=None)
+        posterior = idata["nuts"].posterior
+        first = next(iter(posterior.data_vars))
+        coords = {d: list(range(min(2, posterior.sizes[d])))
+                  for d in posterior[first].dims if d not in ("chain", "draw")}
+        axes = az.plot_rank(idata["nuts"], var_names=[first], coords=coords)
         fig = axes.ravel()[0].figure if hasattr(axes, "ravel") else plt.gcf()
         fig.suptitle("NUTS rank plots: uniform bars mean the chains mix")
-        figures.append(("rank.png", "rank plots of the first NUTS sites"))
+        figures.append(("rank.png", f"rank plots of the first scalars of {first}"))
         fig.savefig(out / "rank.png", dpi=110, bbox_inches="tight")
         plt.close("all")
     for key, data in idata.items():
@@ -124,7 +137,11 @@ def _write(out: Path, result: dict, idata: dict) -> None:
         figures.append((f"ppc_{key}.png", f"posterior predictive check, {key}"))
         fig.savefig(out / f"ppc_{key}.png", dpi=110, bbox_inches="tight")
         plt.close("all")
-    write_json(out / "diagnostics.json", result)
+    return figures
+
+
+def _page(out: Path, result: dict, figures, markdown_table, write_text) -> None:
+    """report.md."""
     lines = [f"# Diagnostics: {result['guide']}", ""]
     lines += [f"- fit warning: {w}" for w in result["fit_warnings"]] or [
         "The fit's checks (loss trend, spread collapse) passed."]
