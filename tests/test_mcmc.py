@@ -234,6 +234,7 @@ def test_spread_collapse_check():
     assert "collapsed" in trust.spread_collapse_problem(before, collapsed)
 
 
+@pytest.mark.slow
 def test_diagnose_writes_one_page(tmp_path):
     from hyperbayes import cli
 
