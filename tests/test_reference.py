@@ -18,28 +18,24 @@ from hyperbayes.inference.diagnostics import (
 )
 from hyperbayes.inference.mcmc import nuts, potential_energy
 from hyperbayes.inference.predict import Prediction
-from hyperbayes.models import BNN, MLP, Gaussian, priors
+from hyperbayes.models import (
+    BNN,
+    MLP,
+    ConjugateRegression,
+    Gaussian,
+    conjugate_regression,
+    priors,
+)
 from tests.common import assert_close
 
 
 def _linear_regression(n=40, d=2, noise=0.5, prior_scale=1.0, seed=0):
     """Conjugate Bayesian linear regression y = x·w + b + ε with its closed-form posterior."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    w_true = torch.tensor([1.5, -0.7][:d])
-    y = (x @ w_true + 0.3 + noise * torch.randn(n, generator=g)).unsqueeze(-1)
-    design = torch.cat([x, torch.ones(n, 1)], dim=1).double()
-    precision = (torch.eye(d + 1, dtype=torch.float64) / prior_scale ** 2
-                 + design.T @ design / noise ** 2)
-    cov = torch.linalg.inv(precision)
-    mean = cov @ design.T @ y.double()[:, 0] / noise ** 2
-    model = BNN(MLP([d, 1]), priors.Normal(prior_scale), Gaussian(noise))
-    return model, (x, y), mean, cov
+    p = conjugate_regression(n, d, noise=noise, prior_scale=prior_scale, seed=seed)
+    return p.model, p.data, p.mean, p.cov
 
 
-def _stack(samples):
-    return torch.cat([samples["fc0.weight"].reshape(len(samples["fc0.weight"]), -1),
-                      samples["fc0.bias"].reshape(-1, 1)], dim=1).double()
+_stack = ConjugateRegression.flatten
 
 
 def test_potential_energy_matches_pyro_log_joint():
