@@ -20,8 +20,8 @@ import pyro.distributions as dist
 import torch
 
 import hyperbayes as hb
-from hyperbayes.inference.diagnostics import az, function_space_diagnostics, nuts_inference_data
 from hyperbayes.inference import nuts
+from hyperbayes.inference.diagnostics import az, function_space_diagnostics, nuts_inference_data
 from hyperbayes.models import BNN, MLP, Gaussian, priors
 
 QUICK = os.environ.get("HYPERBAYES_QUICK") == "1"

@@ -38,12 +38,12 @@ import torch
 
 import hyperbayes as hb
 from hyperbayes.datasets.toys import gmm2d_log_density
+from hyperbayes.inference import nuts
 from hyperbayes.inference.estimators import (
     DensityRatioDiscriminator,
     entropy_kl,
     kl_nearest_neighbour,
 )
-from hyperbayes.inference import nuts
 from hyperbayes.models import BNN, MLP, Gaussian, priors
 
 QUICK = os.environ.get("HYPERBAYES_QUICK") == "1"
