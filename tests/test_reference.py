@@ -74,6 +74,30 @@ def test_full_covariance_guide_recovers_conjugate_posterior():
     assert_close(torch.cov(draws.T), cov, atol=0.002, rtol=0.15)
 
 
+def _gaussian_kl(mean1, cov1, mean0, cov0):
+    """KL(N(mean1, cov1) ‖ N(mean0, cov0)) in nats."""
+    precision, diff = torch.linalg.inv(cov0), mean0 - mean1
+    return 0.5 * (torch.trace(precision @ cov1) + diff @ precision @ diff - len(mean0)
+                  + torch.logdet(cov0) - torch.logdet(cov1))
+
+
+def test_flow_guide_over_all_weights_recovers_the_correlated_posterior():
+    """An IAF over the 4 weights matches the closed-form mean and covariance (correlations up to
+    ±0.38); the same guide without flow layers (mean field) cannot, which shows the check bites."""
+    problem = conjugate_regression()
+    kls = {}
+    for num_flows in (2, 0):
+        guide = hb.guides.FlowGuide(problem.model, flow="iaf", num_flows=num_flows, hidden=16,
+                                    over="weights", init_scale=0.1)
+        hb.inference.fit(problem.model, guide, problem.data, steps=1000, lr=0.01,
+                         lr_schedule="cosine", seed=0)
+        draws = problem.flatten(hb.inference.sample_posterior(problem.model, guide, 20_000))
+        kls[num_flows] = _gaussian_kl(draws.mean(0), torch.cov(draws.T), problem.mean,
+                                      problem.cov).item()
+    assert kls[2] < 0.06, kls
+    assert kls[0] > 0.12, kls
+
+
 def test_nuts_handles_a_learned_noise_scale():
     torch.manual_seed(0)
     x = torch.randn(60, 1)
