@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-all lint bench venv clean fashion-mnist
+.PHONY: demo test test-all lint bench venv clean fashion-mnist chromium docs notebooks
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,32 @@ fashion-mnist:
 	  dataset-fashion-mnist >/dev/null; } || \
 	  echo "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): its tests skip"
 
+# The docs test opens the built site in Debian's chromium (headless); where apt-get or root is
+# missing that test skips, saying how to get it.
+chromium:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  chromium >/dev/null; } || \
+	  echo "chromium not installed (apt-get install chromium): the browser test skips"
+
+# The documentation site (Sphinx): docs/_build/html/index.html. Warnings are errors.
+docs: $(STAMP)
+	rm -rf docs/_build
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs built: docs/_build/html/index.html"
+
+# Runs the four notebooks at full settings and saves them with their outputs (commit them).
+notebooks: $(STAMP)
+	$(PY) notebooks/sync.py --execute
+
 demo: $(STAMP)
 	$(VENV)/bin/hyperbayes run toy-regression --out results/toy-regression
 
-test: $(STAMP) fashion-mnist
-	$(VENV)/bin/ruff check hyperbayes tests benchmarks notebooks
+test: $(STAMP) fashion-mnist chromium
+	$(VENV)/bin/ruff check hyperbayes tests benchmarks notebooks docs/conf.py docs/_ext
 	$(PY) -m pytest -q
 
-test-all: $(STAMP) fashion-mnist
+test-all: $(STAMP) fashion-mnist chromium
 	$(PY) -m pytest -q -m ""
 
 bench: $(STAMP)
@@ -44,4 +62,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/nuts.py --out results/benchmarks/nuts.json
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results docs/_build docs/_generated

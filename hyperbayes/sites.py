@@ -58,7 +58,7 @@ def param_key(site_name: str) -> str:
 
 
 def split_sites(sites: list[Site], flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split a (..., D) tensor into per-site unconstrained values of shape (..., *shape)."""
+    """Split a (..., D) tensor into per-site unconstrained values of shape ``(..., *shape)``."""
     lead = tuple(flat.shape[:-1])
     chunks = torch.split(flat, [s.numel for s in sites], dim=-1)
     return {s.name: c.reshape(lead + tuple(s.shape)) for s, c in zip(sites, chunks, strict=True)}

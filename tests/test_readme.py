@@ -1,15 +1,21 @@
-"""Every ```python block of the README runs, in order, at small sizes (so the first example
-a user copies never breaks)."""
+"""Every ```python block of the README and of the getting-started page runs, in order, at small
+sizes (so the first example a user copies never breaks), and the README names only registered
+methods."""
 
 import re
 import warnings
 from pathlib import Path
 
 import matplotlib
+import pytest
 
+import hyperbayes as hb
 from hyperbayes.inference.trust import PosteriorWarning
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+#: documents whose python blocks are run, each in a fresh namespace
+DOCUMENTS = [README, ROOT / "docs" / "getting-started.md"]
 
 #: sizes cut to keep the test fast: keyword → largest value kept
 SMALL = {"steps": 40, "num_samples": 30, "warmup": 30, "epochs": 1}
@@ -27,20 +33,32 @@ def _shrink(code: str) -> str:
     return re.sub(r"\b(" + "|".join(SMALL) + r")=([0-9_.]+)", cut, code)
 
 
-def test_readme_has_python_examples():
-    assert len(_blocks(README.read_text())) >= 5
+def test_readme_is_a_users_page():
+    text = README.read_text()
+    assert len(text.splitlines()) < 250
+    assert _blocks(text)
 
 
-def test_every_readme_python_block_runs(tmp_path, monkeypatch):
+def test_readme_methods_table_names_registered_methods():
+    text = README.read_text()
+    table = text.split("## Methods", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"^\| `([a-z_-]+)` \|", table, flags=re.M)
+    assert names
+    known = set(hb.methods.available()) | {hb.methods.REFERENCE}
+    assert set(names) <= known, set(names) - known
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+def test_every_python_block_runs(document, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     matplotlib.use("Agg")
     namespace: dict = {"__name__": "readme"}
-    for i, block in enumerate(_blocks(README.read_text())):
+    for i, block in enumerate(_blocks(document.read_text())):
         code = _shrink(block)
         with warnings.catch_warnings():
             # tiny runs cannot mix; the trust checks saying so is the expected behaviour
             warnings.simplefilter("ignore", PosteriorWarning)
             try:
-                exec(compile(code, f"README.md block {i + 1}", "exec"), namespace)
+                exec(compile(code, f"{document.name} block {i + 1}", "exec"), namespace)
             except Exception as err:  # name the block in the failure
-                raise AssertionError(f"README block {i + 1} failed:\n{code}") from err
+                raise AssertionError(f"{document.name} block {i + 1} failed:\n{code}") from err

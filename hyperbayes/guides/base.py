@@ -36,7 +36,7 @@ class SiteGuide(torch.nn.Module):
         return sum(s.numel for s in self.sites)
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a (..., D) tensor into per-site unconstrained values of shape (..., *shape)."""
+        """Split a (..., D) tensor into per-site unconstrained values of shape ``(..., *shape)``."""
         return split_sites(self.sites, flat)
 
     @staticmethod

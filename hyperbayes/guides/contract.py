@@ -90,7 +90,7 @@ class ImplicitGuideContract(SiteGuideContract, Protocol):
         ...
 
     def flatten(self, values: dict[str, torch.Tensor], num_samples: int) -> torch.Tensor:
-        """Concatenate per-site values (each (S, ..., *shape)) into (S, D)."""
+        """Concatenate per-site values (each ``(S, ..., *shape)``) into (S, D)."""
         ...
 
 

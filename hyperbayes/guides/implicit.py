@@ -212,7 +212,7 @@ class ImplicitGuide(SiteGuide):
                              for s in self.generated_sites}, num_samples)
 
     def flatten(self, values: dict[str, torch.Tensor], num_samples: int) -> torch.Tensor:
-        """Concatenate the generated sites' values (each (S, ..., *shape)) into (S, D)."""
+        """Concatenate the generated sites' values (each ``(S, ..., *shape)``) into (S, D)."""
         return torch.cat([values[s.name].reshape(num_samples, s.numel)
                           for s in self.generated_sites], dim=-1)
 

@@ -12,8 +12,8 @@ __all__ = ["compare", "wasserstein1", "in_range_mask"]
 def wasserstein1(a: torch.Tensor, b: torch.Tensor, num_quantiles: int = 200) -> torch.Tensor:
     """W₁ between empirical distributions of samples ``a`` (S₁, N) and ``b`` (S₂, N), per column.
 
-    W₁ = ∫₀¹ |F_a⁻¹(u) − F_b⁻¹(u)| du, computed on ``num_quantiles`` midpoint levels, so the two
-    sample sizes may differ. Returns (N,).
+    ``W₁ = ∫₀¹ |F_a⁻¹(u) − F_b⁻¹(u)| du``, computed on ``num_quantiles`` midpoint levels, so
+    the two sample sizes may differ. Returns (N,).
     """
     levels = (torch.arange(num_quantiles, dtype=torch.float64) + 0.5) / num_quantiles
     qa = torch.quantile(a.double(), levels.to(a.device), dim=0)
@@ -39,7 +39,7 @@ def compare(pred: Prediction, reference: Prediction, x_grid: torch.Tensor,
         outside ``train_range`` of std_method(f(x)) / std_reference(f(x)) (1 is ideal; < 1 means
         over-confident); ``predictive_distance``: the W₁ distance between the two distributions
         of f(x), averaged over the grid, in the units of y; ``mean_abs_error_of_mean``: the
-        average |E_method f − E_reference f|.
+        average ``|E_method f − E_reference f|``.
     """
     if pred.task != "regression" or reference.task != "regression":
         raise ValueError("compare works on regression predictions (f samples)")

@@ -49,7 +49,7 @@ class ImplicitDraws:
         log_likelihood: the data term E_q[log p(y | w)] at full-data scale (averaged over S).
         mean_log_likelihood: log p(y | w) averaged over samples and examples of the minibatch.
         samples: the generated sites flattened, (S, D).
-        values: every latent site's value with the sample dim first, (S, *shape).
+        values: every latent site's value with the sample dim first, ``(S, *shape)``.
         log_prior: E_q[log p(w)] over the generated sites (None when not computed).
         point_penalty: −Σ log p(ŵ) over the point-estimated sites.
     """

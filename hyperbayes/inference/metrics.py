@@ -303,7 +303,7 @@ def reliability_bins(probs, y, num_bins: int = 15) -> dict[str, np.ndarray]:
 
 
 def ece(probs, y, num_bins: int = 15) -> float:
-    """Expected calibration error: Σ_b (n_b / N) |acc_b − conf_b| over non-empty bins.
+    """Expected calibration error: ``Σ_b (n_b / N) |acc_b − conf_b|`` over non-empty bins.
 
     Bins, acc_b and conf_b are exactly those of :func:`reliability_bins` (equal-width bins
     (b/B, (b+1)/B] on the max predictive probability max_c p̄_nc).

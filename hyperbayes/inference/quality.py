@@ -151,9 +151,10 @@ def vi_quality(model, guide, data, num_samples: int = 1000, *, chunk: int = 250,
         device: where to compute (``auto``, ``cpu``, ``cuda``); model and guide are moved there.
 
     Returns:
-        ``{"available": True, "elbo", "elbo_se", "iwae", "kl_lower_bound" (IWAE − ELBO),
-        "khat", "khat_reading", "ess_fraction", "num_samples"}``; for a guide without a density
-        ``{"available": False, "reason": ...}`` (nothing is drawn).
+        A dict with ``available`` True and the keys ``elbo``, ``elbo_se``, ``iwae``,
+        ``kl_lower_bound`` (IWAE − ELBO), ``khat``, ``khat_reading``, ``ess_fraction`` and
+        ``num_samples``; for a guide without a density, ``available`` False and a ``reason``
+        (nothing is drawn).
     """
     reason = _no_density_reason(guide)
     if reason:

@@ -163,7 +163,7 @@ def _check_hyper_names(declared: Mapping, specs: Mapping[str, ParamSpec]) -> Non
 
 def per_unit(value: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
     """A hyper-latent with one entry per output unit, (..., fan_out), reshaped to broadcast
-    against the parameter (..., *spec.shape): (..., fan_out, 1, ...)."""
+    against the parameter ``(..., *spec.shape)``: (..., fan_out, 1, ...)."""
     return value.reshape(*value.shape, *([1] * (len(spec.shape) - 1)))
 
 
