@@ -39,8 +39,9 @@ LARGE = [784, 800, 800, 10]
 CODE_DIM, HYPER_HIDDEN = 10, 32
 
 
-# the hyperprior of the MNIST experiments (hyperbayes.experiments.metaprior_mnist.Settings)
-SIN = {"activation": "sin", "init_frequency": 3.0, "init_mean_scale": 1.0}
+# the hyperprior of the MNIST experiments: the MetaPrior's classification recipe
+SIN = {k: v for k, v in hb.methods.get("metaprior").recipe("classification").options.items()
+       if k in ("activation", "init_frequency", "init_mean_scale")}
 
 
 def metaprior_options(sizes, **extra):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import datasets, methods
-from .experiments import EXPERIMENTS
+from .experiments import EXPERIMENTS, common
 from .experiments import suite as suite_module
 
 __all__ = ["main", "build_parser"]
@@ -20,6 +20,40 @@ def _method_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("--methods needs at least one name")
     return names
+
+
+def _method_options(items: list[str]) -> dict:
+    """``--option METHOD.KEY=VALUE`` items as ``{method: {key: value}}``, names checked."""
+    options: dict[str, dict] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not sep or not dot or not name or not key:
+            raise ValueError(f"--option {item!r}: expected METHOD.KEY=VALUE, e.g. "
+                             "flow-8.hidden=64")
+        methods.get(name)  # unknown names raise with the list of known ones
+        options.setdefault(name, {})[key] = common.parse_value(text.strip())
+    return options
+
+
+def _run_overrides(args, experiment) -> dict:
+    """The ``settings`` and ``overrides`` arguments ``--set`` and ``--option`` ask for, checked
+    against the experiment before it starts."""
+    import inspect
+
+    extra = {}
+    if args.assignments:
+        settings_type = common.settings_class(experiment)
+        if settings_type is None:
+            raise ValueError(f"{args.experiment} has no settings to --set")
+        extra["settings"] = common.apply_settings(settings_type, args.assignments,
+                                                  quick=args.quick)
+    if args.options:
+        if "overrides" not in inspect.signature(experiment).parameters:
+            raise ValueError(f"{args.experiment} takes no method --option (its methods are "
+                             "set up by their recipes only)")
+        extra["overrides"] = _method_options(args.options)
+    return extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, default=None, help="output folder "
                      "(default: results/EXPERIMENT)")
+    run.add_argument("--set", dest="assignments", action="append", default=[],
+                     metavar="KEY=VALUE", help="change one of the experiment's settings "
+                     "(repeatable; a Python literal or a word), e.g. --set epochs=3; recorded "
+                     "in metrics.json")
+    run.add_argument("--option", dest="options", action="append", default=[],
+                     metavar="METHOD.KEY=VALUE", help="change one build option of a method's "
+                     "recipe (repeatable), e.g. --option flow-8.hidden=64")
 
     suite = sub.add_parser("suite", help="the uncertainty suite: every method on every task; "
                            "writes results.md and results.json")
@@ -89,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             experiment = EXPERIMENTS[args.experiment]
-            out = args.out or Path("results") / args.experiment
+            out = common.output_dir(args.out or Path("results") / args.experiment)
             kwargs = {"quick": args.quick, "device": args.device, "seed": args.seed, "out": out}
             if args.methods:
                 kwargs["methods_to_run"] = args.methods
+            kwargs.update(_run_overrides(args, experiment))
             result = experiment(**kwargs)
             print(f"{args.experiment}: wrote {result.out_dir / 'metrics.json'}, "
                   f"{result.out_dir / 'report.md'} and {len(result.figures)} figure(s) in "
@@ -121,8 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"diagnose: wrote {args.out / 'report.md'} and {args.out / 'diagnostics.json'}")
         elif args.command == "methods":
             for name in methods.available():
-                print(f"{name:12s} {methods.get(name).summary}")
-            print(f"{methods.REFERENCE:12s} NUTS reference sampler (toy problems)")
+                method = methods.get(name)
+                base = f"[variant of {method.base}] " if method.base else ""
+                print(f"{name:18s} {base}{method.summary}")
+                if method.count_option:
+                    print(f"{name + '-<K>':18s} {name} with {method.count_option}=K")
+            for alias, name in methods.aliases().items():
+                print(f"{alias:18s} the paper's name for {name}")
+            print(f"{methods.REFERENCE:18s} NUTS reference sampler (toy problems)")
     except (ValueError, RuntimeError, OSError) as err:
         print(f"hyperbayes: error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,13 @@ Names are the same on the command line, in metrics.json and in code: ``map``, ``
 :func:`hyperbayes.inference.nuts`). Later methods register themselves with
 :func:`register`.
 
+A *variant* (:func:`register_variant`) is a method with some build options fixed and,
+optionally, its prior replaced: ``mle`` is ``map`` under a flat prior, ``flow_realnvp`` is
+``flow`` with RealNVP couplings, ``bbh_nn`` is ``bbh`` with the nearest-neighbour KL. A method
+with a *count option* also answers to ``<name>-<K>``: ``flow-8`` is ``flow`` with 8 couplings.
+An *alias* (:func:`register_alias`) is a second name for a method, such as a paper's own name
+for it (``gaussian_lv`` for ``metaprior``).
+
 A method also carries a :class:`Recipe` per family of tasks (``"classification"``,
 ``"regression"``): the net, prior, build options and fit settings that work for it there. Code
 that must run *every* method (the uncertainty suite) calls :func:`setup` and never names one.
@@ -23,8 +30,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -39,8 +47,8 @@ from .inference.implicit import (
 from .models import BNN, MLP, TorchNet, priors
 from .models.metaprior import MetaPrior
 
-__all__ = ["Method", "Recipe", "register", "build", "setup", "fit_options", "available", "get",
-           "REFERENCE", "FAMILIES"]
+__all__ = ["Method", "Recipe", "register", "register_variant", "register_alias", "build",
+           "setup", "fit_options", "available", "aliases", "get", "REFERENCE", "FAMILIES"]
 
 REFERENCE = "nuts"
 FAMILIES = ("classification", "regression")
@@ -49,6 +57,10 @@ FAMILIES = ("classification", "regression")
 @dataclass(frozen=True)
 class Recipe:
     """How one method is set up for a family of tasks, so that a task names no method.
+
+    A recipe is kept per family (``"classification"``, ``"regression"``) and, where one task's
+    protocol differs from its family's, per task: ``"regression/product"`` is looked up first
+    and falls back to ``"regression"``.
 
     Attributes:
         options: build options (passed to the method's ``build``).
@@ -83,7 +95,11 @@ class Method:
         build: the constructor.
         fit_defaults: suggested :func:`~hyperbayes.inference.fit` settings (e.g. ``lr``).
         reference: the paper the method comes from.
-        recipes: a :class:`Recipe` per family of tasks (see :data:`FAMILIES`).
+        recipes: a :class:`Recipe` per family of tasks (see :data:`FAMILIES`), and per task
+            where a task's protocol differs (``"regression/product"``).
+        base: for a variant, the method it derives from (None for a base method).
+        count_option: the build option that ``<name>-<K>`` sets to K (``num_flows`` for
+            ``flow``), or None.
     """
 
     name: str
@@ -92,38 +108,120 @@ class Method:
     fit_defaults: dict = field(default_factory=dict)
     reference: str = ""
     recipes: dict = field(default_factory=dict)
+    base: str | None = None
+    count_option: str | None = None
 
     def recipe(self, family: str) -> Recipe:
-        """This method's :class:`Recipe` for ``family`` (an empty one where none is given)."""
-        if family not in FAMILIES:
-            raise ValueError(f"unknown task family {family!r}; choose from {FAMILIES}")
-        return self.recipes.get(family, Recipe())
+        """This method's :class:`Recipe` for ``family`` or ``"family/task"`` (the task's own
+        recipe where there is one, else the family's; an empty one where neither is given)."""
+        head = family.split("/", 1)[0]
+        if head not in FAMILIES:
+            raise ValueError(f"unknown task family {family!r}; choose from {FAMILIES} "
+                             "(optionally followed by /<task>)")
+        return self.recipes.get(family) or self.recipes.get(head) or Recipe()
 
 
 _REGISTRY: dict[str, Method] = {}
+_ALIASES: dict[str, str] = {}
+_COUNTED = re.compile(r"^(?P<base>.+)-(?P<count>\d+)$")
 
 
 def register(method: Method) -> Method:
     """Add ``method`` to the registry (a name can be registered once)."""
-    if method.name in _REGISTRY:
+    if method.name in _REGISTRY or method.name in _ALIASES or method.name == REFERENCE:
         raise ValueError(f"method {method.name!r} is already registered")
+    if _COUNTED.match(method.name):
+        raise ValueError(f"method names cannot end in -<digits> ({method.name!r}): that form "
+                         "sets a method's count option")
     _REGISTRY[method.name] = method
     return method
 
 
-def available() -> list[str]:
-    """The registered method names (NUTS is separate: it is a sampler)."""
-    return sorted(_REGISTRY)
+def _derive(base: Method, name: str, summary: str, options: dict, prior: Callable | None,
+            recipes: dict | None, reference: str | None) -> Method:
+    """``base`` with ``options`` fixed and its prior replaced by ``prior()`` where given."""
+    options = dict(options)
+
+    def build(net, given_prior, likelihood, **more):
+        return base.build(net, prior() if prior is not None else given_prior, likelihood,
+                          **{**options, **more})
+
+    derived = {}
+    # a variant that replaces the prior does so in every family, recipe or not
+    for key in {*base.recipes, *(recipes or {}), *(FAMILIES if prior is not None else ())}:
+        own = (recipes or {}).get(key)
+        inherited = base.recipes.get(key) or base.recipes.get(key.split("/", 1)[0]) or Recipe()
+        recipe = own if own is not None else replace(
+            inherited, options={**inherited.options, **options})
+        if prior is not None:
+            recipe = replace(recipe, prior=prior)
+        derived[key] = recipe
+    return Method(name, summary, build, fit_defaults=dict(base.fit_defaults),
+                  reference=base.reference if reference is None else reference,
+                  recipes=derived, base=base.name, count_option=base.count_option)
+
+
+def register_variant(name: str, base: str, summary: str, *, options: dict | None = None,
+                     prior: Callable | None = None, recipes: dict | None = None,
+                     reference: str | None = None) -> Method:
+    """Register ``name`` as method ``base`` with build ``options`` fixed.
+
+    Args:
+        name: the variant's name.
+        base: a registered method.
+        summary: one line saying what the variant is.
+        options: build options the variant fixes (a caller's options still override them).
+        prior: a factory ``() -> Prior`` that replaces any given prior (``mle``: flat), or None.
+        recipes: recipes of its own per family or task; a family without one inherits the
+            base's recipe with ``options`` laid over it.
+        reference: its paper, if not the base's.
+
+    Example::
+
+        hb.methods.register_variant("flow_iaf_2", "flow", "a 2-layer IAF flow guide",
+                                    options={"flow": "iaf", "num_flows": 2})
+    """
+    return register(_derive(get(base), name, summary, options or {}, prior, recipes, reference))
+
+
+def register_alias(alias: str, name: str) -> None:
+    """Let ``alias`` (e.g. a paper's own name) stand for the registered method ``name``."""
+    get(name)
+    if alias in _REGISTRY or alias in _ALIASES:
+        raise ValueError(f"{alias!r} is already a method or alias")
+    _ALIASES[alias] = name
+
+
+def available(variants: bool = True) -> list[str]:
+    """The registered method names (NUTS is separate: it is a sampler); ``variants=False``
+    leaves out the variants (what a suite that runs every method runs)."""
+    return sorted(n for n, m in _REGISTRY.items() if variants or m.base is None)
+
+
+def aliases() -> dict[str, str]:
+    """Alias → the method it stands for."""
+    return dict(sorted(_ALIASES.items()))
 
 
 def get(name: str) -> Method:
-    """The :class:`Method` called ``name``; unknown names list the known ones."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY) + [REFERENCE], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint}; available: "
-                         f"{', '.join(available() + [REFERENCE])}")
-    return _REGISTRY[name]
+    """The :class:`Method` called ``name`` (a registered name, an alias, or ``<name>-<K>`` for a
+    method with a count option); unknown names list the known ones."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _ALIASES:
+        return _REGISTRY[_ALIASES[name]]
+    counted = _COUNTED.match(name)
+    if counted and counted["base"] in _REGISTRY and _REGISTRY[counted["base"]].count_option:
+        base = _REGISTRY[counted["base"]]
+        count = int(counted["count"])
+        return _derive(base, name, f"{base.name} with {base.count_option}={count}",
+                       {base.count_option: count}, None, None, None)
+    known = list(_REGISTRY) + list(_ALIASES) + [REFERENCE]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    counted_forms = [f"{n}-<K>" for n, m in _REGISTRY.items() if m.count_option]
+    raise ValueError(f"unknown method {name!r}{hint}; available: "
+                     f"{', '.join(available() + counted_forms + list(_ALIASES) + [REFERENCE])}")
 
 
 def build(name: str, net, prior, likelihood, **options):
@@ -196,11 +294,12 @@ def _map(net, prior, likelihood, seed=0):
     return model, Delta(model, seed=seed), ELBO()
 
 
-def _meanfield(net, prior, likelihood, seed=0, init_scale=1e-3, local_reparameterization=False):
+def _meanfield(net, prior, likelihood, seed=0, init_scale=1e-3, local_reparameterization=False,
+               num_particles=1):
     model = BNN(net, prior, likelihood)
     guide = MeanField(model, init_scale=init_scale,
                       local_reparameterization=local_reparameterization, seed=seed)
-    return model, guide, ELBO()
+    return model, guide, ELBO(num_particles=num_particles)
 
 
 def _mcdropout(net, prior, likelihood, seed=0, dropout=0.1):
@@ -212,11 +311,13 @@ _BHN_INIT_SCALE = math.exp(-7)  # the Bayesian hypernetworks code's initial log-
 
 
 def _flow(net, prior, likelihood, seed=0, flow="realnvp", num_flows=8, hidden=200, over="auto",
-          init_scale=_BHN_INIT_SCALE, noise_groups=1, log_scale_clamp="soft"):
+          init_scale=_BHN_INIT_SCALE, init_loc=None, noise_groups=1, log_scale_clamp="soft",
+          num_particles=1):
     model = BNN(net, prior, likelihood, noise_groups=noise_groups)
     guide = FlowGuide(model, flow=flow, num_flows=num_flows, hidden=hidden, over=over,
-                      init_scale=init_scale, log_scale_clamp=log_scale_clamp, seed=seed)
-    return model, guide, ELBO()
+                      init_scale=init_scale, init_loc=init_loc, log_scale_clamp=log_scale_clamp,
+                      seed=seed)
+    return model, guide, ELBO(num_particles=num_particles)
 
 
 def _metaprior(net, prior, likelihood, seed=0, code_dim=2, hidden=32, variant="gaussian",
@@ -281,11 +382,26 @@ def _scales_prior(scale_prior):
     return lambda: priors.by_name({"*.scale": scale_prior(), "*": priors.Flat()})
 
 
+_FLOW_REGRESSION_FIT = {"lr": 3e-3, "clip_norm": 10.0, "lr_schedule": "cosine",
+                        "steps_factor": 3.0}
+_PRODUCT_FLOW = {"flow": "iaf", "num_flows": 4, "hidden": 32, "over": "weights", "init_scale": 1.0,
+                 "init_loc": 0.0}
+_PRODUCT_FIT = {"lr": 5e-3, "kl_schedule": "temper"}
+# Bayes by Hypernet on the 20-point cubic toy (bbh-toy, fidelity): the later generator of the
+# authors' code ([64, 256, 512] hidden units, 5 samples per step) at lr 3e-3, noise of D
+# dimensions so that q has a density in weight space (with the paper's 64 the samples lie on a
+# 64-dimensional manifold: KL(q‖p) infinite, no ELBO)
+_BBH_REGRESSION = {"over": "weights", "noise_dim": None, "hidden": (64, 256, 512),
+                   "num_samples": 5, "init_spread": 0.1}
+# the adversarial form there: a joint discriminator over all weights, 5 steps per generator step
+_BBH_JOINT = {"discriminator": "joint", "discriminator_steps": 5, "pretrain_steps": 300}
+
 _RECIPES = {
     "map": {"classification": Recipe(prior=lambda: priors.Normal(1.0))},
     "meanfield": {
         "classification": Recipe({"local_reparameterization": True},
                                  prior=lambda: priors.Normal(1.0)),
+        "regression/product": Recipe({"init_scale": 1.0}, fit=_PRODUCT_FIT),
     },
     "mcdropout": {
         # with the weight decay of its papers: a N(0, 1) prior, −log p(ŵ) over the data set, is
@@ -302,6 +418,8 @@ _RECIPES = {
                                  module_bayesian="linear"),
         "regression": Recipe({"code_dim": 2, "hidden": 32, "init_scale": 0.1},
                              module_bayesian="linear"),
+        # metaprior-moons (the paper's half moons): the toy's small Gaussian hyperprior
+        "classification/moons": Recipe({"code_dim": 2, "hidden": 32}, fit={"lr": 1e-2}),
     },
     "flow": {
         # bhn-mnist: 8 RealNVP couplings over the weight-norm scales, N(0, 1) on the scales
@@ -313,9 +431,10 @@ _RECIPES = {
         # over 3× the task's steps: with a constant lr over the same steps as mean field, its
         # ELBO stayed below mean field's although its family contains mean field
         "regression": Recipe({"flow": "iaf", "num_flows": 4, "hidden": 200, "over": "weights",
-                              "init_scale": 0.05},
-                             fit={"lr": 3e-3, "clip_norm": 10.0, "lr_schedule": "cosine",
-                                  "steps_factor": 3.0}),
+                              "init_scale": 0.05}, fit=_FLOW_REGRESSION_FIT),
+        # bhn-product (the paper's Fig. 2): a 2-weight linear net, σ starts at 1 and the flow's
+        # location at 0, halfway between the two sign-flipped modes; the KL tempered in
+        "regression/product": Recipe(_PRODUCT_FLOW, fit=_PRODUCT_FIT),
     },
     "bbh": {
         # bbh-mnist: generated scales, scale-mixture prior, a discriminator per coordinate
@@ -328,9 +447,7 @@ _RECIPES = {
                                  prior=_scales_prior(lambda: priors.ScaleMixture(0.7, 0.01, 5.0)),
                                  weight_norm=True),
         # bbh-toy: the entropy form, noise of D dimensions so that q has a density
-        "regression": Recipe({"kl": "entropy", "over": "weights", "noise_dim": None,
-                              "hidden": (64, 256, 512), "num_samples": 5, "init_spread": 0.1},
-                             fit={"lr": 3e-3}),
+        "regression": Recipe({**_BBH_REGRESSION, "kl": "entropy"}, fit={"lr": 3e-3}),
     },
     "diversity": {
         # diversity-mnist: λ = 1000 on the mean cross-entropy, gauge fixing, 32 nets a step;
@@ -365,7 +482,7 @@ register(Method("metaprior", "MetaPrior: latent unit codes, weights from a neura
 register(Method("flow", "Bayesian hypernetwork: a normalizing-flow guide over the weight-norm "
                 "scales or all weights (Krueger et al. 2017)", _flow,
                 reference="Krueger et al., Bayesian Hypernetworks, arXiv:1710.04759",
-                recipes=_RECIPES["flow"]))
+                recipes=_RECIPES["flow"], count_option="num_flows"))
 register(Method("bbh", "Bayes by Hypernet: an implicit generator guide w = G(ε) whose KL is "
                 "estimated from samples (discriminator density ratio, nearest-neighbour KL or "
                 "Kozachenko-Leonenko entropy) (Pawlowski et al. 2017)", _bbh,
@@ -375,3 +492,51 @@ register(Method("diversity", "diversity hypernetwork: per-unit codes from noise,
                 "generators, trained on λ·loss − entropy of gauge-fixed weights (Deutsch 2018)",
                 _diversity, reference="Deutsch, Generating Neural Networks with Neural Networks, "
                 "arXiv:1801.01952", recipes=_RECIPES["diversity"]))
+
+
+# Variants: a base method with some options fixed (see register_variant).
+register_variant("mle", "map", "maximum likelihood: the MAP point estimate under a flat prior "
+                 "(no weight decay)", prior=priors.Flat)
+register_variant("dropout", "mcdropout", "MC dropout without weight decay (a flat prior): the "
+                 "dropout baseline of the Bayesian-hypernetwork and Bayes-by-Hypernet papers' "
+                 "MNIST tables", prior=priors.Flat)
+register_variant("flow_iaf", "flow", "flow guide with inverse autoregressive (IAF) layers",
+                 options={"flow": "iaf"})
+register_variant("flow_realnvp", "flow", "flow guide with RealNVP affine couplings",
+                 options={"flow": "realnvp"}, recipes={
+                     "regression": Recipe({"flow": "realnvp", "num_flows": 8, "hidden": 200,
+                                           "over": "weights", "init_scale": 0.05},
+                                          fit=_FLOW_REGRESSION_FIT),
+                     "regression/product": Recipe({**_PRODUCT_FLOW, "flow": "realnvp",
+                                                   "num_flows": 8}, fit=_PRODUCT_FIT)})
+register_variant("bbh_adversarial", "bbh", "Bayes by Hypernet with the KL from a "
+                 "discriminator's density ratio (the paper's estimator)",
+                 options={"kl": "adversarial"}, recipes={
+                     "regression": Recipe({**_BBH_REGRESSION, **_BBH_JOINT,
+                                           "kl": "adversarial"}, fit={"lr": 3e-3})})
+# the sample-based estimators need a batch of generator draws a step (5, as bbh-toy measured)
+register_variant("bbh_entropy", "bbh", "Bayes by Hypernet with the KL as cross-entropy minus a "
+                 "Kozachenko-Leonenko entropy estimate",
+                 options={"kl": "entropy", "num_samples": 5})
+# with 5 samples the nearest-neighbour KL in 301 dimensions rewards spreading the samples
+# without bound (bbh-toy: std ratio out of the data range 285); 16 samples a step
+register_variant("bbh_nn", "bbh", "Bayes by Hypernet with a nearest-neighbour KL estimate",
+                 options={"kl": "nn", "num_samples": 5}, recipes={
+                     "regression": Recipe({**_BBH_REGRESSION, "kl": "nn", "num_samples": 16},
+                                          fit={"lr": 3e-3})})
+register_variant("bbh_paper", "bbh", "Bayes by Hypernet as in the paper's toy: only the first "
+                 "layer generated, dropout 0.5 on the hidden layer, adversarial KL",
+                 options={"kl": "adversarial", "over": ["fc0.*"], "dropout": 0.5}, recipes={
+                     "regression": Recipe({**_BBH_REGRESSION, **_BBH_JOINT, "kl": "adversarial",
+                                           "over": ["fc0.*"], "dropout": 0.5},
+                                          fit={"lr": 3e-3})})
+register_variant("metaprior_onehot", "metaprior", "MetaPrior with fixed one-hot unit codes (the "
+                 "paper's Gaussian-OH): the hyperprior is a point estimate",
+                 options={"codes": "onehot"})
+register_variant("metaprior_implicit", "metaprior", "MetaPrior with an implicit hyperprior: "
+                 "each weight generated as g(z_i, z_j, ε) from noise ε",
+                 options={"variant": "implicit"})
+
+# The papers' own names.
+register_alias("gaussian_lv", "metaprior")
+register_alias("gaussian_oh", "metaprior_onehot")

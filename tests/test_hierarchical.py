@@ -128,13 +128,14 @@ def test_sample_based_losses_needing_marginal_prior_draws_refuse_hierarchical_pr
 
 
 def test_readme_hierarchical_prior_example_runs():
-    """The README's "Hierarchical priors" example, as written, fits and returns its sites."""
+    """The getting-started page's "Hierarchical priors" example, as written, fits and returns
+    its sites."""
     from pathlib import Path
 
-    text = Path(__file__).parents[1].joinpath("README.md").read_text()
-    code = text.split("### Hierarchical priors", 1)[1].split("```python\n", 1)[1]
+    text = Path(__file__).parents[1].joinpath("docs", "getting-started.md").read_text()
+    code = text.split("## Hierarchical priors", 1)[1].split("```python\n", 1)[1]
     namespace = {"priors": priors, "dist": dist}
-    exec(compile(code.split("```", 1)[0], "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code.split("```", 1)[0], "getting-started.md", "exec"), namespace)  # noqa: S102
     model = BNN(MLP([1, 4, 1]), namespace["LayerScale"](), Gaussian(0.1))
     guide = MeanField(model)
     fit(model, guide, _data(), steps=3)

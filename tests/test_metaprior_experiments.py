@@ -22,8 +22,8 @@ def test_metaprior_moons_quick_writes_accuracies_and_figures(tmp_path):
         rows["metaprior"]["test_accuracy"] - rows["map"]["test_accuracy"])
     assert {f.name for f in result.figures} == {"uncertainty.png", "weight_correlations.png"}
     assert all(f.stat().st_size > 10_000 for f in result.figures)
-    with pytest.raises(ValueError, match="unknown: 'flow'"):
-        metaprior_moons.run(["flow"], settings=settings, out=tmp_path)
+    with pytest.raises(ValueError, match="unknown method 'flw'"):
+        metaprior_moons.run(["flw"], settings=settings, out=tmp_path)
 
 
 def test_metaprior_toy_without_nuts_draws_functions(tmp_path):
@@ -51,15 +51,17 @@ def test_cli_knows_the_metaprior_method_and_experiments(capsys):
 def test_metaprior_mnist_experiments_write_their_tables(mnist, tmp_path):
     from hyperbayes.experiments import metaprior_mnist
 
-    settings = replace(metaprior_mnist.Settings.quick(), hidden=16, code_dim=3,
+    settings = replace(metaprior_mnist.Settings.quick(), hidden=16,
                        train_limit=300, eval_limit=200, shots=(10,), illation_steps=(2, 4))
+    small = {"gaussian_lv": {"code_dim": 3}, "gaussian_oh": {"code_dim": 3}}
     result = metaprior_mnist.run_mnist(settings=settings, data=mnist, out=tmp_path / "m",
-                                       device="cpu", progress=False)
+                                       device="cpu", progress=False, overrides=small)
+    assert result.metrics["recipes"]["gaussian_lv"]["options"]["code_dim"] == 3
     assert set(result.metrics["methods"]) == {"gaussian_lv", "gaussian_oh", "meanfield"}
     assert all(0 <= v["test_accuracy"] <= 1 for v in result.metrics["methods"].values())
     assert {f.name for f in result.figures} == {"codes_tsne.png", "input_codes.png"}
     surgery = metaprior_mnist.run_surgery(settings=settings, data=mnist, out=tmp_path / "s",
-                                          device="cpu", progress=False)
+                                          device="cpu", progress=False, overrides=small)
     rows = json.loads((tmp_path / "s" / "metrics.json").read_text())["methods"]
     for method in ("gaussian_lv", "meanfield"):
         for task in ("pixels", "labels", "both"):

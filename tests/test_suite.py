@@ -32,7 +32,7 @@ def test_suite_has_a_table_for_every_task_with_every_method(suite_run):
         assert entry["wall_time_s"] > 0 and entry["seeds"], task
         cells = _cells(entry["tables"])
         left_out = active_learning.EXCLUDED if task == "active-learning" else {}
-        missing = [m for m in methods.available()
+        missing = [m for m in methods.available(variants=False)
                    if m not in left_out and not any(m in c for c in cells)]
         assert not missing, (task, missing)
         assert (suite_run.out_dir / task / "report.md").exists()
@@ -92,14 +92,14 @@ def test_gather_rebuilds_the_summary_from_task_folders_run_apart(suite_run, tmp_
 def test_a_changed_recipe_prior_changes_the_key_of_trained_models(monkeypatch):
     from dataclasses import replace
 
-    from hyperbayes.experiments import zoo
+    from hyperbayes.experiments.common import checkpoint_key
     from hyperbayes.models import priors
 
     method = methods.get("mcdropout")
-    before = zoo.recipe_digest("mcdropout", {}, 0)
+    before = checkpoint_key("mcdropout", {}, 0)
     recipe = method.recipe("classification")
     monkeypatch.setitem(method.recipes, "classification",
                         replace(recipe, prior=lambda: priors.Normal(0.5)))
-    assert zoo.recipe_digest("mcdropout", {}, 0) != before  # a stale model is not reused
+    assert checkpoint_key("mcdropout", {}, 0) != before  # a stale model is not reused
     monkeypatch.setitem(method.recipes, "classification", recipe)
-    assert zoo.recipe_digest("mcdropout", {}, 0) == before
+    assert checkpoint_key("mcdropout", {}, 0) == before

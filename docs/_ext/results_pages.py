@@ -245,23 +245,34 @@ def write_pages(results: Path, notes: Path, out: Path) -> list[str]:
 
 
 def methods_page() -> str:
-    """The registry as a page: every method and variant, what it is, its paper and recipes."""
+    """The registry as a page: every method and variant, what it is, its paper and recipes;
+    the counted forms and the papers' names."""
     from hyperbayes import methods
 
     rows = []
     for name in methods.available():
         method = methods.get(name)
-        base = getattr(method, "base", None)
-        rows.append([f"`{name}`", f"`{base}`" if base else "", method.summary,
+        rows.append([f"`{name}`", f"`{method.base}`" if method.base else "", method.summary,
                      method.reference or "", ", ".join(sorted(method.recipes)) or "–"])
+    counted = [[f"`{name}-<K>`", f"`{name}` with `{methods.get(name).count_option}` = K"]
+               for name in methods.available() if methods.get(name).count_option]
+    aliases = [[f"`{alias}`", f"`{name}`"] for alias, name in methods.aliases().items()]
     return "\n".join([
         "# Methods", "",
         "Generated from the registry (`hb.methods`; `hyperbayes methods` prints the same list). "
         "A name is used in code (`hb.methods.build(name, ...)`, `hb.methods.setup(name, family, "
-        "...)`), on the command line (`--methods`) and in every `metrics.json`. A variant "
-        "derives from a base method with other options. `nuts` is the reference sampler "
-        "(`hb.inference.nuts`), not a guide.", "",
-        _table(["name", "variant of", "what it is", "paper", "recipes"], rows), ""])
+        "...)`), on the command line (`--methods`, `--option NAME.KEY=VALUE`) and in every "
+        "`metrics.json`. A variant derives from a base method with some options fixed "
+        "(`hb.methods.register_variant`); the uncertainty suite runs the base methods. A "
+        "recipe is kept per task family (`classification`, `regression`) and, where one "
+        "experiment's protocol differs, per task (`regression/product`). `nuts` is the "
+        "reference sampler (`hb.inference.nuts`), not a guide.", "",
+        _table(["name", "variant of", "what it is", "paper", "recipes"], rows), "",
+        "## Counted names", "",
+        "A method with a count option also answers to `<name>-<K>`:", "",
+        _table(["name", "means"], counted), "",
+        "## The papers' names", "",
+        _table(["alias", "stands for"], aliases), ""])
 
 
 def cli_page() -> str:

@@ -76,7 +76,16 @@ from .. import datasets, methods
 from ..datasets import Split
 from ..inference import checkpoint, metrics, resolve_device
 from . import zoo
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from .common import (
+    ExperimentResult,
+    checkpoint_key,
+    experiment,
+    machine_info,
+    plotting,
+    write_json,
+    write_metrics,
+    write_text,
+)
 from .suite import render_tables, table
 
 __all__ = ["run", "run_paper", "Settings", "ACQUISITIONS", "REGIMES", "PAPER_ROLES", "EXCLUDED",
@@ -494,8 +503,7 @@ def part_path(directory: str | Path, name: str, settings: Settings, seed: int,
     """Where the curves of method ``name`` and ``seed`` are kept: a file name tied to the
     method's recipe, every setting that shapes the curves, the seed and the data."""
     fields = {k: v for k, v in asdict(settings).items() if k not in _SUMMARY_ONLY}
-    digest = zoo.recipe_digest(name, fields, seed, zoo.data_fingerprint(train_split),
-                               zoo.data_fingerprint(test))
+    digest = checkpoint_key(name, fields, seed, train_split, test)
     return Path(directory) / f"{name}-seed{seed}-{digest}.json"
 
 
@@ -558,6 +566,7 @@ def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
     return {"curves": curves, "timing": timing}
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/active-learning", settings: Settings | None = None,
         progress: bool | None = None, data=None,
@@ -653,7 +662,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                 for k, v in part["timing"].items():
                     timing[name][k] += v
                 payload["wall_time_s"] = time.perf_counter() - start_time
-                write_json(out / "metrics.json", payload)
+                write_metrics(out, payload)
     # training and scoring seconds over every (method, seed), reused ones included: a run that
     # gathers finished results has a short wall time but stands for this much work
     payload["compute_s"] = sum(t["train_s"] + t["score_s"] for t in timing.values())
@@ -670,11 +679,12 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     figures = [out / "active_learning.png"]
     _figure(figures[0], results, names, settings, acquired)
     payload["wall_time_s"] = time.perf_counter() - start_time
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("active-learning", payload, out, figures, payload["wall_time_s"])
 
 
+@experiment
 def run_paper(methods_to_run=("mcdropout", "flow"), *, quick: bool = False, device="auto",
               seed: int = 0, out: str | Path = "results/active-learning-paper",
               settings: Settings | None = None, progress: bool | None = None, data=None,

@@ -41,7 +41,14 @@ import torch
 from .. import datasets, methods
 from ..inference import metrics, resolve_device, sample_posterior, set_seed
 from . import zoo
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    plotting,
+    write_metrics,
+    write_text,
+)
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "SCORES", "SCORE_LABELS", "PAPER_ROLES", "RISE_FACTOR", "MIN_RISE",
@@ -181,6 +188,7 @@ def attack_metrics(clean: torch.Tensor, attacked: torch.Tensor, y: torch.Tensor)
     return out
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/adversarial", settings: Settings | None = None,
         progress: bool | None = None, data=None,
@@ -252,14 +260,14 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                                                       .float().mean())}
         del fitted, probs, grad, attacked
         payload["wall_time_s"] = time.perf_counter() - start
-        write_json(out / "metrics.json", payload)
+        write_metrics(out, payload)
     payload["paper_claims"] = paper_claims(results, names, epsilons)
     payload["tables"] = _tables(results, names, epsilons, settings, payload["paper_claims"], n)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "adversarial.png"
     _figure(figure, results, names, epsilons)
     payload["wall_time_s"] = time.perf_counter() - start
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, settings, figure.name))
     return ExperimentResult("adversarial", payload, out, [figure], payload["wall_time_s"])
 

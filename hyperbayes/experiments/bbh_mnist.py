@@ -11,7 +11,10 @@ Pawlowski et al. (2017), *Implicit Weight Uncertainty in Neural Networks*:
   noise and one pooled per-scalar [20, 20] discriminator, which sees only the pooled marginal
   of all scales and cannot tell a collapsed q from the prior (``discriminator="pooled"``,
   ``noise_dim=64`` reproduce it with ``allow_degenerate``). Beside it ``mle`` (maximum
-  likelihood) and ``mcdropout`` (p = 0.5, kept on at test). Adam lr 1e-3, batch 128; the
+  likelihood) and ``dropout`` (MC dropout, p = 0.5 kept on at test, no weight decay: the
+  paper's baseline). Every method is a registered name set up by its ``"classification"``
+  recipe (:mod:`hyperbayes.methods`: the settings above are ``bbh``'s). Adam lr 1e-3, batch
+  128; the
   parameters of the best validation accuracy are kept; test accuracy and NLL with 100 MC
   samples. Every method checkpoints while it trains (an interrupted run resumes; a finished
   checkpoint is reused without training).
@@ -22,8 +25,6 @@ Pawlowski et al. (2017), *Implicit Weight Uncertainty in Neural Networks*:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -34,17 +35,29 @@ import torch
 from .. import datasets, methods
 from ..datasets import transforms
 from ..datasets.core import Split
+from ..guides import ImplicitGuide
 from ..inference import fit, metrics, predict, resolve_device, set_seed
-from ..models import MLP, Categorical, priors
+from ..models import Categorical, priors
 from ..models.priors import on_device
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from . import papers
+from .common import (
+    ExperimentResult,
+    checkpoint_name,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
 
 __all__ = ["run", "run_rotated", "Settings", "DEFAULT_METHODS", "PAPER_ACCURACY"]
 
-DEFAULT_METHODS = ("bbh", "mle", "mcdropout")
+DEFAULT_METHODS = ("bbh", "mle", "dropout")
 
-# Test accuracy (%) of the paper's MNIST table (2×800 MLP, ~50 epochs).
-PAPER_ACCURACY = {"bbh": 98.47, "mle": 98.56, "mcdropout": 98.51}
+# Test accuracy (%) of the paper's MNIST table, in hyperbayes.experiments.papers
+PAPER_ACCURACY = papers.BBH_MNIST
 
 
 @dataclass(frozen=True)
@@ -59,20 +72,6 @@ class Settings:
     lr_schedule: str | None = "cosine"
     clip_norm: float | None = 10.0
     hidden: int = 800
-    dropout: float = 0.5
-    # Bayes by Hypernet
-    noise_dim: int | None = None   # None: D, the number of scales (64 in the paper's code)
-    generator_hidden: tuple = (64, 256)
-    num_samples: int = 1           # generator samples per step (ELBO particles)
-    init_spread: float = 0.1
-    prior_pi: float = 0.7          # prior π·N(0, σ₁²) + (1 − π)·N(0, σ₂²) on the scales
-    prior_scale1: float = 0.01
-    prior_scale2: float = 5.0
-    discriminator: str = "coordinate"  # "pooled": the paper's code (blind to a collapse)
-    discriminator_hidden: tuple | None = None  # None: (32, 32) per coordinate, (20, 20) pooled
-    discriminator_steps: int = 1
-    pretrain_steps: int = 300
-    discriminator_lr: float = 1e-3
     # evaluation
     val_samples: int = 10
     validations: int = 20
@@ -87,33 +86,15 @@ class Settings:
     def quick(cls) -> Settings:
         """Tiny settings: 1,000 training images, 100 hidden units, 3 epochs."""
         return cls(epochs=3, hidden=100, val_samples=4, validations=2, test_samples=20,
-                   train_limit=1000, eval_limit=1000, pretrain_steps=50,
-                   angles=tuple(range(0, 181, 30)))
+                   train_limit=1000, eval_limit=1000, angles=tuple(range(0, 181, 30)))
 
 
-def _build(name: str, settings: Settings, seed: int, inputs: int):
-    """(model, guide, loss) of one method."""
-    sizes = [inputs, settings.hidden, settings.hidden, 10]
-    if name == "bbh":
-        prior = priors.by_name({"*.scale": priors.ScaleMixture(
-            settings.prior_pi, settings.prior_scale1, settings.prior_scale2),
-            "*": priors.Flat()})
-        return methods.build("bbh", MLP(sizes, weight_norm=True), prior, Categorical(),
-                             seed=seed, kl="adversarial", over="scales",
-                             noise_dim=settings.noise_dim, hidden=settings.generator_hidden,
-                             num_samples=settings.num_samples, init_spread=settings.init_spread,
-                             discriminator=settings.discriminator,
-                             allow_degenerate=settings.noise_dim is not None,
-                             discriminator_hidden=settings.discriminator_hidden,
-                             discriminator_steps=settings.discriminator_steps,
-                             pretrain_steps=settings.pretrain_steps,
-                             discriminator_lr=settings.discriminator_lr)
-    if name == "mcdropout":
-        return methods.build("mcdropout", MLP(sizes), priors.Flat(), Categorical(), seed=seed,
-                             dropout=settings.dropout)
-    if name == "mle":
-        return methods.build("map", MLP(sizes), priors.Flat(), Categorical(), seed=seed)
-    raise ValueError(f"bbh-mnist runs {list(DEFAULT_METHODS)}; unknown method {name!r}")
+def _build(name: str, settings: Settings, seed: int, inputs: int, overrides: dict):
+    """(model, guide, loss) of one method, by its classification recipe."""
+    model, guide, loss, _ = methods.setup(
+        name, "classification", [inputs, settings.hidden, settings.hidden, 10], priors.Flat(),
+        Categorical(), seed=seed, **overrides.get(name, {}))
+    return model, guide, loss
 
 
 def _splits(settings: Settings, data):
@@ -129,24 +110,20 @@ def _splits(settings: Settings, data):
 
 
 _EVAL_ONLY = ("test_samples", "angles", "digit")  # settings that do not shape training
-_BBH_ONLY = ("noise_dim", "generator_hidden", "num_samples", "init_spread", "prior_pi",
-             "prior_scale1", "prior_scale2", "discriminator", "discriminator_hidden",
-             "discriminator_steps", "pretrain_steps", "discriminator_lr")
 
 
-def checkpoint_name(name: str, settings: Settings, seed: int, n_train: int) -> str:
-    """A file name tied to everything that shapes ``name``'s training (not the evaluation
-    sizes), so changed settings never resume from a stale checkpoint."""
-    fields = asdict(settings)
-    for key in _EVAL_ONLY + (() if name == "bbh" else _BBH_ONLY) + (
-            () if name == "mcdropout" else ("dropout",)):
-        fields.pop(key)
-    key = json.dumps([name, fields, seed, n_train], sort_keys=True, default=list)
-    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+def checkpoint_path(directory: Path, name: str, settings: Settings, seed: int, train_split,
+                    overrides: dict | None = None) -> Path:
+    """Where ``name``'s checkpoint lives: a file name tied to its recipe, the settings that
+    shape training (not the evaluation sizes), the seed and the data, so changed settings never
+    resume from a stale checkpoint."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in _EVAL_ONLY}
+    return Path(directory) / checkpoint_name(name, fields, seed, train_split,
+                                             options=(overrides or {}).get(name))
 
 
 def train(name: str, settings: Settings, train_split: Split, val: Split, *, device, seed: int,
-          checkpoint_dir: Path, progress: bool | None = None):
+          checkpoint_dir: Path, progress: bool | None = None, overrides: dict | None = None):
     """Train (or resume, or reuse a finished checkpoint of) one method.
 
     Returns ``(model, guide, FitResult, reused, loss)``; ``reused`` is True when the checkpoint
@@ -155,12 +132,12 @@ def train(name: str, settings: Settings, train_split: Split, val: Split, *, devi
     """
     set_seed(seed)
     inputs = math.prod(train_split.x.shape[1:])
-    model, guide, loss = _build(name, settings, seed, inputs)
+    model, guide, loss = _build(name, settings, seed, inputs, overrides or {})
     steps_per_epoch = math.ceil(len(train_split) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)
     every = max(1, steps // settings.validations)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_dir / checkpoint_name(name, settings, seed, len(train_split))
+    path = checkpoint_path(checkpoint_dir, name, settings, seed, train_split, overrides)
     result = fit(model, guide, train_split, steps=steps, batch_size=settings.batch_size,
                  lr=settings.lr, lr_schedule=settings.lr_schedule, clip_norm=settings.clip_norm,
                  loss=loss, val=val, val_every=every, val_samples=settings.val_samples,
@@ -170,44 +147,45 @@ def train(name: str, settings: Settings, train_split: Split, val: Split, *, devi
     return model, guide, result, reused, loss
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/bbh-mnist", settings: Settings | None = None,
         progress: bool | None = None, data=None,
-        checkpoints: str | Path | None = None) -> ExperimentResult:
+        checkpoints: str | Path | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Train and test every method; write metrics.json (``methods[name]`` with
     ``test_accuracy``, ``test_nll``, ``test_ece``, ``paper_accuracy``), accuracy.png,
     validation.png and report.md.
 
     ``checkpoints`` is the checkpoint folder (default ``out/checkpoints``): give another run's
     folder to reuse its trained models. ``data`` overrides MNIST (a Dataset with train/val/test
-    splits of images).
+    splits of images). ``overrides`` maps a method to build options that replace its recipe's.
     """
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    unknown = [m for m in methods_to_run if m not in DEFAULT_METHODS]
-    if unknown:
-        raise ValueError(f"bbh-mnist runs {list(DEFAULT_METHODS)}; unknown: {unknown}")
+    overrides = _check(methods_to_run, overrides)
     device = resolve_device(device)
     train_split, val, test = _splits(settings, data)
     out = Path(out)
     checkpoint_dir = Path(checkpoints) if checkpoints is not None else out / "checkpoints"
     rows, curves = {}, {}
     payload = {"experiment": "bbh-mnist", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings), "machine": machine_info(),
-               "train_examples": len(train_split), "test_examples": len(test), "methods": rows}
+               "settings": asdict(settings),
+               "recipes": recipes_used(methods_to_run, "classification", overrides),
+               "machine": machine_info(), "train_examples": len(train_split),
+               "test_examples": len(test), "methods": rows}
     steps_per_epoch = math.ceil(len(train_split) / settings.batch_size)
     for name in methods_to_run:
-        model, guide, result, reused, loss = train(name, settings, train_split, val,
-                                                   device=device,
-                                             seed=seed, checkpoint_dir=checkpoint_dir,
-                                             progress=progress)
+        model, guide, result, reused, loss = train(
+            name, settings, train_split, val, device=device, seed=seed,
+            checkpoint_dir=checkpoint_dir, progress=progress, overrides=overrides)
         t0 = time.perf_counter()
         pred = predict(model, guide, test.x.to(device), settings.test_samples)
         report = metrics.classification_report(pred.probs.cpu(), test.y)
         best = max(result.validation, key=lambda v: v["val_accuracy"])
         rows[name] = {
             "test_accuracy": report["accuracy"], "test_nll": report["nll"],
-            "test_ece": report["ece"], "paper_accuracy": PAPER_ACCURACY[name],
+            "test_ece": report["ece"], "paper_accuracy": PAPER_ACCURACY.get(name),
             "best_step": result.best_step, "best_epoch": result.best_step / steps_per_epoch,
             "best_val_accuracy": best["val_accuracy"], "steps": result.steps,
             "reused_checkpoint": reused,
@@ -215,20 +193,27 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
             "model_parameters": sum(p.numel() for p in model.parameters()),
             "train_s": result.total_wall_time_s, "test_s": time.perf_counter() - t0,
         }
-        if name == "bbh":
+        if isinstance(guide, ImplicitGuide):  # a generator: how wide are its scales?
             rows[name]["scale_posterior"] = scale_posterior_check(guide, loss)
         curves[name] = result.validation
         payload["wall_time_s"] = time.perf_counter() - start
-        write_json(out / "metrics.json", payload)
+        write_metrics(out, payload)
     payload["validation_curves"] = curves
     out.mkdir(parents=True, exist_ok=True)
     figures = [out / "accuracy.png", out / "validation.png"]
     _accuracy_figure(figures[0], rows)
     _validation_figure(figures[1], curves, steps_per_epoch)
     payload["wall_time_s"] = time.perf_counter() - start
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("bbh-mnist", payload, out, figures, payload["wall_time_s"])
+
+
+def _check(methods_to_run, overrides: dict | None) -> dict:
+    """``overrides`` (or {}), after checking every name is a registered method."""
+    for name in [*methods_to_run, *(overrides or {})]:
+        methods.get(name)  # unknown names raise with the list of known ones
+    return overrides or {}
 
 
 def scale_posterior_check(guide, loss, num_samples: int = 1000, draws: int = 256) -> dict:
@@ -298,14 +283,6 @@ def _validation_figure(path: Path, curves: dict, steps_per_epoch: int) -> None:
     plt.close(fig)
 
 
-_DEFAULT_HIDDEN = {"coordinate": (32, 32), "pooled": (20, 20), "joint": (64, 64)}
-_DISCRIMINATORS = {
-    "coordinate": "per-coordinate (each scale's logit conditioned on q's marginal mean and "
-                  "std at that scale and on its layer)",
-    "pooled": "pooled per-scalar (the paper's: blind to where each scale's mass is)",
-    "joint": "joint (one MLP over all scales)"}
-
-
 def _scale_lines(check: dict | None) -> list[str]:
     """The report's paragraph on the trained scale posterior (see scale_posterior_check)."""
     if not check:
@@ -321,9 +298,11 @@ def _scale_lines(check: dict | None) -> list[str]:
 
 def _report(payload: dict, figures: list[str]) -> str:
     s = payload["settings"]
+    recipes = payload.get("recipes", {})
     rows = [{"method": name, "test accuracy %": 100 * r["test_accuracy"],
              "paper %": r["paper_accuracy"],
-             "difference (points)": 100 * r["test_accuracy"] - r["paper_accuracy"],
+             "difference (points)": None if r["paper_accuracy"] is None else
+             100 * r["test_accuracy"] - r["paper_accuracy"],
              "test NLL": r["test_nll"], "best epoch": r["best_epoch"], "train s": r["train_s"]}
             for name, r in payload["methods"].items()]
     return "\n".join([
@@ -331,18 +310,15 @@ def _report(payload: dict, figures: list[str]) -> str:
         "",
         f"MNIST {payload['train_examples']:,} training images, MLP 784-{s['hidden']}-"
         f"{s['hidden']}-10 ReLU. `bbh`: weight-norm layers whose {2 * s['hidden'] + 10:,} "
-        f"per-unit scales come from a generator (noise of "
-        f"{s['noise_dim'] or 2 * s['hidden'] + 10:,} dimensions and a "
-        f"one-hot layer code → hidden {list(s['generator_hidden'])} → scales, LeakyReLU 0.1; "
-        f"{s['num_samples']} sample(s) per step), directions and biases point estimates; "
-        f"prior {s['prior_pi']}·N(0, {s['prior_scale1']}²) + {1 - s['prior_pi']:.1f}·"
-        f"N(0, {s['prior_scale2']}²) on the scales; KL from a "
-        f"{_DISCRIMINATORS[s['discriminator']]} ReLU discriminator "
-        f"({list(s['discriminator_hidden'] or _DEFAULT_HIDDEN[s['discriminator']])} hidden; "
-        f"{s['pretrain_steps']} "
-        f"pretraining steps, {s['discriminator_steps']} step(s) per generator step, Adam "
-        f"{s['discriminator_lr']}). `mcdropout`: p = {s['dropout']} kept on at test; `mle`: "
-        f"maximum likelihood. All: Adam lr {s['lr']} ({s['lr_schedule'] or 'constant'} "
+        "per-unit scales come from a generator (noise and a one-hot layer code → hidden "
+        "layers → scales, LeakyReLU 0.1), directions and biases point estimates, KL(q‖p) from "
+        "a discriminator; `dropout`: MC dropout kept on at test, no weight decay; `mle`: "
+        "maximum likelihood. Each method's build options and prior (its registered "
+        "classification recipe and this run's overrides):",
+        "",
+        *[f"- `{name}`: {r['options']}; prior {r['prior']}" for name, r in recipes.items()],
+        "",
+        f"All: Adam lr {s['lr']} ({s['lr_schedule'] or 'constant'} "
         f"schedule), batch {s['batch_size']}, gradient norm clipped at {s['clip_norm']}, "
         f"{s['epochs']} epochs (the paper: ~50), parameters of the best validation accuracy "
         f"({s['val_samples']} MC samples, {s['validations']} checks); test accuracy with "
@@ -351,7 +327,8 @@ def _report(payload: dict, figures: list[str]) -> str:
         markdown_table(rows, ["method", "test accuracy %", "paper %", "difference (points)",
                               "test NLL", "best epoch", "train s"], digits=2),
         "",
-        *_scale_lines(payload["methods"].get("bbh", {}).get("scale_posterior")),
+        *[line for r in payload["methods"].values()
+          for line in _scale_lines(r.get("scale_posterior"))],
         *[f"![{f}]({f})" for f in figures],
         "",
         f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
@@ -371,10 +348,12 @@ def rotated_digit(test: Split, digit: int, angles) -> Split:
     return transforms.rotate(Split(image, labels), torch.tensor(list(angles), dtype=torch.float))
 
 
+@experiment
 def run_rotated(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto",
                 seed: int = 0, out: str | Path = "results/bbh-rotated",
                 settings: Settings | None = None, progress: bool | None = None, data=None,
-                checkpoints: str | Path | None = None) -> ExperimentResult:
+                checkpoints: str | Path | None = None,
+                overrides: dict | None = None) -> ExperimentResult:
     """Class probabilities (mean ± std over MC samples) of a test "3" rotated 0°–180°.
 
     Uses the models of ``bbh-mnist`` with the same settings and seed: their checkpoints in
@@ -385,9 +364,7 @@ def run_rotated(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="
     """
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    unknown = [m for m in methods_to_run if m not in DEFAULT_METHODS]
-    if unknown:
-        raise ValueError(f"bbh-rotated runs {list(DEFAULT_METHODS)}; unknown: {unknown}")
+    overrides = _check(methods_to_run, overrides)
     device = resolve_device(device)
     train_split, val, test = _splits(settings, data)
     out = Path(out)
@@ -400,7 +377,7 @@ def run_rotated(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="
         t0 = time.perf_counter()
         model, guide, _, reused, _ = train(name, settings, train_split, val, device=device,
                                         seed=seed, checkpoint_dir=checkpoint_dir,
-                                        progress=progress)
+                                        progress=progress, overrides=overrides)
         probs = predict(model, guide, images.x.to(device), settings.test_samples).probs.cpu()
         mean, std = probs.mean(0), probs.std(0) if len(probs) > 1 else torch.zeros_like(
             probs[0])
@@ -421,7 +398,7 @@ def run_rotated(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="
                "settings": asdict(settings), "machine": machine_info(),
                "checkpoints": str(checkpoint_dir), "digit": settings.digit, "angles": angles,
                "methods": results, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _rotated_report(payload, [f.name for f in figures]))
     return ExperimentResult("bbh-rotated", payload, out, figures, payload["wall_time_s"])
 

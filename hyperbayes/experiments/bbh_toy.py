@@ -4,13 +4,13 @@ Pawlowski et al. (2017), toy regression: x ~ U[−4, 4], 20 points, y = x³ + ε
 (the original Hernández-Lobato & Adams toy's noise variance 9: std 3), a 1-100-1 ReLU net with a
 N(0, 1/fan_in) prior and fixed noise, bands on [−6, 6]. Methods:
 
-- ``bbh``: Bayes by Hypernet over every weight (``over="weights"``): a generator MLP maps noise
-  and a one-hot layer code to the layer's weights; KL(q‖p) from a discriminator density ratio
-  (the paper's estimator);
+- ``bbh_adversarial``: Bayes by Hypernet over every weight (``over="weights"``): a generator
+  MLP maps noise and a one-hot layer code to the layer's weights; KL(q‖p) from a
+  discriminator density ratio (the paper's estimator);
 - ``bbh_paper``: the paper's toy setting: the generator produces only the first layer's weights
   and biases (the output layer is a point estimate), with dropout 0.5 on the hidden layer and
   the discriminator KL;
-- ``bbh_entropy``: the same generator as ``bbh``, KL = −E_q[log p] − Ĥ(q) with the
+- ``bbh_entropy``: the same generator as ``bbh_adversarial``, KL = −E_q[log p] − Ĥ(q) with the
   Kozachenko–Leonenko entropy estimate (noise of D = 301 dimensions, so that q has a density);
 - ``bbh_nn``: the same generator, KL from nearest-neighbour distances to prior samples (the
   authors' later version);
@@ -18,73 +18,48 @@ N(0, 1/fan_in) prior and fixed noise, bands on [−6, 6]. Methods:
   point estimate with the prior switched off) and the ``nuts`` reference.
 
 Each VI method is compared with NUTS in function space (std ratios inside and outside the data
-range, W₁ distance) with :func:`~hyperbayes.experiments.toy_regression.study`.
+range, W₁ distance) with :func:`~hyperbayes.experiments.toy_regression.study`. Every method
+is a registered name set up by its ``"regression"`` recipe (:mod:`hyperbayes.methods`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import datasets
-from ..inference import ELBO, resolve_device
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
-from .toy_regression import Settings, ToyStudy, study
+from .. import datasets, methods
+from ..inference import resolve_device
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
+from .toy_regression import Settings as ToySettings
+from .toy_regression import ToyStudy, study
 
-__all__ = ["run", "method_options", "DEFAULT_METHODS", "HIDDEN"]
+__all__ = ["run", "Settings", "DEFAULT_METHODS", "HIDDEN"]
 
-DEFAULT_METHODS = ("nuts", "bbh", "bbh_paper", "bbh_entropy", "bbh_nn", "mcdropout",
+# Bayes by Hypernet's variants (each a registered method with its "regression" recipe: see
+# hyperbayes.methods) beside the baselines
+DEFAULT_METHODS = ("nuts", "bbh_adversarial", "bbh_paper", "bbh_entropy", "bbh_nn", "mcdropout",
                    "meanfield", "mle")
 HIDDEN = 100  # the paper's 1-100-1 net
 
-# Bayes by Hypernet on 20 points: the later generator of the authors' code ([64, 256, 512]
-# hidden units, LeakyReLU 0.1, 5 samples per step) at lr 3e-3, 4,000 steps. Per KL estimator:
-# - adversarial: noise of 320 ≥ D = 301 dimensions, so that q has a density in weight space and
-#   log q/p is finite (with 64 the samples lie on a 64-dimensional manifold), and 5 discriminator
-#   steps per generator step (the authors' code takes several); the discriminator is an MLP over
-#   all 301 weights, (64, 64) hidden units;
-# - entropy: noise of D = 301 dimensions (noise_dim=None), the Kozachenko-Leonenko estimate in
-#   that dimension (with 64, q lay on a 64-dimensional manifold: KL(q‖p) infinite, no ELBO);
-# - nn: 16 samples per step: with 5 the nearest-neighbour KL in 301 dimensions rewards spreading
-#   the samples without bound (measured: std ratio out of the data range 285, W1 273).
-_BBH = {"over": "weights", "hidden": (64, 256, 512), "num_samples": 5, "init_spread": 0.1}
-_BBH_FIT = {"lr": 3e-3}
+
+@dataclass(frozen=True)
+class Settings(ToySettings):
+    """The toy study's settings on the paper's 1-100-1 net."""
+
+    hidden: int = HIDDEN
 
 
-def method_options() -> dict:
-    """Label → (registered method, build options[, fit overrides]) of every method here (fresh
-    loss objects on every call)."""
-    return {
-        "bbh": ("bbh", {**_BBH, "kl": "adversarial", "noise_dim": 320, "discriminator": "joint",
-                        "discriminator_steps": 5, "pretrain_steps": 300}, dict(_BBH_FIT)),
-        # the paper's toy setting: only the first layer (100 weights + 100 biases) generated,
-        # the output layer a point estimate, dropout 0.5 on the hidden layer
-        "bbh_paper": ("bbh", {**_BBH, "kl": "adversarial", "over": ["fc0.*"], "dropout": 0.5,
-                              "noise_dim": None, "discriminator": "joint",
-                              "discriminator_steps": 5, "pretrain_steps": 300}, dict(_BBH_FIT)),
-        "bbh_entropy": ("bbh", {**_BBH, "kl": "entropy", "noise_dim": None}, dict(_BBH_FIT)),
-        "bbh_nn": ("bbh", {**_BBH, "kl": "nn", "noise_dim": None, "num_samples": 16},
-                   dict(_BBH_FIT)),
-        "mcdropout": ("mcdropout", {"dropout": 0.1}),
-        "meanfield": ("meanfield", {}),
-        # maximum likelihood: the Delta guide with its −log p(ŵ) term weighted by 0
-        "mle": ("map", {}, {"loss": ELBO(kl_weight=0.0)}),
-    }
-
-
-def _describe(options: dict) -> dict:
-    """method_options() as JSON-friendly values (loss objects by their repr)."""
-    def clean(value):
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)
-
-    return clean(options)
-
-
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/bbh-toy", settings: Settings | None = None,
         progress: bool | None = None, overrides: dict | None = None) -> ExperimentResult:
@@ -93,23 +68,17 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     ``predictive_distance``, ``test_log_likelihood``, ``rmse``; NUTS its diagnostics),
     bands.png, std.png and report.md.
 
-    ``overrides`` maps a method label to build options that replace its defaults (e.g.
-    ``{"bbh": {"pretrain_steps": 20}}``).
+    Every method is set up by its registered ``"regression"`` recipe; ``overrides`` maps a
+    method to build options that replace its recipe's (e.g.
+    ``{"bbh_adversarial": {"pretrain_steps": 20}}``).
     """
     start = time.perf_counter()
-    settings = settings or replace(Settings.quick() if quick else Settings(), hidden=HIDDEN)
-    options = method_options()
-    for label, changes in (overrides or {}).items():
-        if label not in options:
-            raise ValueError(f"overrides name an unknown method {label!r}")
-        name, build, *fit_options = options[label]
-        options[label] = (name, {**build, **changes}, *fit_options)
-    unknown = [m for m in methods_to_run if m != "nuts" and m not in options]
-    if unknown:
-        raise ValueError(f"bbh-toy runs {['nuts', *options]}; unknown: {unknown}")
+    settings = settings or (Settings.quick() if quick else Settings())
+    for name in [m for m in methods_to_run if m != "nuts"] + list(overrides or {}):
+        methods.get(name)  # unknown names raise with the list of known ones
     device = resolve_device(device)
     toy = study(datasets.load("cubic", seed=seed), list(methods_to_run), settings, seed=seed,
-                device=device, progress=progress, method_options=options)
+                device=device, progress=progress, overrides=overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = [out / "bands.png", out / "std.png"]
@@ -117,11 +86,10 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     _std_figure(figures[1], toy)
     payload = {"experiment": "bbh-toy", "dataset": "cubic", "seed": seed, "quick": quick,
                "device": str(device), "settings": settings.__dict__,
-               "method_options": _describe({m: options[m] for m in methods_to_run
-                                            if m in options}),
+               "recipes": recipes_used(methods_to_run, "regression", overrides),
                "machine": machine_info(), "methods": toy.results,
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("bbh-toy", payload, out, figures, payload["wall_time_s"])
 
@@ -213,7 +181,7 @@ def _report(payload: dict, figures: list[str]) -> str:
     cols = ["method", "test_log_likelihood", "rmse", "std_ratio_in_data", "std_ratio_out_of_data",
             "predictive_distance", "wall_time_s"]
     rows = [{"method": m, **v} for m, v in payload["methods"].items()]
-    opts = payload["method_options"]
+    recipes = payload["recipes"]
     text = [
         "# bbh-toy: Bayes by Hypernet on the cubic toy, against NUTS (Pawlowski et al. 2017)",
         "",
@@ -223,8 +191,10 @@ def _report(payload: dict, figures: list[str]) -> str:
         f"numbers in original units. VI methods train {s['vi_steps']} full-batch Adam steps "
         f"(lr {s['lr']} unless overridden below) and predict with {s['pred_samples']} samples.",
         "",
-        "Methods: `bbh` = Bayes by Hypernet over all weights with the discriminator KL "
-        "(the paper's), `bbh_entropy` = the same generator with the Kozachenko–Leonenko "
+        "Methods: `bbh_adversarial` = Bayes by Hypernet over all weights with the "
+        "discriminator KL (the paper's estimator), `bbh_paper` = the paper's toy setting "
+        "(only the first layer generated, dropout 0.5 on the hidden layer), `bbh_entropy` = the "
+        "same generator with the Kozachenko–Leonenko "
         "entropy, `bbh_nn` = with the nearest-neighbour KL against prior samples (the authors' "
         "later code), `mcdropout` (p = 0.1), `meanfield` (Bayes by Backprop), `mle` (maximum "
         "likelihood: no prior term), `nuts` (reference).",
@@ -243,9 +213,10 @@ def _report(payload: dict, figures: list[str]) -> str:
                  "mean field's:", "", *verdict, "",
                  "A ratio farther above 1 is not closer to NUTS: read it with the in-data ratio "
                  "and the W₁ distance.", ""]
-    text += ["Settings of the Bayes by Hypernet variants:", ""]
-    text += [f"- `{m}`: build {o[1]}, fit {o[2] if len(o) > 2 else {}}" for m, o in opts.items()
-             if m.startswith("bbh")]
+    text += ["Settings of the Bayes by Hypernet variants (their registered regression recipes "
+             "and this run's overrides):", ""]
+    text += [f"- `{m}`: build {r['options']}, fit {r['fit']}" for m, r in recipes.items()
+             if r["method"] == "bbh"]
     text.append("")
     if "nuts" in payload["methods"]:
         n = payload["methods"]["nuts"]

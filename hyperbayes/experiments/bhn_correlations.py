@@ -20,8 +20,17 @@ import torch
 from .. import datasets, methods
 from ..datasets import transforms
 from ..inference import fit, resolve_device, sample_posterior, set_seed
-from ..models import MLP, Categorical, priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from ..models import Categorical, priors
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "pearson_pvalues"]
 
@@ -37,14 +46,21 @@ class Settings:
     epochs: float = 30
     batch_size: int = 128
     lr: float = 1e-3
-    flow_hidden: int = 200
     draws: int = 2000
     scatter_params: int = 5
 
     @classmethod
     def quick(cls) -> Settings:
         """Tiny settings for tests and notebooks."""
-        return cls(hidden=30, train_examples=1000, epochs=3, flow_hidden=32, draws=300)
+        return cls(hidden=30, train_examples=1000, epochs=3, draws=300)
+
+
+def _root(name: str) -> str:
+    """The base method a (variant) name derives from, e.g. ``flow`` for ``flow_realnvp-8``."""
+    method = methods.get(name)
+    while method.base is not None:
+        method = methods.get(method.base)
+    return method.name
 
 
 def pearson_pvalues(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,33 +92,32 @@ def pearson_pvalues(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return r, p
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/bhn-correlations", settings: Settings | None = None,
-        progress: bool | None = None, data=None) -> ExperimentResult:
-    """Train each flow guide (``flow-<couplings>``), test every pair of scales for correlation;
-    write metrics.json, pvalues.png, scatter.png and report.md."""
+        progress: bool | None = None, data=None,
+        overrides: dict | None = None) -> ExperimentResult:
+    """Train each flow guide (e.g. ``flow-8``: any registered flow method, set up by its
+    ``"classification"`` recipe over the weight-norm scales), test every pair of scales for
+    correlation; write metrics.json, pvalues.png, scatter.png and report.md. ``overrides`` maps
+    a method to build options that replace its recipe's."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    couplings = {}
-    for name in methods_to_run:
-        head, _, tail = name.partition("-")
-        if head != "flow" or not tail.isdigit():
-            raise ValueError(f"bhn-correlations runs flow-<couplings> guides (e.g. flow-8), got "
-                             f"{name!r}")
-        couplings[name] = int(tail)
+    overrides = overrides or {}
+    for name in [*methods_to_run, *overrides]:
+        if _root(name) != "flow":
+            raise ValueError(f"bhn-correlations runs flow guides (e.g. flow-8), got {name!r}")
     device = resolve_device(device)
     full = data if data is not None else datasets.load("mnist")
     train = transforms.first_n(full, min(settings.train_examples, len(full.train))).train
     sizes = [784, settings.hidden, settings.hidden, 10]
     results, scales = {}, {}
-    for name, k in couplings.items():
+    for name in methods_to_run:
         set_seed(seed)
         t0 = time.perf_counter()
-        prior = priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Flat()})
-        model, guide, loss = methods.build("flow", MLP(sizes, weight_norm=True), prior,
-                                           Categorical(), seed=seed, flow="realnvp",
-                                           num_flows=k, hidden=settings.flow_hidden,
-                                           over="scales")
+        model, guide, loss, _ = methods.setup(name, "classification", sizes, priors.Normal(1.0),
+                                              Categorical(), seed=seed,
+                                              **overrides.get(name, {}))
         steps = math.ceil(settings.epochs * math.ceil(len(train) / settings.batch_size))
         fit(model, guide, train, steps=steps, batch_size=settings.batch_size, lr=settings.lr,
             clip_norm=10.0, loss=loss, device=device, seed=seed, progress=progress)
@@ -112,7 +127,7 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         r, p = pearson_pvalues(values)
         scales[name] = (values, r, p)
         results[name] = {
-            "couplings": k, "num_scales": values.shape[1], "num_pairs": len(p),
+            "couplings": guide.num_flows, "num_scales": values.shape[1], "num_pairs": len(p),
             "draws": settings.draws,
             "fraction_p_below_0.05": float((p < 0.05).double().mean()),
             "fraction_p_below_0.001": float((p < 0.001).double().mean()),
@@ -125,9 +140,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     _pvalue_figure(figures[0], scales)
     _scatter_matrix(figures[1], scales, settings.scatter_params)
     payload = {"experiment": "bhn-correlations", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(methods_to_run, "classification", overrides),
+               "machine": machine_info(),
                "methods": results, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("bhn-correlations", payload, out, figures, payload["wall_time_s"])
 
@@ -173,12 +190,15 @@ def _scatter_matrix(path: Path, scales: dict, k: int) -> None:
 def _report(payload: dict, figures: list[str]) -> str:
     rows = [{"guide": name, **v} for name, v in payload["methods"].items()]
     s = payload["settings"]
+    hidden = sorted({r["options"].get("hidden") for r in payload.get("recipes", {}).values()},
+                    key=str)
     return "\n".join([
         "# bhn-correlations: correlations between flow-generated parameters",
         "",
         f"MLP 784-{s['hidden']}-{s['hidden']}-10 with weight norm on the first "
         f"{s['train_examples']} MNIST training examples, {s['epochs']} epochs; RealNVP guides "
-        f"over the scales (hidden {s['flow_hidden']}). Pearson test of every pair of scales "
+        f"over the scales (coupling networks of {', '.join(map(str, hidden))} hidden units). "
+        "Pearson test of every pair of scales "
         f"over {s['draws']} posterior draws. Under independence ~5% of p-values fall below "
         "0.05 (the 0-coupling guide is a diagonal Gaussian: the control). The paper's Fig. 6 "
         "reports many p-values below 0.05 without a figure to compare numerically.",

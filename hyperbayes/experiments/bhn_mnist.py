@@ -6,16 +6,19 @@ Two parts, each a list of *configurations* named as in metrics.json:
   ``flow-4``, ``flow-8`` (RealNVP couplings over the weight-norm scales, hidden width 200, N(0, 1)
   on the scales, point-estimate directions and biases, coupling log-scales bounded by tanh),
   ``meanfield`` (Bayes by Backprop over every weight, N(0, 1) prior, local reparameterization),
-  ``dropout`` (p = 0.5 on the hidden units, kept on at test: MC dropout) and ``mle`` (maximum
-  likelihood). ``flow-6`` can be asked for.
+  ``dropout`` (p = 0.5 on the hidden units, kept on at test: MC dropout without weight decay)
+  and ``mle`` (maximum likelihood). ``flow-6`` can be asked for.
 - MNIST 5,000 (the first 5,000 training examples, same validation and test sets), 800 and 1200
   hidden units: ``5k-800/flow-0``, ``5k-800/flow-8``, ``5k-800/flow-12``, ``5k-800/dropout`` and
   the same for ``5k-1200``.
 
-Every configuration trains with Adam (lr 1e-3, cosine decay), batch 128, gradient norm clipped at
-10 (as the BHN code), keeps the parameters of its best validation accuracy (10 MC samples) and
-reports test accuracy and NLL with 200 MC samples, the paper's protocol. Each configuration
-checkpoints atomically while it trains, so an interrupted run resumes where it stopped.
+A configuration is ``[<N>k-<hidden>/]<method>`` where the method is any registered name (so
+``flow-8`` is ``flow`` with 8 couplings), set up by its ``"classification"`` recipe
+(:mod:`hyperbayes.methods`). Every configuration trains with Adam (lr 1e-3, cosine decay), batch
+128, gradient norm clipped at 10 (as the BHN code), keeps the parameters of its best validation
+accuracy (10 MC samples) and reports test accuracy and NLL with 200 MC samples, the paper's
+protocol. Each configuration checkpoints atomically while it trains, so an interrupted run resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -29,8 +32,19 @@ from pathlib import Path
 from .. import datasets, methods
 from ..datasets import transforms
 from ..inference import fit, metrics, predict, resolve_device, set_seed
-from ..models import MLP, Categorical, priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from ..models import Categorical, priors
+from . import papers
+from .common import (
+    ExperimentResult,
+    checkpoint_name,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
 
 __all__ = ["run", "Settings", "DEFAULT_CONFIGS", "PAPER_ACCURACY", "parse_config"]
 
@@ -40,19 +54,10 @@ DEFAULT_CONFIGS = (
     "5k-1200/flow-0", "5k-1200/flow-8", "5k-1200/flow-12", "5k-1200/dropout",
 )
 
-# Test accuracy (%) in the paper's Table 1 (MNIST 50,000 and the two MNIST 5,000 columns);
-# "meanfield" is its Bayes-by-Backprop figure (98.01%, from Blundell et al.).
-PAPER_ACCURACY = {
-    "flow-0": 98.28, "flow-2": 98.39, "flow-4": 98.47, "flow-6": 98.59, "flow-8": 98.63,
-    "dropout": 98.73, "meanfield": 98.01,
-    "5k-800/flow-0": 92.06, "5k-800/flow-8": 94.25, "5k-800/flow-12": 96.16,
-    "5k-800/dropout": 95.58,
-    "5k-1200/flow-0": 90.91, "5k-1200/flow-8": 96.27, "5k-1200/flow-12": 96.51,
-    "5k-1200/dropout": 95.52,
-}
+# Test accuracy (%) in the paper's Table 1, in hyperbayes.experiments.papers
+PAPER_ACCURACY = papers.BHN_TABLE1
 
-_CONFIG = re.compile(r"^(?:(?P<subset>\d+)k-(?P<hidden>\d+)/)?"
-                     r"(?P<method>flow-(?P<couplings>\d+)|dropout|mle|meanfield)$")
+_CONFIG = re.compile(r"^(?:(?P<subset>\d+)k-(?P<hidden>\d+)/)?(?P<method>[^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,9 @@ class Settings:
     batch_size: int = 128
     lr: float = 1e-3
     clip_norm: float = 10.0
-    dropout: float = 0.5
-    flow_hidden: int = 200
     # the coupling networks train at this fraction of lr (0.1 did not prevent the divergence
     # that Pyro's hard log-scale clamp caused: flow-8 diverged at epoch 6 instead of 9)
     flow_lr_multiplier: float = 1.0
-    # "soft" bounds the coupling log-scales with tanh; "hard" is Pyro's straight-through clamp,
-    # with which every coupling configuration diverged (see the report)
-    flow_log_scale_clamp: str = "soft"
     val_samples: int = 10
     test_samples: int = 200
     validations: int = 20         # validation passes per configuration (MNIST 50,000)
@@ -83,7 +83,7 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         """Tiny settings: 1,000 training examples, 100 hidden units, a few epochs."""
-        return cls(epochs=3, epochs_subset=3, hidden=100, flow_hidden=32, val_samples=4,
+        return cls(epochs=3, epochs_subset=3, hidden=100, val_samples=4,
                    test_samples=20, validations=2, validations_subset=2, train_limit=1000,
                    eval_limit=1000)
 
@@ -93,45 +93,34 @@ class Config:
     """One row of the table, parsed from its name."""
 
     name: str
-    method: str            # "flow", "dropout", "mle" or "meanfield"
-    couplings: int | None  # flow layers (flows only)
+    method: str            # a registered method name, e.g. "flow-8", "dropout", "mle"
     subset: int | None     # training examples (None: all 50,000)
     hidden: int | None     # hidden width (None: Settings.hidden)
 
 
 def parse_config(name: str) -> Config:
-    """Parse a configuration name such as ``flow-8``, ``dropout`` or ``5k-1200/flow-12``."""
+    """Parse a configuration name such as ``flow-8``, ``dropout`` or ``5k-1200/flow-12``: an
+    optional ``<N>k-<hidden>/`` (N thousand training examples, hidden width) and a registered
+    method name."""
     match = _CONFIG.match(name)
     if match is None:
-        raise ValueError(f"unknown bhn-mnist configuration {name!r}: expected [<N>k-<hidden>/]"
-                         "flow-<couplings> | dropout | mle | meanfield, e.g. 'flow-8' or "
-                         "'5k-1200/flow-12'")
-    method = match["method"].split("-")[0]
+        raise ValueError(f"unknown bhn-mnist configuration {name!r}: expected "
+                         "[<N>k-<hidden>/]<method>, e.g. 'flow-8' or '5k-1200/flow-12'")
+    methods.get(match["method"])  # unknown names raise with the list of known ones
     subset = int(match["subset"]) * 1000 if match["subset"] else None
     hidden = int(match["hidden"]) if match["hidden"] else None
-    couplings = int(match["couplings"]) if match["couplings"] is not None else None
-    return Config(name, method, couplings, subset, hidden)
+    return Config(name, match["method"], subset, hidden)
 
 
-def _build(config: Config, settings: Settings, seed: int):
-    """(model, guide, loss) of one configuration."""
+def _build(config: Config, settings: Settings, seed: int, overrides: dict):
+    """(model, guide, loss) of one configuration, as its method's classification recipe says
+    (a flow: N(0, 1) on the weight-norm scales, point-estimate directions and biases)."""
     width = config.hidden or settings.hidden
-    sizes = [784, width, width, 10]
-    if config.method == "flow":
-        # BHN: flow over the per-unit weight-norm scales, N(0, 1) prior on them (λ = 1); the
-        # directions and biases are maximum-likelihood point estimates (flat prior).
-        prior = priors.by_name({"*.scale": priors.Normal(1.0), "*": priors.Flat()})
-        return methods.build("flow", MLP(sizes, weight_norm=True), prior, Categorical(),
-                             seed=seed, flow="realnvp", num_flows=config.couplings,
-                             hidden=settings.flow_hidden, over="scales",
-                             log_scale_clamp=settings.flow_log_scale_clamp)
-    if config.method == "dropout":
-        return methods.build("mcdropout", MLP(sizes), priors.Flat(), Categorical(), seed=seed,
-                             dropout=settings.dropout)
-    if config.method == "mle":
-        return methods.build("map", MLP(sizes), priors.Flat(), Categorical(), seed=seed)
-    return methods.build("meanfield", MLP(sizes), priors.Normal(1.0), Categorical(), seed=seed,
-                         local_reparameterization=True)
+    model, guide, loss, _ = methods.setup(config.method, "classification",
+                                          [784, width, width, 10], priors.Normal(1.0),
+                                          Categorical(), seed=seed,
+                                          **overrides.get(config.method, {}))
+    return model, guide, loss
 
 
 def _data(config: Config, settings: Settings, full):
@@ -146,22 +135,23 @@ def _data(config: Config, settings: Settings, full):
 
 
 def _run_config(config: Config, settings: Settings, full, device, seed, checkpoint_dir: Path,
-                progress) -> tuple[dict, list]:
+                progress, overrides: dict) -> tuple[dict, list]:
     train, val, test = _data(config, settings, full)
     set_seed(seed)
-    model, guide, loss = _build(config, settings, seed)
+    model, guide, loss = _build(config, settings, seed, overrides)
     epochs = settings.epochs_subset if config.subset else settings.epochs
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     steps = math.ceil(epochs * steps_per_epoch)
     every = max(1, steps // (settings.validations_subset if config.subset else
                              settings.validations))
-    multipliers = {"flow_layers": settings.flow_lr_multiplier} if config.couplings else None
+    flows = getattr(guide, "num_flows", 0)
+    multipliers = {"flow_layers": settings.flow_lr_multiplier} if flows else None
     result = fit(model, guide, train, steps=steps, batch_size=settings.batch_size,
                  lr=settings.lr, lr_multipliers=multipliers, lr_schedule="cosine",
                  clip_norm=settings.clip_norm, loss=loss,
                  val=val, val_every=every, val_samples=settings.val_samples,
                  select_by="val_accuracy", checkpoint=checkpoint_dir / _checkpoint_name(
-                     config, settings, seed, train),
+                     config, settings, seed, train, flows, overrides),
                  checkpoint_every=every, device=device, seed=seed, progress=progress)
     t0 = time.perf_counter()
     pred = predict(model, guide, test.x.to(device), settings.test_samples)
@@ -185,39 +175,44 @@ def _run_config(config: Config, settings: Settings, full, device, seed, checkpoi
     return row, result.validation
 
 
-def _checkpoint_name(config: Config, settings: Settings, seed: int, train) -> str:
-    """A file name tied to everything that shapes this configuration's training, so changed
-    settings never resume from a stale checkpoint (and settings it does not use, such as the
-    other part's epochs or the number of test samples, do not force a retrain)."""
-    import hashlib
-    import json
-
+def _checkpoint_name(config: Config, settings: Settings, seed: int, train, flows: int,
+                     overrides: dict) -> str:
+    """A file name tied to everything that shapes this configuration's training (settings it
+    does not use, such as the other part's epochs or the number of test samples, do not force a
+    retrain)."""
     fields = asdict(settings)
     unused = (("epochs", "validations") if config.subset else
               ("epochs_subset", "validations_subset"))
-    if not config.couplings:
-        unused += ("flow_lr_multiplier", "flow_log_scale_clamp")
+    if not flows:
+        unused += ("flow_lr_multiplier",)
     for name in (*unused, "test_samples"):
         fields.pop(name)
-    key = json.dumps([config.name, fields, seed, len(train)], sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return f"{config.name.replace('/', '_')}-{digest}.pt"
+    fields["configuration"] = config.name
+    return checkpoint_name(config.method, fields, seed, train,
+                           options=overrides.get(config.method), tag=config.name.split("/")[0]
+                           if config.subset else "")
 
 
+@experiment
 def run(methods_to_run=DEFAULT_CONFIGS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/bhn-mnist", settings: Settings | None = None,
-        progress: bool | None = None, data=None) -> ExperimentResult:
+        progress: bool | None = None, data=None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Train and test every configuration; write metrics.json, curves.png, table.png, report.md.
 
     ``methods_to_run`` are configuration names as in :data:`DEFAULT_CONFIGS` (the CLI's
     ``--methods``). metrics.json
     is rewritten after every configuration, so a long run shows its progress; checkpoints in
     ``out/checkpoints`` let an interrupted run resume. ``data`` overrides MNIST (a Dataset with
-    train/val/test splits of 28×28 images).
+    train/val/test splits of 28×28 images). ``overrides`` maps a method name to build options
+    that replace its recipe's (e.g. ``{"flow-8": {"log_scale_clamp": "hard"}}``).
     """
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
     parsed = [parse_config(c) for c in methods_to_run]
+    overrides = overrides or {}
+    for name in overrides:
+        methods.get(name)
     device = resolve_device(device)
     full = data if data is not None else datasets.load("mnist")
     out = Path(out)
@@ -225,18 +220,21 @@ def run(methods_to_run=DEFAULT_CONFIGS, *, quick: bool = False, device="auto", s
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     rows, curves = {}, {}
     payload = {"experiment": "bhn-mnist", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings), "machine": machine_info(), "methods": rows}
+               "settings": asdict(settings),
+               "recipes": recipes_used(sorted({c.method for c in parsed}), "classification",
+                                       overrides),
+               "machine": machine_info(), "methods": rows}
     for config in parsed:
         rows[config.name], curves[config.name] = _run_config(
-            config, settings, full, device, seed, checkpoint_dir, progress)
+            config, settings, full, device, seed, checkpoint_dir, progress, overrides)
         payload["wall_time_s"] = time.perf_counter() - start
-        write_json(out / "metrics.json", payload)
+        write_metrics(out, payload)
     payload["validation_curves"] = curves
     figures = [out / "accuracy.png", out / "validation.png"]
     _accuracy_figure(figures[0], rows)
     _validation_figure(figures[1], curves, settings.batch_size, rows)
     payload["wall_time_s"] = time.perf_counter() - start
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("bhn-mnist", payload, out, figures, payload["wall_time_s"])
 
@@ -280,6 +278,9 @@ def _validation_figure(path: Path, curves: dict, batch_size: int, rows: dict) ->
 
 def _report(payload: dict, figures: list[str]) -> str:
     settings = payload["settings"]
+    recipes = payload.get("recipes", {})
+    flow = next((r["options"] for r in recipes.values() if r["method"].startswith("flow")), {})
+    dropout = next((r["options"] for r in recipes.values() if "dropout" in r["options"]), {})
     rows = []
     order = {name: i for i, name in enumerate(DEFAULT_CONFIGS)}
     for name, row in sorted(payload["methods"].items(),
@@ -299,13 +300,14 @@ def _report(payload: dict, figures: list[str]) -> str:
         f"accuracy ({settings['val_samples']} MC samples; {settings['validations']} checks on "
         f"MNIST 50,000, {settings['validations_subset']} on MNIST 5,000); "
         f"test accuracy with {settings['test_samples']} MC samples. Flows: RealNVP couplings "
-        f"(hidden {settings['flow_hidden']}) over the weight-norm scales, coupling "
-        f"log-scales bounded with the {settings.get('flow_log_scale_clamp', 'hard')!r} clamp "
+        f"(hidden {flow.get('hidden', '–')}) over the weight-norm scales, coupling "
+        f"log-scales bounded with the {flow.get('log_scale_clamp', 'soft')!r} clamp "
         "('soft': tanh into (−5, 3); 'hard': Pyro's clamp, which passes gradients straight "
         "through and with which every coupling flow diverged); the coupling "
         f"networks train at {settings['flow_lr_multiplier']} × lr. `dropout` keeps "
-        f"dropout p = {settings['dropout']} on at test time (MC dropout); the paper's dropout "
-        "baseline may be the deterministic net. The paper's epoch count is not stated. "
+        f"dropout p = {dropout.get('dropout', '–')} on at test time (MC dropout, no weight "
+        "decay); the paper's dropout baseline may be the deterministic net. The paper's epoch "
+        "count is not stated. "
         "`train s` counts only training time recorded in checkpoints (runs resumed from "
         "checkpoints written before that was recorded show only the resumed part).",
         "",

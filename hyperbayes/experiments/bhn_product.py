@@ -14,19 +14,20 @@ from pathlib import Path
 
 import torch
 
-from .. import datasets
-from ..guides import FlowGuide, MeanField
-from ..inference import ELBO, fit, resolve_device, sample_posterior, set_seed
+from .. import datasets, methods
+from ..inference import fit, resolve_device, sample_posterior, set_seed
 from ..inference.diagnostics import nuts_warnings
 from ..inference.mcmc import nuts
 from ..models import BNN, MLP, Gaussian, priors
 from .common import (
     ExperimentResult,
+    experiment,
     machine_info,
     markdown_table,
     plotting,
+    recipes_used,
     trust_lines,
-    write_json,
+    write_metrics,
     write_text,
 )
 
@@ -51,20 +52,12 @@ class Settings:
         return cls(steps=1500, draws=2000, nuts_chains=4, nuts_samples=200)
 
 
-def _model(noise: float) -> BNN:
-    return BNN(MLP([1, 1, 1], activation="identity", bias=False), priors.Normal(1.0),
-               Gaussian(noise))
+SIZES = [1, 1, 1]  # ŷ = a·b·x: two weights, identity activation, no biases
 
 
-def _guide(name: str, model: BNN, seed: int):
-    if name == "meanfield":
-        return MeanField(model, init_scale=1.0, seed=seed)
-    flow = "realnvp" if name == "flow_realnvp" else "iaf"
-    guide = FlowGuide(model, flow=flow, num_flows=8 if flow == "realnvp" else 4, hidden=32,
-                      over="weights", init_scale=1.0, seed=seed)
-    with torch.no_grad():
-        guide.affine_loc.zero_()  # start symmetric between the two modes
-    return guide
+def _parts(noise: float):
+    """The product model's net, prior and likelihood: N(0, 1) on a and b."""
+    return MLP(SIZES, activation="identity", bias=False), priors.Normal(1.0), Gaussian(noise)
 
 
 def _summary(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -73,16 +66,20 @@ def _summary(a: torch.Tensor, b: torch.Tensor) -> dict:
             "ab_mean": float((a * b).mean()), "ab_std": float((a * b).std())}
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/bhn-product", settings: Settings | None = None,
-        progress: bool | None = None) -> ExperimentResult:
-    """Fit each method on the product toy; write metrics.json, scatter.png and report.md."""
+        progress: bool | None = None, overrides: dict | None = None) -> ExperimentResult:
+    """Fit each method on the product toy; write metrics.json, scatter.png and report.md.
+
+    Every method is set up by its registered ``"regression/product"`` recipe (the flows start
+    symmetric between the modes; :mod:`hyperbayes.methods`); ``overrides`` maps a method to
+    build options that replace its recipe's."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    known = set(DEFAULT_METHODS)
-    unknown = [m for m in methods_to_run if m not in known]
-    if unknown:
-        raise ValueError(f"bhn-product runs {sorted(known)}; unknown: {unknown}")
+    overrides = overrides or {}
+    for name in [m for m in methods_to_run if m != "nuts"] + list(overrides):
+        methods.get(name)  # unknown names raise with the list of known ones
     device = resolve_device(device)
     data = datasets.load("product", seed=seed)
     noise = data.info["noise_std"]
@@ -90,18 +87,21 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     for name in methods_to_run:
         set_seed(seed)
         t0 = time.perf_counter()
-        model = _model(noise)
         if name == "nuts":
+            model = BNN(*_parts(noise))
             result = nuts(model, data.train, num_samples=settings.nuts_samples,
                           warmup=settings.nuts_samples, num_chains=settings.nuts_chains,
                           seed=seed, progress=progress, warn=False)
             draws = result.samples
             nuts_messages = nuts_warnings(model, result)
         else:
-            guide = _guide(name, model, seed)
-            fit(model, guide, data.train, steps=settings.steps, lr=5e-3,
-                loss=ELBO(num_particles=settings.particles), kl_schedule="temper",
-                device=device, seed=seed, progress=progress)
+            _, prior, likelihood = _parts(noise)
+            model, guide, loss, recipe_fit = methods.setup(
+                name, "regression/product", SIZES, prior, likelihood, seed=seed,
+                activation="identity", bias=False,
+                **{"num_particles": settings.particles, **overrides.get(name, {})})
+            fit(model, guide, data.train, loss=loss, device=device, seed=seed,
+                progress=progress, **methods.fit_options(recipe_fit, settings.steps))
             draws = {k: v.cpu() for k, v in sample_posterior(model, guide,
                                                                settings.draws).items()}
         a, b = draws["fc0.weight"].reshape(-1), draws["fc1.weight"].reshape(-1)
@@ -115,9 +115,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     figure = out / "scatter.png"
     _scatter(figure, samples)
     payload = {"experiment": "bhn-product", "seed": seed, "quick": quick, "device": str(device),
-               "settings": settings.__dict__, "machine": machine_info(), "methods": results,
+               "settings": settings.__dict__,
+               "recipes": recipes_used(methods_to_run, "regression/product", overrides),
+               "machine": machine_info(), "methods": results,
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("bhn-product", payload, out, [figure], payload["wall_time_s"])
 

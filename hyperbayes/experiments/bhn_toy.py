@@ -7,10 +7,12 @@ Two 1-d regression toys, a 1-50-1 ReLU net with a N(0, 1/fan_in) prior and fixed
 - ``cubic``: 20 points, x ~ U[−4, 4], y = x³ + N(0, 3²), bands on [−6, 6].
 
 Methods: ``flow`` (IAF flow guide over all 151 weights: an elementwise affine layer and 4 IAF
-layers of 200 hidden units), ``flow_realnvp`` (8 RealNVP couplings), both at lr 3e-3 with
-gradient clipping, ``meanfield`` (Bayes by Backprop, lr 1e-2) and the NUTS reference; each VI
-method is compared with NUTS in function space (std ratios in and out of the data range, W₁
-distance), as in ``toy-regression``.
+layers of 200 hidden units), ``flow_realnvp`` (8 RealNVP couplings), ``meanfield`` (Bayes by
+Backprop) and the NUTS reference, each set up by its registered ``"regression"`` recipe
+(:mod:`hyperbayes.methods`: the flows start at σ = 0.05 and train at lr 3e-3 with gradients
+clipped at 10 and a cosine decay, over 3× the steps); each VI method is compared with NUTS in
+function space (std ratios in and out of the data range, W₁ distance), as in
+``toy-regression``.
 """
 
 from __future__ import annotations
@@ -18,26 +20,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .. import datasets
+from .. import datasets, methods
 from ..inference import resolve_device
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
 from .toy_regression import Settings, band_axes, study
 
-__all__ = ["run", "DEFAULT_METHODS", "METHOD_OPTIONS", "TOYS"]
+__all__ = ["run", "DEFAULT_METHODS", "TOYS"]
 
 DEFAULT_METHODS = ("nuts", "flow", "flow_realnvp", "meanfield")
-
-# Flows start with σ = 0.05 (the BHN code's e^-7 suits 50,000 MNIST examples; on 20 points it
-# would spend most of the run growing) and train at lr 3e-3 with gradients clipped at 10: at the
-# shared lr 1e-2 the 8-coupling RealNVP diverged on the cubic toy (measured, 2,000 steps).
-_FLOW_FIT = {"lr": 3e-3, "clip_norm": 10.0}
-METHOD_OPTIONS = {
-    "flow": ("flow", {"flow": "iaf", "num_flows": 4, "hidden": 200, "over": "weights",
-                      "init_scale": 0.05}, _FLOW_FIT),
-    "flow_realnvp": ("flow", {"flow": "realnvp", "num_flows": 8, "hidden": 200,
-                              "over": "weights", "init_scale": 0.05}, _FLOW_FIT),
-    "meanfield": ("meanfield", {}),
-}
 
 # dataset name → (load options, centre the targets, y-limits of the figure)
 TOYS = {
@@ -46,16 +45,17 @@ TOYS = {
 }
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/bhn-toy", settings: Settings | None = None,
-        progress: bool | None = None, toys=tuple(TOYS)) -> ExperimentResult:
+        progress: bool | None = None, toys=tuple(TOYS),
+        overrides: dict | None = None) -> ExperimentResult:
     """Fit every method on each toy; write metrics.json (``methods[toy][method]``), bands.png and
-    report.md."""
+    report.md. ``overrides`` maps a method to build options that replace its recipe's."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    unknown = [m for m in methods_to_run if m != "nuts" and m not in METHOD_OPTIONS]
-    if unknown:
-        raise ValueError(f"bhn-toy runs {['nuts', *METHOD_OPTIONS]}; unknown: {unknown}")
+    for name in [m for m in methods_to_run if m != "nuts"] + list(overrides or {}):
+        methods.get(name)  # unknown names raise with the list of known ones
     bad_toys = [t for t in toys if t not in TOYS]
     if bad_toys:
         raise ValueError(f"bhn-toy toys are {sorted(TOYS)}; unknown: {bad_toys}")
@@ -65,17 +65,18 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         options, center_y, _ = TOYS[toy]
         studies[toy] = study(datasets.load(toy, seed=seed, **options), methods_to_run, settings,
                              seed=seed, device=device, progress=progress,
-                             method_options=METHOD_OPTIONS, center_y=center_y)
+                             overrides=overrides, center_y=center_y)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "bands.png"
     _figure(figure, studies)
     payload = {"experiment": "bhn-toy", "seed": seed, "quick": quick, "device": str(device),
-               "settings": settings.__dict__, "method_options": METHOD_OPTIONS,
+               "settings": settings.__dict__,
+               "recipes": recipes_used(methods_to_run, "regression", overrides),
                "machine": machine_info(),
                "methods": {toy: s.results for toy, s in studies.items()},
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("bhn-toy", payload, out, [figure], payload["wall_time_s"])
 
@@ -102,7 +103,8 @@ def _report(payload: dict, figure: str) -> str:
             "Net 1-50-1 ReLU, prior N(0, 1/fan_in) on every parameter, fixed noise. `flow`: IAF "
             "flow guide over all weights (elementwise affine + 4 IAF layers, hidden 200); "
             "`flow_realnvp`: 8 RealNVP couplings (both start at σ = 0.05 and train at lr 3e-3 "
-            "with gradients clipped at 10); `meanfield`: Bayes by Backprop (lr 1e-2). "
+            "with gradients clipped at 10, a cosine decay, 3× the steps: their regression "
+            "recipes); `meanfield`: Bayes by Backprop (lr 1e-2). "
             "std ratios "
             "are the method's predictive std of f(x) over NUTS's, averaged over grid points "
             "inside / outside the training range (1 is ideal, < 1 over-confident); "

@@ -16,22 +16,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..inference import metrics, resolve_device
-from . import zoo
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from . import papers, zoo
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    plotting,
+    write_metrics,
+    write_text,
+)
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "PAPER_ACCURACY"]
 
 #: Test accuracies (%) the papers report for MNIST 50,000 MLPs: label → (our method, accuracy,
-#: the paper's net). BHN = Krueger et al. 2017, Table 1; BbH = Pawlowski et al. 2017, §4.
-PAPER_ACCURACY = {
-    "paper: BHN, 8 couplings (BHN Table 1)": ("flow", 98.63, "784-800-800-10"),
-    "paper: MC dropout (BHN Table 1)": ("mcdropout", 98.73, "784-800-800-10"),
-    "paper: Bayes by Backprop (BHN Table 1)": ("meanfield", 98.01, "784-800-800-10"),
-    "paper: Bayes by Hypernet (BbH §4)": ("bbh", 98.47, "784-800-800-10"),
-    "paper: maximum likelihood (BbH §4)": ("map", 98.56, "784-800-800-10"),
-    "paper: MC dropout (BbH §4)": ("mcdropout", 98.51, "784-800-800-10"),
-}
+#: the paper's net), from :mod:`hyperbayes.experiments.papers`
+PAPER_ACCURACY = papers.MNIST_ACCURACY
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Settings(zoo.TaskSettings):
     num_bins: int = 15
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/calibration", settings: Settings | None = None,
         progress: bool | None = None, data=None,
@@ -87,7 +88,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                "test_examples": len(test), "methods": rows, "tables": tables,
                "worse_than_paper": _worse_than_paper(rows),
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("calibration", payload, out, [figure], payload["wall_time_s"])
 

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import hashlib
+import inspect
 import json
 import math
 import os
 import platform
 import tempfile
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 __all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markdown_table",
-           "machine_info",
-           "plotting"]
+           "machine_info", "recipes_used", "plotting", "data_fingerprint", "checkpoint_key",
+           "checkpoint_name", "experiment", "output_dir", "settings_class", "apply_settings",
+           "write_metrics", "methods_table", "parse_value"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -31,6 +39,152 @@ def write_text(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def output_dir(out: str | Path, create: bool = True) -> Path:
+    """``out`` as a folder results can be written into, checked before any work: a path that
+    is a file, or a folder that cannot be created or written, raises ValueError. With
+    ``create=False`` nothing is made on disk (the nearest existing parent is checked)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the results")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write results into {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write results into {out}: {existing} is not writable")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot write results into {out}: {err.strerror or err}") from err
+    return out
+
+
+def experiment(run):
+    """Decorate an experiment's ``run`` function: its output folder (``out``) and ``device`` are
+    checked before any work, so a bad ``--out`` or an absent GPU fails at once, not after the
+    run."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def checked(*args, **kwargs):
+        bound = signature.bind_partial(*args, **kwargs)
+        from ..inference import resolve_device
+
+        resolve_device(bound.arguments.get("device", signature.parameters["device"].default))
+        output_dir(bound.arguments.get("out", signature.parameters["out"].default),
+                   create=False)
+        return run(*args, **kwargs)
+
+    return checked
+
+
+def settings_class(run) -> type | None:
+    """The settings dataclass an experiment's ``run`` takes (its ``settings`` parameter's
+    type), or None for one that takes none."""
+    hints = typing.get_type_hints(inspect.unwrap(run))
+    hint = hints.get("settings")
+    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
+        typing.get_origin(hint) is typing.Union else (hint,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def parse_value(text: str):
+    """A ``--set`` value: a Python literal (3, 0.1, None, True, (1, 2), 'x') or else the
+    string as written."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(name: str, value, hint):
+    """``value`` as the field's type ``hint`` (an int where a float is wanted becomes a
+    float, a list a tuple); a value of another type raises ValueError naming the field."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
+        typing.get_origin(hint) is typing.Union else (hint,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if value is None and option is type(None):
+            return None
+        if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if origin is tuple and isinstance(value, list | tuple):
+            return tuple(value)
+        if origin is tuple and isinstance(value, int | float | str):
+            return (value,)
+        if isinstance(origin, type) and origin is not type(None) and isinstance(value, origin):
+            if origin is int and isinstance(value, bool):
+                continue
+            return value
+    readable = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    raise ValueError(f"setting {name}={value!r}: expected {readable}")
+
+
+def apply_settings(settings_type: type, assignments, *, quick: bool = False):
+    """The settings ``settings_type.quick()`` (or the defaults) with ``assignments``
+    (``"key=value"`` strings or a dict) applied, every key and value checked against the
+    dataclass before any work: an unknown key lists the known ones."""
+    if isinstance(assignments, dict):
+        pairs = dict(assignments)
+    else:
+        pairs = {}
+        for item in assignments:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--set {item!r}: expected key=value")
+            pairs[key.strip()] = parse_value(text.strip())
+    hints = typing.get_type_hints(settings_type)
+    fields = {f.name for f in dataclasses.fields(settings_type)}
+    unknown = sorted(set(pairs) - fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)} for "
+                         f"{settings_type.__qualname__}; known: {', '.join(sorted(fields))}")
+    values = {k: _coerce(k, v, hints[k]) for k, v in pairs.items()}
+    base = settings_type.quick() if quick and hasattr(settings_type, "quick") else settings_type()
+    return dataclasses.replace(base, **values)
+
+
+def methods_table(methods: dict, title: str = "Per-method results") -> dict | None:
+    """A results table (as :func:`hyperbayes.experiments.suite.table` makes) of every number
+    in ``methods`` (label → metrics; one level of nesting, e.g. toy → label → metrics, gives
+    ``toy/label`` rows); None when there are no numbers."""
+    rows = []
+    if not isinstance(methods, dict):
+        return None
+
+    def add(label, values):
+        cells = {k: v for k, v in values.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)}
+        if cells:
+            rows.append({"method": label, **cells})
+
+    for label, values in methods.items():
+        if not isinstance(values, dict):
+            continue
+        add(label, values)
+        for inner, nested in values.items():
+            if isinstance(nested, dict) and any(isinstance(v, int | float)
+                                                for v in nested.values()):
+                add(f"{label}/{inner}", nested)
+    if not rows:
+        return None
+    columns = ["method"] + sorted({k for r in rows for k in r} - {"method"})
+    return {"title": title, "columns": columns, "rows": rows, "note": "", "digits": 3}
+
+
+def write_metrics(out: Path, payload: dict) -> Path:
+    """Write ``out/metrics.json`` atomically in the one schema every experiment shares: the
+    payload (``experiment``, ``seed``, ``quick``, ``device``, ``settings``, ``machine``,
+    ``methods``, ``wall_time_s``, ...) with ``tables``; an experiment that made no tables of its
+    own gets one of the numbers in its ``methods``."""
+    if "tables" not in payload:
+        made = methods_table(payload.get("methods") or {})
+        payload = {**payload, "tables": [made] if made else []}
+    return write_json(Path(out) / "metrics.json", payload)
 
 
 def _clean(value):
@@ -58,6 +212,70 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _json_value(value):
+    """A recipe value as JSON: numbers, strings and containers as they are, the rest by repr."""
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)
+
+
+def recipes_used(names, family: str, overrides: dict | None = None) -> dict:
+    """What each method in ``names`` was built with (its registry recipe for ``family`` and the
+    run's ``overrides``), for metrics.json; ``nuts`` is left out."""
+    from .. import methods
+
+    used = {}
+    for name in names:
+        if name == methods.REFERENCE:
+            continue
+        method = methods.get(name)
+        recipe = method.recipe(family)
+        used[name] = _json_value({
+            "method": method.base or method.name, "family": family,
+            "options": {**recipe.options, **(overrides or {}).get(name, {})},
+            "fit": recipe.fit, "prior": recipe.prior() if recipe.prior is not None else None,
+            "weight_norm": recipe.weight_norm})
+    return used
+
+
+def data_fingerprint(split) -> str:
+    """A short hash of a split's labels and a checksum of its inputs: which data trained a
+    model (a changed subset, order or preprocessing gives another fingerprint)."""
+    h = hashlib.sha256()
+    h.update(split.y.cpu().numpy().tobytes())
+    h.update(f"{float(split.x.double().sum()):.6f}{tuple(split.x.shape)}".encode())
+    return h.hexdigest()[:12]
+
+
+def checkpoint_key(name: str, fields: dict, seed: int, *data, family: str = "classification",
+                   options: dict | None = None) -> str:
+    """12 hex digits tied to everything that shapes a trained result: method ``name``'s
+    registered recipe for ``family`` (options, fit settings, prior, weight norm), the run's
+    build ``options`` laid over it, the settings ``fields``, the seed and ``data`` (splits,
+    fingerprinted with :func:`data_fingerprint`, or strings such as tags). Every experiment
+    keys its checkpoints and cached parts with it, so a changed recipe, setting or data set
+    never resumes from a stale file."""
+    from .. import methods
+
+    recipe = methods.get(name).recipe(family)
+    prior = repr(recipe.prior()) if recipe.prior is not None else None  # a changed prior retrains
+    data = [d if isinstance(d, str) else data_fingerprint(d) for d in data]
+    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, prior,
+                      _json_value(options or {}), fields, seed, *data], sort_keys=True,
+                     default=repr)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def checkpoint_name(name: str, fields: dict, seed: int, *data, family: str = "classification",
+                    options: dict | None = None, tag: str = "") -> str:
+    """A checkpoint file name: ``<name>[-<tag>]-<checkpoint_key>.pt`` (``/`` in a name
+    becomes ``_``)."""
+    key = checkpoint_key(name, fields, seed, *data, family=family, options=options)
+    return f"{name.replace('/', '_')}{'-' + tag if tag else ''}-{key}.pt"
 
 
 def markdown_table(rows: list[dict], columns: list[str], digits: int = 3) -> str:

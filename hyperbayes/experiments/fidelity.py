@@ -25,11 +25,12 @@ from .common import (
     VI_QUALITY_COLUMNS,
     VI_QUALITY_NOTE,
     ExperimentResult,
+    experiment,
     machine_info,
     plotting,
     trust_lines,
     vi_quality_cells,
-    write_json,
+    write_metrics,
     write_text,
 )
 from .suite import render_tables, table
@@ -72,6 +73,7 @@ class Settings:
                    product_nuts_samples=10)
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/fidelity", settings: Settings | None = None,
         progress: bool | None = None) -> ExperimentResult:
@@ -107,7 +109,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                "device": str(device), "settings": asdict(settings), "machine": machine_info(),
                "toys": results, "tables": tables,
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("fidelity", payload, out, [figure], payload["wall_time_s"])
 

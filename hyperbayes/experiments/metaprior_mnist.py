@@ -27,8 +27,19 @@ import torch
 from .. import datasets, methods
 from ..datasets import transforms
 from ..inference import fit, illate, metrics, predict, resolve_device, set_seed
-from ..models import MLP, Categorical, priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from ..models import Categorical, priors
+from ..models.metaprior import MetaPrior
+from .common import (
+    ExperimentResult,
+    checkpoint_name,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
 
 __all__ = ["run_mnist", "run_fewshot", "run_surgery", "Settings", "MNIST_METHODS"]
 
@@ -42,23 +53,12 @@ class Settings:
     """Sizes of one run; ``quick`` (tests, notebooks) uses a few MNIST examples."""
 
     hidden: int = 100
-    code_dim: int = 10
-    hyper_hidden: int = 32
-    # g = W₂ sin(A z_i + B z_j + b₁) + b₂, rescaled at the start so that its pre-activations have
-    # std 3 and the weight means std 1 over random codes. With tanh and PyTorch's default init
-    # the generated matrices start nearly additive (α_i + β_j: every unit alike) and training sat
-    # at chance: MAP on 10k images for 2 epochs reached 13% (tanh) against 88% (sin); see
-    # MetaPrior's init_frequency.
-    hyper_activation: str = "sin"
-    init_frequency: float = 3.0
-    init_mean_scale: float = 1.0
-    # generated weights divided by √fan_in: unscaled, g's weights of order 0.3 on 784 inputs
-    # saturated the logits (training loss ~10 nats per example after 25 steps, at chance)
-    fan_in_scaling: bool = True
     epochs: float = 10
     batch_size: int = 128
-    lr: float = 1e-2
-    meanfield_lr: float = 1e-3
+    # unless the method's recipe sets its own: the MetaPrior's classification recipe trains at
+    # 1e-2 (with a sin hyperprior of 32 units over 10-dimensional codes, rescaled at the start,
+    # weights divided by √fan_in: see hyperbayes.methods)
+    lr: float = 1e-3
     test_samples: int = 50
     shots: tuple = (20, 50, 100, 200, 500)
     illation_steps: tuple = (50, 200, 500)
@@ -83,43 +83,24 @@ def _data(settings: Settings, data):
     return data
 
 
-def _build(name: str, settings: Settings, seed: int):
-    net = MLP([784, settings.hidden, 10])
-    if name in ("gaussian_lv", "gaussian_oh"):
-        return methods.build("metaprior", net, priors.Flat(), Categorical(), seed=seed,
-                             code_dim=settings.code_dim, hidden=settings.hyper_hidden,
-                             codes="latent" if name == "gaussian_lv" else "onehot",
-                             fan_in_scaling=settings.fan_in_scaling,
-                             activation=settings.hyper_activation,
-                             init_frequency=settings.init_frequency,
-                             init_mean_scale=settings.init_mean_scale)
-    if name == "meanfield":
-        return methods.build("meanfield", net, priors.Normal(1.0), Categorical(), seed=seed,
-                             local_reparameterization=True)
-    raise ValueError(f"metaprior-mnist runs {list(MNIST_METHODS)}; unknown method {name!r}")
-
-
-def _train(name, settings, train, device, seed, progress, checkpoint_dir):
+def _train(name, settings, train, device, seed, progress, checkpoint_dir, overrides):
+    """Set up ``name`` by its classification recipe and train it (or resume its checkpoint)."""
     set_seed(seed)
-    model, guide, loss = _build(name, settings, seed)
-    lr = settings.meanfield_lr if name == "meanfield" else settings.lr
+    model, guide, loss, recipe_fit = methods.setup(
+        name, "classification", [784, settings.hidden, 10], priors.Normal(1.0), Categorical(),
+        seed=seed, **overrides.get(name, {}))
+    fields = {k: v for k, v in asdict(settings).items() if k in _TRAINING_FIELDS}
+    fit_options = {"lr": settings.lr, **recipe_fit}
     result = fit(model, guide, train, epochs=settings.epochs, batch_size=settings.batch_size,
-                 lr=lr, loss=loss, lr_schedule="cosine", device=device, seed=seed,
+                 loss=loss, lr_schedule="cosine", device=device, seed=seed,
                  progress=progress, checkpoint=None if checkpoint_dir is None else
-                 checkpoint_dir / f"{name}-{_key(settings, seed, len(train))}.pt",
-                 checkpoint_every=500)
+                 checkpoint_dir / checkpoint_name(name, fields, seed, train,
+                                                  options=overrides.get(name)),
+                 checkpoint_every=500, **fit_options)
     return model, guide, result
 
 
-def _key(settings: Settings, seed: int, n: int) -> str:
-    import hashlib
-    import json
-
-    fields = {k: v for k, v in asdict(settings).items()
-              if k in ("hidden", "code_dim", "hyper_hidden", "hyper_activation",
-                       "init_frequency", "init_mean_scale", "fan_in_scaling", "epochs",
-                       "batch_size", "lr", "meanfield_lr")}
-    return hashlib.sha256(json.dumps([fields, seed, n], sort_keys=True).encode()).hexdigest()[:12]
+_TRAINING_FIELDS = ("hidden", "epochs", "batch_size", "lr", "train_limit")
 
 
 def _accuracy(model, guide, split, samples) -> float:
@@ -127,14 +108,19 @@ def _accuracy(model, guide, split, samples) -> float:
     return metrics.accuracy(pred.probs.cpu(), split.y)
 
 
+@experiment
 def run_mnist(methods_to_run=MNIST_METHODS, *, quick: bool = False, device="auto",
               seed: int = 0, out: str | Path = "results/metaprior-mnist",
               settings: Settings | None = None, progress: bool | None = None,
-              data=None) -> ExperimentResult:
-    """Train each method on MNIST; write metrics.json (per method ``test_accuracy``,
-    ``test_nll``), codes_tsne.png, input_codes.png and report.md."""
+              data=None, overrides: dict | None = None) -> ExperimentResult:
+    """Train each method on MNIST (each set up by its registered ``"classification"`` recipe;
+    ``gaussian_lv`` and ``gaussian_oh`` are the paper's names for ``metaprior`` and
+    ``metaprior_onehot``); write metrics.json (per method ``test_accuracy``, ``test_nll``),
+    codes_tsne.png, input_codes.png and report.md. ``overrides`` maps a method to build options
+    that replace its recipe's."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
+    overrides = _check(methods_to_run, overrides)
     device = resolve_device(device)
     data = _data(settings, data)
     out = Path(out)
@@ -142,30 +128,37 @@ def run_mnist(methods_to_run=MNIST_METHODS, *, quick: bool = False, device="auto
     for name in methods_to_run:
         t0 = time.perf_counter()
         model, guide, _ = _train(name, settings, data.train, device, seed, progress,
-                                 out / "checkpoints")
+                                 out / "checkpoints", overrides)
         pred = predict(model, guide, data.test.x.to(device), settings.test_samples)
         report = metrics.classification_report(pred.probs.cpu(), data.test.y)
         results[name] = {"test_accuracy": report["accuracy"], "test_nll": report["nll"],
                          "test_ece": report["ece"], "wall_time_s": time.perf_counter() - t0}
         fitted[name] = (model, guide)
     figures = []
-    if "gaussian_lv" in fitted:
-        guide = fitted["gaussian_lv"][1]
+    latent = [n for n, (model, _) in fitted.items() if isinstance(model.prior, MetaPrior)
+              and model.prior.codes == "latent"]
+    if latent:  # the first MetaPrior with learned codes
+        guide = fitted[latent[0]][1]
         codes = {k: v.detach().cpu() for k, v in guide.locs().items()}
         figures += [out / "codes_tsne.png", out / "input_codes.png"]
         _tsne_figure(figures[0], codes, seed)
         _input_codes_figure(figures[1], codes["codes.0"])
     payload = {"experiment": "metaprior-mnist", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
-               "train_examples": len(data.train), "methods": results,
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(methods_to_run, "classification", overrides),
+               "machine": machine_info(), "train_examples": len(data.train), "methods": results,
                "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     rows = [{"method": m, **v} for m, v in results.items()]
+    meta = next((r["options"] for r in payload["recipes"].values()
+                 if r["method"] == "metaprior"), {})
     text = ["# metaprior-mnist: MetaPrior on MNIST 50,000 (Karaletsos et al. 2018, Fig. 4)", "",
             f"784-{settings.hidden}-10 ReLU, {settings.epochs} epochs, batch "
-            f"{settings.batch_size}; codes D = {settings.code_dim}, g with "
-            f"{settings.hyper_hidden} {settings.hyper_activation} units. The paper's table "
+            f"{settings.batch_size}; codes D = {meta.get('code_dim', '–')}, g with "
+            f"{meta.get('hidden', '–')} {meta.get('activation', '–')} units (the MetaPrior's "
+            "classification recipe). `gaussian_lv` / `gaussian_oh` are the paper's names for "
+            "`metaprior` (latent codes) and `metaprior_onehot`. The paper's table "
             "(Fig. 4d) is an image in our copy; its numbers are not legible there.", "",
             markdown_table(rows, ["method", "test_accuracy", "test_nll", "test_ece",
                                   "wall_time_s"]), "",
@@ -222,17 +215,25 @@ def _permuted(data, task: str, seed: int):
     return permuted
 
 
+def _check(methods_to_run, overrides: dict | None) -> dict:
+    """``overrides`` (or {}), after checking every name is a registered method."""
+    for name in [*methods_to_run, *(overrides or {})]:
+        methods.get(name)  # unknown names raise with the list of known ones
+    return overrides or {}
+
+
 def _adaptation(kind: str, methods_to_run, *, quick, device, seed, out, settings, progress,
-                data) -> ExperimentResult:
+                data, overrides=None) -> ExperimentResult:
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
+    overrides = _check(methods_to_run, overrides)
     device = resolve_device(device)
     data = _data(settings, data)
     out = Path(out)
     clean_test = data.test.subset(slice(0, settings.eval_limit)) if settings.eval_limit else \
         data.test
     trained = {name: _train(name, settings, data.train, device, seed, progress,
-                            out / "checkpoints")[:2] for name in methods_to_run}
+                            out / "checkpoints", overrides)[:2] for name in methods_to_run}
     results = {name: {} for name in methods_to_run}
     baseline_clean = {name: _accuracy(*trained[name], clean_test, settings.test_samples)
                       for name in methods_to_run}
@@ -259,7 +260,7 @@ def _adaptation(kind: str, methods_to_run, *, quick, device, seed, out, settings
                "device": str(device), "settings": asdict(settings), "machine": machine_info(),
                "clean_accuracy_before": baseline_clean, "methods": results,
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _adaptation_report(payload, kind, figure.name))
     return ExperimentResult(f"metaprior-{kind}", payload, out, [figure], payload["wall_time_s"])
 
@@ -282,8 +283,9 @@ def _adapt(kind, name, task, model, guide, shots_data, test, clean_test, setting
     options = {"steps": max(checkpoints), "lr": settings.illation_lr, "device": device,
                "seed": seed, "progress": False, "callback": score,
                "batch_size": min(len(shots_data), settings.batch_size)}
-    if name == "meanfield":  # the baseline: every weight's posterior moves on the shots
-        fit(model, work, shots_data, **options)   # (its model has no parameters to change)
+    if not isinstance(model.prior, MetaPrior):
+        # a baseline: every weight's posterior moves on the shots (no codes to illate)
+        fit(model, work, shots_data, **options)
     else:
         sites = "all" if kind == "fewshot" else SURGERY_SITES[task]
         anchor = settings.fewshot_anchor if kind == "fewshot" else settings.surgery_anchor
@@ -291,24 +293,28 @@ def _adapt(kind, name, task, model, guide, shots_data, test, clean_test, setting
     return scores
 
 
+@experiment
 def run_fewshot(methods_to_run=("gaussian_lv", "meanfield"), *, quick: bool = False,
                 device="auto", seed: int = 0, out: str | Path = "results/metaprior-fewshot",
                 settings: Settings | None = None, progress: bool | None = None,
-                data=None) -> ExperimentResult:
+                data=None, overrides: dict | None = None) -> ExperimentResult:
     """Few-shot adaptation to permuted MNIST by illation of every code; metrics.json has per
     method, task and shots count ``permuted_accuracy`` and ``clean_accuracy``."""
     return _adaptation("fewshot", methods_to_run, quick=quick, device=device, seed=seed,
-                       out=out, settings=settings, progress=progress, data=data)
+                       out=out, settings=settings, progress=progress, data=data,
+                       overrides=overrides)
 
 
+@experiment
 def run_surgery(methods_to_run=("gaussian_lv", "meanfield"), *, quick: bool = False,
                 device="auto", seed: int = 0, out: str | Path = "results/metaprior-surgery",
                 settings: Settings | None = None, progress: bool | None = None,
-                data=None) -> ExperimentResult:
+                data=None, overrides: dict | None = None) -> ExperimentResult:
     """Structured surgery: illate only the input codes (pixels), the output codes (labels) or
     both (both); the mean-field baseline fine-tunes every weight."""
     return _adaptation("surgery", methods_to_run, quick=quick, device=device, seed=seed,
-                       out=out, settings=settings, progress=progress, data=data)
+                       out=out, settings=settings, progress=progress, data=data,
+                       overrides=overrides)
 
 
 def _adaptation_figure(path, results, baseline_clean, settings, kind):

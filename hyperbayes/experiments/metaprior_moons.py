@@ -23,13 +23,24 @@ import torch
 
 from .. import datasets, methods
 from ..inference import fit, metrics, predict, resolve_device, set_seed
-from ..models import MLP, Categorical, priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
+from ..models import Categorical, priors
+from ..models.metaprior import MetaPrior
+from . import papers
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "PAPER_ACCURACY"]
 
 DEFAULT_METHODS = ("metaprior", "meanfield", "map")
-PAPER_ACCURACY = {"metaprior": 0.955}
+PAPER_ACCURACY = papers.METAPRIOR_MOONS
 PROBE_UNIT = 0
 PROBE_DRAWS = 300
 
@@ -39,8 +50,6 @@ class Settings:
     """Sizes of one run; ``quick`` is for tests and notebooks."""
 
     hidden: int = 50
-    code_dim: int = 2
-    hyper_hidden: int = 32
     steps: int = 3000
     lr: float = 1e-2
     pred_samples: int = 200
@@ -53,44 +62,46 @@ class Settings:
         return cls(hidden=16, steps=300, pred_samples=20, n_train=200, n_test=200)
 
 
-def _build(name: str, settings: Settings, seed: int):
-    net = MLP([2, settings.hidden, 2])
-    if name == "metaprior":
-        return methods.build("metaprior", net, priors.Flat(), Categorical(), seed=seed,
-                             code_dim=settings.code_dim, hidden=settings.hyper_hidden)
-    if name in ("meanfield", "map"):
-        return methods.build(name, net, priors.Normal(1.0), Categorical(), seed=seed)
-    raise ValueError(f"metaprior-moons runs {list(DEFAULT_METHODS)}; unknown method {name!r}")
+def _build(name: str, settings: Settings, seed: int, overrides: dict):
+    """``(model, guide, loss, fit options)`` of ``name`` by its ``"classification/moons"``
+    recipe (the MetaPrior's: a Gaussian hyperprior of 32 units over 2-d codes)."""
+    return methods.setup(name, "classification/moons", [2, settings.hidden, 2],
+                         priors.Normal(1.0), Categorical(), seed=seed,
+                         **overrides.get(name, {}))
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/metaprior-moons", settings: Settings | None = None,
-        progress: bool | None = None) -> ExperimentResult:
-    """Train each method on the half moons; write metrics.json (per method ``test_accuracy``,
-    ``test_nll``), uncertainty.png, weight_correlations.png and report.md."""
+        progress: bool | None = None, overrides: dict | None = None) -> ExperimentResult:
+    """Train each method (a registered name, set up by its ``"classification/moons"`` recipe)
+    on the half moons; write metrics.json (per method ``test_accuracy``, ``test_nll``),
+    uncertainty.png, weight_correlations.png and report.md. ``overrides`` maps a method to
+    build options that replace its recipe's."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    for name in methods_to_run:
-        if name not in DEFAULT_METHODS:
-            raise ValueError(f"metaprior-moons runs {list(DEFAULT_METHODS)}; unknown: {name!r}")
+    overrides = overrides or {}
+    for name in [*methods_to_run, *overrides]:
+        methods.get(name)  # unknown names raise with the list of known ones
     device = resolve_device(device)
     data = datasets.load("moons", seed=seed, n_train=settings.n_train, n_test=settings.n_test)
     results, fitted, probes = {}, {}, {}
     for name in methods_to_run:
         set_seed(seed)
         t0 = time.perf_counter()
-        model, guide, loss = _build(name, settings, seed)
-        if name == "metaprior":
+        model, guide, loss, recipe_fit = _build(name, settings, seed, overrides)
+        probe = isinstance(model.prior, MetaPrior) and "start" not in probes
+        if probe:  # the first MetaPrior's weight correlations, before and after training
             probes["start"] = _probe(model, guide, seed)
-        fit(model, guide, data.train, steps=settings.steps, lr=settings.lr, loss=loss,
-            device=device, seed=seed, progress=progress)
+        fit(model, guide, data.train, loss=loss, device=device, seed=seed, progress=progress,
+            **methods.fit_options({"lr": settings.lr, **recipe_fit}, settings.steps))
         pred = predict(model, guide, data.test.x.to(device), settings.pred_samples).to("cpu")
         report = metrics.classification_report(pred.probs, data.test.y)
         results[name] = {"test_accuracy": report["accuracy"], "test_nll": report["nll"],
                          "test_ece": report["ece"], "paper_accuracy": PAPER_ACCURACY.get(name),
                          "wall_time_s": time.perf_counter() - t0}
         fitted[name] = (model.to("cpu"), guide.to("cpu"))
-        if name == "metaprior":
+        if probe:
             probes["end"] = _probe(model, guide, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,9 +114,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         results["metaprior"]["accuracy_minus_map"] = (results["metaprior"]["test_accuracy"]
                                                       - results["map"]["test_accuracy"])
     payload = {"experiment": "metaprior-moons", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
-               "methods": results, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(methods_to_run, "classification/moons", overrides),
+               "machine": machine_info(), "methods": results,
+               "wall_time_s": time.perf_counter() - start}
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("metaprior-moons", payload, out, figures, payload["wall_time_s"])
 
@@ -176,11 +189,14 @@ def _report(payload: dict, figures: list[str]) -> str:
     rows = [{"method": m, **v} for m, v in payload["methods"].items()]
     cols = ["method", "test_accuracy", "paper_accuracy", "test_nll", "test_ece", "wall_time_s"]
     s = payload["settings"]
+    meta = next((r["options"] for r in payload["recipes"].values()
+                 if r["method"] == "metaprior"), {})
     text = ["# metaprior-moons: half moons with the MetaPrior, mean field and an MLP", "",
             f"{s['n_train']} training and {s['n_test']} test points (scikit-learn make_moons, "
             f"noise 0.2), net 2-{s['hidden']}-2 ReLU, {s['steps']} full-batch Adam steps at lr "
-            f"{s['lr']}, {s['pred_samples']} predictive samples. MetaPrior: {s['code_dim']}-d "
-            f"codes, hyperprior with {s['hyper_hidden']} hidden units, mean-field Q over the "
+            f"{s['lr']}, {s['pred_samples']} predictive samples. MetaPrior: "
+            f"{meta.get('code_dim', '–')}-d codes, hyperprior with {meta.get('hidden', '–')} "
+            "hidden units, mean-field Q over the "
             "codes. The paper reports 95.5% for the MetaPrior, \"on par with a mean field BNN and "
             "an MLP\" (its data size and noise are not given).", "",
             markdown_table(rows, cols), ""]

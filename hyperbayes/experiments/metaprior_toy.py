@@ -17,7 +17,7 @@ Figures:
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,37 +25,51 @@ import torch
 from .. import datasets, methods
 from ..inference import resolve_device
 from ..models import priors
-from .common import ExperimentResult, machine_info, markdown_table, plotting, write_json, write_text
-from .toy_regression import Settings, band_axes, study
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    markdown_table,
+    plotting,
+    recipes_used,
+    write_metrics,
+    write_text,
+)
+from .toy_regression import Settings as ToySettings
+from .toy_regression import band_axes, study
 
-__all__ = ["run", "DEFAULT_METHODS", "METHOD_OPTIONS"]
+__all__ = ["run", "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("nuts", "metaprior", "metaprior_implicit", "meanfield")
-METHOD_OPTIONS = {
-    "metaprior": ("metaprior", {"code_dim": 2, "hidden": 32, "init_scale": 0.1}),
-    "metaprior_implicit": ("metaprior", {"code_dim": 2, "hidden": 32, "variant": "implicit",
-                                         "init_scale": 0.1}),
-    "meanfield": ("meanfield", {}),
-}
+
+
+@dataclass(frozen=True)
+class Settings(ToySettings):
+    """The toy study's settings on the paper's 1-100-1 net."""
+
+    hidden: int = 100
+
+
 DRAWS = 30          # functions per panel of the function-draw figure
 MEANFIELD_RESAMPLED = 40  # weights drawn from their prior per mean-field function (the paper's)
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/metaprior-toy", settings: Settings | None = None,
-        progress: bool | None = None) -> ExperimentResult:
+        progress: bool | None = None, overrides: dict | None = None) -> ExperimentResult:
     """Fit the MetaPrior, mean field and NUTS on the cubic toy; write metrics.json (per method
-    the VI-versus-NUTS numbers), codes.png, function_draws.png, bands.png and report.md."""
+    the VI-versus-NUTS numbers), codes.png, function_draws.png, bands.png and report.md. Each
+    method is set up by its registered ``"regression"`` recipe; ``overrides`` maps a method to
+    build options that replace its recipe's."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
-    settings = replace(settings, hidden=100)   # the paper's 100 hidden units
-    unknown = [m for m in methods_to_run if m != "nuts" and m not in METHOD_OPTIONS]
-    if unknown:
-        raise ValueError(f"metaprior-toy runs {['nuts', *METHOD_OPTIONS]}; unknown: {unknown}")
+    for name in [m for m in methods_to_run if m != "nuts"] + list(overrides or {}):
+        methods.get(name)  # unknown names raise with the list of known ones
     device = resolve_device(device)
     data = datasets.load("cubic", seed=seed)
     toy = study(data, methods_to_run, settings, seed=seed, device=device, progress=progress,
-                method_options=METHOD_OPTIONS)
+                overrides=overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = [out / "bands.png"]
@@ -74,37 +88,40 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         toy.results[label]["hidden_code_posterior_std"] = guide.scales()["codes.1"].mean().item()
     if meta:
         figures.append(out / "codes.png")
-        _codes_figure(figures[-1], toy, meta, settings, seed)
+        _codes_figure(figures[-1], toy, meta, settings, seed, overrides or {})
         figures.append(out / "function_draws.png")
         _draws_figure(figures[-1], toy, meta, seed)
     payload = {"experiment": "metaprior-toy", "dataset": "cubic", "seed": seed, "quick": quick,
                "device": str(device), "settings": settings.__dict__,
-               "method_options": METHOD_OPTIONS, "machine": machine_info(),
+               "recipes": recipes_used(methods_to_run, "regression", overrides),
+               "machine": machine_info(),
                "methods": toy.results, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("metaprior-toy", payload, out, figures, payload["wall_time_s"])
 
 
-def _initial_codes(label: str, settings: Settings, seed: int) -> dict[str, torch.Tensor]:
+def _initial_codes(label: str, settings: Settings, seed: int,
+                   overrides: dict) -> dict[str, torch.Tensor]:
     """The code means a freshly built guide starts from (the same seed as the trained one)."""
-    from ..models import MLP, Gaussian
+    from ..models import Gaussian
 
-    name, options = METHOD_OPTIONS[label][:2]
-    _, guide, _ = methods.build(name, MLP([1, settings.hidden, 1]), priors.Flat(),
-                                Gaussian(scale=1.0), seed=seed, **options)
+    _, guide, _, _ = methods.setup(label, "regression", [1, settings.hidden, 1], priors.Flat(),
+                                   Gaussian(scale=1.0), seed=seed, **overrides.get(label, {}))
     return guide.locs()
 
 
-def _codes_figure(path: Path, toy, labels, settings: Settings, seed: int) -> None:
+def _codes_figure(path: Path, toy, labels, settings: Settings, seed: int,
+                  overrides: dict) -> None:
     """Code means of input, hidden and output units at the start and the end of training."""
     plt, sns = plotting()
     palette = sns.color_palette("deep")
     fig, axes = plt.subplots(len(labels), 2, figsize=(8.4, 3.9 * len(labels)), squeeze=False)
     for row, label in zip(axes, labels, strict=True):
         _, guide = toy.fitted[label]
-        for ax, (when, codes) in zip(row, (("start", _initial_codes(label, settings, seed)),
-                                           ("end", guide.locs())), strict=True):
+        start = _initial_codes(label, settings, seed, overrides)
+        for ax, (when, codes) in zip(row, (("start", start), ("end", guide.locs())),
+                                     strict=True):
             for k, (name, kind) in enumerate(
                     (("codes.1", "hidden units"), ("codes.0", "input unit"),
                      ("codes.2", "output unit"))):

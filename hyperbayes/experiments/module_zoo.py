@@ -21,7 +21,14 @@ from torch import nn
 
 from ..inference import metrics, resolve_device
 from . import zoo
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    plotting,
+    write_metrics,
+    write_text,
+)
 from .ood import MAIN_SCORE, detection, ood_sets
 from .suite import render_tables, table
 
@@ -69,6 +76,7 @@ class Settings(zoo.TaskSettings):
     skip: tuple = ()
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/module-zoo", settings: Settings | None = None,
         progress: bool | None = None, checkpoints: str | Path | None = None) -> ExperimentResult:
@@ -129,7 +137,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                "checkpoints": str(checkpoints), "train_examples": len(train),
                "test_examples": len(test), "runs": runs, "skipped": skipped, "tables": tables,
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("module-zoo", payload, out, [figure], payload["wall_time_s"])
 

@@ -36,8 +36,15 @@ import torch
 from .. import datasets
 from ..datasets import Split, transforms
 from ..inference import metrics, resolve_device
-from . import zoo
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from . import papers, zoo
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    plotting,
+    write_metrics,
+    write_text,
+)
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "SCORES", "MAIN_SCORE", "BASELINES", "SET_LABELS",
@@ -55,15 +62,8 @@ SET_LABELS = {"fashion_mnist": "Fashion-MNIST", "uniform": "uniform noise",
               "gaussian": "Gaussian noise"}
 SCORE_LABELS = {"max_prob": "max-probability", "entropy": "entropy", "mean_std": "mean std",
                 "bald": "BALD"}
-#: BHN Table 2 (max-probability score): label → (our method, {set: (ROC, PR(+), PR(−))} in %)
-PAPER_TABLE2 = {
-    "paper: MLP (BHN Table 2)": ("map", {"uniform": (96.99, 97.99, 94.71),
-                                         "gaussian": (87.70, 87.66, 88.05)}),
-    "paper: MC dropout (BHN Table 2)": ("mcdropout", {"uniform": (98.90, 99.15, 98.63),
-                                                      "gaussian": (97.70, 98.11, 96.94)}),
-    "paper: BHN (BHN Table 2)": ("flow", {"uniform": (98.97, 99.27, 98.52),
-                                          "gaussian": (89.22, 86.62, 89.85)}),
-}
+#: BHN Table 2 (max-probability score), in :mod:`hyperbayes.experiments.papers`
+PAPER_TABLE2 = papers.BHN_TABLE2
 _METRICS = ("roc", "pr_plus", "pr_minus")  # ood_auc's roc_auc, pr_auc_in, pr_auc_out (in %)
 _COLUMNS = {"roc": "ROC %", "pr_plus": "PR(+) %", "pr_minus": "PR(−) %"}
 
@@ -136,6 +136,7 @@ def hypernets_against_map(results: dict, ood_set: str = "fashion_mnist",
             "any": any(d > 0 for d in diffs.values())}
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/ood", settings: Settings | None = None,
         progress: bool | None = None, data=None, checkpoints: str | Path | None = None,
@@ -210,7 +211,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                "worse_than_paper": _worse_than_paper(results),
                "tables": _tables(results, list(sets), settings),
                "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, [f.name for f in figures]))
     return ExperimentResult("ood", payload, out, figures, payload["wall_time_s"])
 

@@ -29,12 +29,14 @@ from .common import (
     VI_QUALITY_COLUMNS,
     VI_QUALITY_NOTE,
     ExperimentResult,
+    experiment,
     machine_info,
     markdown_table,
     plotting,
+    recipes_used,
     trust_lines,
     vi_quality_cells,
-    write_json,
+    write_metrics,
     write_text,
 )
 
@@ -90,22 +92,21 @@ class ToyStudy:
 
 
 def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cpu",
-          progress: bool | None = None, method_options: dict | None = None,
-          center_y: bool = False) -> ToyStudy:
+          progress: bool | None = None, family: str = "regression",
+          overrides: dict | None = None, center_y: bool = False) -> ToyStudy:
     """Fit each method (and NUTS) on a 1-d regression toy and compare each with NUTS.
 
     Inputs are mapped to [−1, 1] over the training range and targets divided by their training
     std (and centred with ``center_y``), which makes the posterior far better conditioned for
-    NUTS; metrics are in the original units. ``method_options`` maps a label to
-    ``(registered method name, build options)`` or ``(name, build options, fit overrides)``
-    (e.g. a smaller ``lr``); a label without an entry is a registered method, set up by its
-    ``"regression"`` recipe (:func:`hyperbayes.methods.setup`).
+    NUTS; metrics are in the original units. Every method is a registered name (variants and
+    ``flow-<K>`` included), set up by its recipe for ``family`` (``"regression"``, or
+    ``"regression/<task>"`` where a task's protocol has its own: see
+    :func:`hyperbayes.methods.setup`); ``overrides`` maps a name to build options that replace
+    its recipe's.
     """
-    method_options = method_options or {}
-    unknown = [m for m in methods_to_run if m != "nuts" and m not in method_options
-               and m not in methods.available()]
-    if unknown:
-        methods.get(unknown[0])  # raises with the list of known names
+    overrides = overrides or {}
+    for name in [m for m in methods_to_run if m != "nuts"] + list(overrides):
+        methods.get(name)  # unknown names raise with the list of known ones
     lo, hi = data.info["train_range"]
     x_center, x_scale = (lo + hi) / 2, (hi - lo) / 2
     y_center = float(data.train.y.mean()) if center_y else 0.0
@@ -149,15 +150,11 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
         if label == "nuts":
             continue
         t0 = time.perf_counter()
-        if label in method_options:
-            name, options, *overrides = method_options[label]
-            model, guide, loss = methods.build(name, *make_parts(), seed=seed, **options)
-            overrides = overrides[0] if overrides else {}
-        else:  # a registered method, set up by its regression recipe
-            _, prior, lik = make_parts()
-            model, guide, loss, overrides = methods.setup(
-                label, "regression", [1, settings.hidden, 1], prior, lik, seed=seed)
-        fit_options = methods.fit_options({"lr": settings.lr, "loss": loss, **overrides},
+        _, prior, lik = make_parts()
+        model, guide, loss, recipe_fit = methods.setup(
+            label, family, [1, settings.hidden, 1], prior, lik, seed=seed,
+            **overrides.get(label, {}))
+        fit_options = methods.fit_options({"lr": settings.lr, "loss": loss, **recipe_fit},
                                           settings.vi_steps)
         fitted_result = fit(model, guide, train, device=device, seed=seed, progress=progress,
                             warn="record", **fit_options)
@@ -222,10 +219,14 @@ def band_axes(axes, toy: ToyStudy, names, ylim=None, true_label="true f") -> Non
         ax.legend(loc="upper left", fontsize=8)
 
 
+@experiment
 def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/toy-regression", settings: Settings | None = None,
-        progress: bool | None = None) -> ExperimentResult:
+        progress: bool | None = None, overrides: dict | None = None) -> ExperimentResult:
     """Fit each method on ``cubic`` and compare it with NUTS; write metrics.json, PNGs, report.md.
+
+    Every method is a registered name, set up by its ``"regression"`` recipe; ``overrides``
+    maps a method to build options that replace its recipe's.
 
     Returns an :class:`ExperimentResult` whose ``metrics`` is what metrics.json holds:
     per method ``test_log_likelihood``, ``rmse`` and, against NUTS, ``std_ratio_in_data``,
@@ -236,7 +237,7 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     device = resolve_device(device)
     out = Path(out)
     toy = study(datasets.load("cubic", seed=seed), methods_to_run, settings, seed=seed,
-                device=device, progress=progress)
+                device=device, progress=progress, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "bands.png"
     plt, _ = plotting()
@@ -249,9 +250,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     fig.savefig(figure, dpi=120)
     plt.close(fig)
     payload = {"experiment": "toy-regression", "dataset": "cubic", "seed": seed, "quick": quick,
-               "device": str(device), "settings": settings.__dict__, "machine": machine_info(),
-               "methods": toy.results, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "metrics.json", payload)
+               "device": str(device), "settings": settings.__dict__,
+               "recipes": recipes_used(methods_to_run, "regression", overrides),
+               "machine": machine_info(), "methods": toy.results,
+               "wall_time_s": time.perf_counter() - start}
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, figure.name))
     return ExperimentResult("toy-regression", payload, out, [figure], payload["wall_time_s"])
 

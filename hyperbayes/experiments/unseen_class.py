@@ -45,8 +45,15 @@ import torch
 from .. import datasets, methods
 from ..datasets import Split, transforms
 from ..inference import metrics, resolve_device
-from . import zoo
-from .common import ExperimentResult, machine_info, plotting, write_json, write_text
+from . import papers, zoo
+from .common import (
+    ExperimentResult,
+    experiment,
+    machine_info,
+    plotting,
+    write_metrics,
+    write_text,
+)
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "SCORES", "SCORE_LABELS", "BLOCKS", "PAPER_ROLES", "PAPER_TABLE3",
@@ -58,71 +65,13 @@ SCORE_LABELS = {"max_prob": "max-prob", "entropy": "entropy", "mean_std": "mean 
                 "bald": "BALD"}
 #: the paper's three blocks: key of :func:`~hyperbayes.inference.metrics.ood_auc` → label
 BLOCKS = {"roc_auc": "ROC", "pr_auc_in": "PR(+)", "pr_auc_out": "PR(−)"}
-#: which of our methods the paper's columns are (BHN 8: 8 RealNVP couplings over the
-#: weight-norm scales, our ``flow`` recipe; BHN 4 has no counterpart here)
-PAPER_ROLES = {"MLP": "map", "MC dropout": "mcdropout", "BHN 8": "flow"}
+#: which of our methods the paper's columns are (in :mod:`hyperbayes.experiments.papers`)
+PAPER_ROLES = papers.BHN_TABLE3_ROLES
 
 _PAPER_KEYS = {"ROC": "roc_auc", "PR(+)": "pr_auc_in", "PR(−)": "pr_auc_out"}
 
-#: Table 3 of the paper (%): block → score → model → values for held-out digits 0..9. The
-#: paper's "variation ratio" (1 − max p̄) is our ``max_prob`` score; it reports no entropy and
-#: no mean std / BALD for the MLP (they are 0 for a point estimate).
-PAPER_TABLE3 = {
-    "roc_auc": {
-        "max_prob": {
-            "MLP": (95.52, 96.70, 92.83, 93.03, 89.08, 88.53, 95.40, 92.46, 96.35, 94.75),
-            "MC dropout": (97.44, 94.60, 95.77, 93.11, 88.96, 94.66, 96.33, 96.61, 98.05, 95.95),
-            "BHN 4": (96.62, 96.62, 92.99, 95.03, 75.73, 93.20, 93.67, 95.08, 95.86, 95.62),
-            "BHN 8": (96.45, 96.46, 93.47, 95.34, 81.19, 87.95, 94.69, 93.70, 96.85, 96.54),
-        },
-        "mean_std": {
-            "MC dropout": (97.90, 94.01, 96.02, 93.65, 89.45, 95.37, 96.99, 97.08, 97.67, 96.03),
-            "BHN 4": (96.53, 96.62, 93.03, 94.86, 75.73, 93.08, 93.80, 94.68, 95.74, 95.46),
-            "BHN 8": (96.77, 96.25, 93.57, 94.77, 81.31, 88.31, 94.80, 92.82, 96.98, 96.42),
-        },
-        "bald": {
-            "MC dropout": (97.89, 93.92, 96.08, 93.65, 89.34, 95.45, 96.96, 97.06, 97.23, 96.10),
-            "BHN 4": (96.59, 96.92, 93.59, 94.87, 74.31, 92.61, 93.27, 94.88, 95.48, 95.84),
-            "BHN 8": (96.55, 96.19, 94.26, 94.96, 84.34, 85.77, 94.50, 92.89, 96.87, 96.37),
-        },
-    },
-    "pr_auc_in": {
-        "max_prob": {
-            "MLP": (97.68, 98.26, 96.06, 96.00, 93.73, 93.92, 97.68, 95.56, 98.18, 97.32),
-            "MC dropout": (98.68, 97.03, 97.74, 95.74, 93.93, 97.31, 97.99, 98.16, 99.03, 97.94),
-            "BHN 4": (98.34, 98.23, 95.63, 97.28, 84.66, 96.79, 96.38, 97.40, 97.97, 97.76),
-            "BHN 8": (98.32, 98.15, 96.07, 97.68, 86.40, 93.15, 97.27, 96.51, 98.37, 98.27),
-        },
-        "mean_std": {
-            "MC dropout": (98.87, 96.58, 97.83, 95.97, 94.10, 97.60, 98.29, 98.36, 98.87, 97.93),
-            "BHN 4": (98.31, 98.20, 95.31, 97.09, 85.16, 96.62, 96.55, 97.07, 97.96, 97.71),
-            "BHN 8": (98.45, 98.04, 96.01, 97.37, 86.46, 93.34, 97.29, 95.82, 98.53, 98.31),
-        },
-        "bald": {
-            "MC dropout": (98.87, 96.58, 97.87, 96.00, 94.00, 97.61, 98.29, 98.32, 98.70, 98.02),
-            "BHN 4": (98.35, 98.35, 95.80, 97.13, 83.32, 96.34, 96.05, 97.17, 97.83, 98.00),
-            "BHN 8": (98.35, 98.00, 96.45, 97.49, 90.00, 90.72, 97.13, 95.89, 98.45, 98.29),
-        },
-    },
-    "pr_auc_out": {
-        "max_prob": {
-            "MLP": (90.11, 92.84, 85.74, 87.46, 80.96, 80.41, 89.34, 87.08, 91.88, 88.10),
-            "MC dropout": (94.44, 89.08, 91.13, 87.78, 79.04, 87.74, 92.26, 92.69, 95.82, 90.71),
-            "BHN 4": (92.17, 92.48, 86.61, 89.46, 64.02, 84.15, 88.17, 88.91, 90.52, 89.70),
-            "BHN 8": (90.95, 91.99, 87.52, 88.75, 72.11, 78.16, 88.60, 86.85, 92.83, 91.67),
-        },
-        "mean_std": {
-            "MC dropout": (96.08, 88.11, 92.04, 89.72, 81.82, 90.48, 94.21, 94.02, 94.40, 91.49),
-            "BHN 4": (92.06, 92.71, 88.22, 89.99, 64.33, 84.85, 88.28, 89.07, 89.69, 88.72),
-            "BHN 8": (92.67, 91.53, 88.51, 87.09, 73.69, 78.96, 89.10, 86.64, 92.82, 90.85),
-        },
-        "bald": {
-            "MC dropout": (96.08, 87.67, 92.16, 89.78, 81.89, 90.81, 94.07, 94.33, 92.80, 91.56),
-            "BHN 4": (91.92, 93.11, 89.20, 90.22, 64.16, 84.27, 87.14, 89.70, 88.41, 88.79),
-            "BHN 8": (91.91, 91.55, 89.90, 87.21, 75.72, 76.99, 87.89, 86.71, 92.08, 90.30),
-        },
-    },
-}
+#: Table 3 of the paper (%), in :mod:`hyperbayes.experiments.papers`
+PAPER_TABLE3 = papers.BHN_TABLE3
 
 
 @dataclass(frozen=True)
@@ -185,6 +134,7 @@ def detect(probs: torch.Tensor, is_anomaly: torch.Tensor) -> dict:
     return out
 
 
+@experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/unseen-class", settings: Settings | None = None,
         progress: bool | None = None, data=None,
@@ -255,7 +205,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             }
             del fitted, probs
             payload["wall_time_s"] = time.perf_counter() - start
-            write_json(out / "metrics.json", payload)
+            write_metrics(out, payload)
     payload["mean_roc"] = {name: {score: _mean([results[str(d)][name]["detection"][score]
                                                  ["roc_auc"] for d in settings.digits])
                                   for score in SCORES} for name in names}
@@ -269,7 +219,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     _heatmap(figures[0], results, names, settings.digits, best)
     _bars(figures[1], payload["mean_roc"], names, settings.digits)
     payload["wall_time_s"] = time.perf_counter() - start
-    write_json(out / "metrics.json", payload)
+    write_metrics(out, payload)
     write_text(out / "report.md", _report(payload, settings, [f.name for f in figures]))
     return ExperimentResult("unseen-class", payload, out, figures, payload["wall_time_s"])
 

@@ -22,8 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +32,11 @@ from .. import datasets, methods
 from ..datasets import Split
 from ..inference import fit, predict, resolve_device, set_seed
 from ..models import Categorical, priors
+from . import common
 
 __all__ = ["ZooSettings", "TaskSettings", "Trained", "build", "train", "train_all", "check_methods",
            "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
-           "checkpoint_name", "data_fingerprint", "recipe_digest"]
+           "checkpoint_name"]
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,9 @@ class Trained:
 
 
 def suite_methods() -> list[str]:
-    """Every registered method (the suite runs them all unless told otherwise)."""
-    return methods.available()
+    """Every registered base method, variants left out (the suite runs them all unless told
+    otherwise)."""
+    return methods.available(variants=False)
 
 
 def check_methods(methods_to_run) -> list[str]:
@@ -157,30 +157,12 @@ def mnist_splits(settings: ZooSettings, data=None) -> tuple[Split, Split, Split]
     return train, val, test
 
 
-def data_fingerprint(split: Split) -> str:
-    """A short hash of a split's labels and a pixel checksum (which data trained a model)."""
-    h = hashlib.sha256()
-    h.update(split.y.numpy().tobytes())
-    h.update(f"{float(split.x.double().sum()):.6f}{tuple(split.x.shape)}".encode())
-    return h.hexdigest()[:12]
-
-
 def checkpoint_name(name: str, settings: ZooSettings, seed: int, train: Split,
                     tag: str = "") -> str:
-    """A file name tied to the method, its recipe, the training settings, seed and data."""
+    """A file name tied to the method, its recipe, the training settings, seed and data (see
+    :func:`~hyperbayes.experiments.common.checkpoint_key`)."""
     fields = {k: v for k, v in asdict(settings).items() if k not in _EVAL_ONLY}
-    digest = recipe_digest(name, fields, seed, data_fingerprint(train), tag)
-    return f"{name}{'-' + tag if tag else ''}-{digest}.pt"
-
-
-def recipe_digest(name: str, fields: dict, seed: int, *rest) -> str:
-    """12 hex digits tied to method ``name``'s classification recipe, the settings ``fields``,
-    the seed and ``rest`` (data fingerprints, tags): the key of a trained or computed result."""
-    recipe = methods.get(name).recipe("classification")
-    prior = repr(recipe.prior()) if recipe.prior is not None else None  # a changed prior retrains
-    key = json.dumps([name, repr(recipe.options), recipe.fit, recipe.weight_norm, prior, fields,
-                      seed, *rest], sort_keys=True, default=repr)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    return common.checkpoint_name(name, fields, seed, train, tag=tag)
 
 
 def build(name: str, settings: ZooSettings, train_split: Split, *, seed: int = 0,
