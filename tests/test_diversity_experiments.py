@@ -7,19 +7,19 @@ import pytest
 import torch
 
 from hyperbayes.cli import main
-from hyperbayes.experiments import EXPERIMENTS, diversity
+from hyperbayes.experiments import EXPERIMENTS, diversity_mnist, diversity_toy
 from hyperbayes.inference.estimators import entropy_kl
 
 
 def test_experiments_are_registered_and_refuse_methods():
-    assert EXPERIMENTS["diversity-toy"] is diversity.run_toy
-    assert EXPERIMENTS["diversity-mnist"] is diversity.run_mnist
+    assert EXPERIMENTS["diversity-toy"] is diversity_toy.run_toy
+    assert EXPERIMENTS["diversity-mnist"] is diversity_mnist.run_mnist
     assert main(["run", "diversity-toy", "--methods", "map"]) == 2
 
 
 def test_batched_curve_entropy_matches_entropy_kl_and_its_gradient():
     points = torch.randn(3, 50, 2, dtype=torch.double, requires_grad=True)
-    batched = diversity.batched_curve_entropy(points)
+    batched = diversity_toy.batched_curve_entropy(points)
     single = torch.stack([entropy_kl(p, 1, 1) for p in points])
     assert torch.allclose(batched, single)
     (g_batched,) = torch.autograd.grad(batched.sum(), points)
@@ -28,27 +28,28 @@ def test_batched_curve_entropy_matches_entropy_kl_and_its_gradient():
 
 
 def test_toy_lambda_warmup_schedule():
-    s = diversity.ToySettings(steps=100, lam_start=0.02, hold_fraction=0.3, ramp_fraction=0.4)
-    assert diversity._toy_lambda(s, 100.0, True, 0) == pytest.approx(0.02)
-    assert diversity._toy_lambda(s, 100.0, True, 30) == pytest.approx(0.02)
-    assert diversity._toy_lambda(s, 100.0, True, 50) == pytest.approx((0.02 * 100.0) ** 0.5)
-    assert diversity._toy_lambda(s, 100.0, True, 70) == pytest.approx(100.0)
-    assert diversity._toy_lambda(s, 0.01, True, 0) == pytest.approx(0.01)  # never above λ
-    assert diversity._toy_lambda(s, 100.0, False, 0) == 100.0
+    s = diversity_toy.ToySettings(steps=100, lam_start=0.02, hold_fraction=0.3, ramp_fraction=0.4)
+    assert diversity_toy._toy_lambda(s, 100.0, True, 0) == pytest.approx(0.02)
+    assert diversity_toy._toy_lambda(s, 100.0, True, 30) == pytest.approx(0.02)
+    assert diversity_toy._toy_lambda(s, 100.0, True, 50) == pytest.approx((0.02 * 100.0) ** 0.5)
+    assert diversity_toy._toy_lambda(s, 100.0, True, 70) == pytest.approx(100.0)
+    assert diversity_toy._toy_lambda(s, 0.01, True, 0) == pytest.approx(0.01)  # never above λ
+    assert diversity_toy._toy_lambda(s, 100.0, False, 0) == 100.0
 
 
 def test_majority_vote_and_disagreement():
     votes = torch.tensor([[0, 1, 2], [0, 1, 3], [1, 2, 3]])
-    assert diversity.majority_vote(votes, 4).tolist() == [0, 1, 3]
+    assert diversity_mnist.majority_vote(votes, 4).tolist() == [0, 1, 3]
     tie = torch.tensor([[0], [1]])
-    assert diversity.majority_vote(tie, 2, tie_break=torch.tensor([[0.2, 0.8]])).tolist() == [1]
+    voted = diversity_mnist.majority_vote(tie, 2, tie_break=torch.tensor([[0.2, 0.8]]))
+    assert voted.tolist() == [1]
     # pairs (0,1), (0,2), (1,2): column-wise disagreements 2/3, 2/3, 2/3
-    assert diversity.disagreement(votes, 4) == pytest.approx(2 / 3)
-    assert diversity.disagreement(torch.zeros(4, 5, dtype=torch.long)) == 0.0
+    assert diversity_mnist.disagreement(votes, 4) == pytest.approx(2 / 3)
+    assert diversity_mnist.disagreement(torch.zeros(4, 5, dtype=torch.long)) == 0.0
 
 
 def test_diversity_toy_small_lambda_spreads_large_lambda_collapses(tmp_path):
-    result = diversity.run_toy(quick=True, out=tmp_path, device="cpu")
+    result = diversity_toy.run_toy(quick=True, out=tmp_path, device="cpu")
     by_lambda = result.metrics["by_lambda"]
     small, large = by_lambda["1"], by_lambda["1000"]
     for entry in (small, large):
@@ -68,7 +69,8 @@ def test_diversity_toy_small_lambda_spreads_large_lambda_collapses(tmp_path):
     assert "peaks visited" in (tmp_path / "report.md").read_text()
 
 
-TINY = replace(diversity.MnistSettings.quick(), num_samples=6, batch_size=16, steps=150, lr=2e-3,
+TINY = replace(diversity_mnist.MnistSettings.quick(), num_samples=6, batch_size=16, steps=150,
+               lr=2e-3,
                train_limit=600, eval_limit=200, val_limit=100, val_nets=4, test_nets=12,
                ensemble_sizes=(1, 3, 12), ensemble_size=3, ensembles_per_size=4,
                attack_images=24, attack_nets=3, attack_ensemble_size=3, attack_ensembles=2,
@@ -86,7 +88,7 @@ def one_thread():
 
 def test_diversity_mnist_tiny_run_learns_samples_different_nets_and_resumes(mnist, tmp_path,
                                                                            one_thread):
-    first = diversity.run_mnist(settings=TINY, data=mnist, out=tmp_path, device="cpu",
+    first = diversity_mnist.run_mnist(settings=TINY, data=mnist, out=tmp_path, device="cpu",
                                 progress=False)
     m = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("median_sample_accuracy", "ensemble_accuracy", "test_accuracy", "test_nll",
@@ -107,7 +109,7 @@ def test_diversity_mnist_tiny_run_learns_samples_different_nets_and_resumes(mnis
         assert (tmp_path / figure).stat().st_size > 5_000, figure
     assert "Targeted FGSM" in (tmp_path / "report.md").read_text()
     # a second run reuses the finished checkpoint: no training, the same nets and numbers
-    again = diversity.run_mnist(settings=TINY, data=mnist, out=tmp_path, device="cpu",
+    again = diversity_mnist.run_mnist(settings=TINY, data=mnist, out=tmp_path, device="cpu",
                                 progress=False)
     assert again.metrics["training"]["resumed_from"] == TINY.steps
     assert again.metrics["sample_accuracies"] == first.metrics["sample_accuracies"]

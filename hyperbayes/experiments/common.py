@@ -23,7 +23,7 @@ import torch
 __all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markdown_table",
            "machine_info", "recipes_used", "plotting", "data_fingerprint", "checkpoint_key",
            "checkpoint_name", "experiment", "output_dir", "settings_class", "apply_settings",
-           "write_metrics", "methods_table", "parse_value"]
+           "write_metrics", "methods_table", "parse_value", "single_method"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -80,6 +80,13 @@ def experiment(run):
         return run(*args, **kwargs)
 
     return checked
+
+
+def single_method(experiment_name: str, methods_to_run, method: str = "diversity") -> None:
+    """For an experiment of one method: refuse any other ``--methods`` with a clear message."""
+    if methods_to_run is not None and list(methods_to_run) != [method]:
+        raise ValueError(f"{experiment_name} runs the {method} method only; --methods is not "
+                         f"used (got {list(methods_to_run)})")
 
 
 def settings_class(run) -> type | None:
