@@ -36,7 +36,7 @@ from .. import datasets, methods
 from ..datasets import transforms
 from ..datasets.core import Split
 from ..guides import ImplicitGuide
-from ..inference import fit, metrics, predict, resolve_device, set_seed
+from ..inference import metrics, predict, resolve_device
 from ..models import Categorical, priors
 from ..models.priors import on_device
 from . import papers
@@ -48,6 +48,7 @@ from .common import (
     markdown_table,
     plotting,
     recipes_used,
+    train_method,
     write_metrics,
     write_text,
 )
@@ -89,14 +90,6 @@ class Settings:
                    train_limit=1000, eval_limit=1000, angles=tuple(range(0, 181, 30)))
 
 
-def _build(name: str, settings: Settings, seed: int, inputs: int, overrides: dict):
-    """(model, guide, loss) of one method, by its classification recipe."""
-    model, guide, loss, _ = methods.setup(
-        name, "classification", [inputs, settings.hidden, settings.hidden, 10], priors.Flat(),
-        Categorical(), seed=seed, **overrides.get(name, {}))
-    return model, guide, loss
-
-
 def _splits(settings: Settings, data):
     """(train, val, test) after the quick-run limits."""
     data = data if data is not None else datasets.load("mnist")
@@ -130,21 +123,16 @@ def train(name: str, settings: Settings, train_split: Split, val: Split, *, devi
     was already finished and no step ran (the loss's state, e.g. the discriminator, is restored
     from it then).
     """
-    set_seed(seed)
     inputs = math.prod(train_split.x.shape[1:])
-    model, guide, loss = _build(name, settings, seed, inputs, overrides or {})
-    steps_per_epoch = math.ceil(len(train_split) / settings.batch_size)
-    steps = math.ceil(settings.epochs * steps_per_epoch)
-    every = max(1, steps // settings.validations)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(checkpoint_dir, name, settings, seed, train_split, overrides)
-    result = fit(model, guide, train_split, steps=steps, batch_size=settings.batch_size,
-                 lr=settings.lr, lr_schedule=settings.lr_schedule, clip_norm=settings.clip_norm,
-                 loss=loss, val=val, val_every=every, val_samples=settings.val_samples,
-                 select_by="val_accuracy", checkpoint=path, checkpoint_every=every,
-                 device=device, seed=seed, progress=progress)
-    reused = result.resumed_from == result.steps
-    return model, guide, result, reused, loss
+    fitted = train_method(
+        name, "classification", [inputs, settings.hidden, settings.hidden, 10], priors.Flat(),
+        Categorical(), train_split, epochs=settings.epochs, batch_size=settings.batch_size,
+        lr=settings.lr, seed=seed, device=device, lr_schedule=settings.lr_schedule,
+        clip_norm=settings.clip_norm, val=val, validations=settings.validations,
+        val_samples=settings.val_samples, progress=progress,
+        overrides=(overrides or {}).get(name),
+        checkpoint=checkpoint_path(checkpoint_dir, name, settings, seed, train_split, overrides))
+    return fitted.model, fitted.guide, fitted.result, fitted.reused, fitted.loss
 
 
 @experiment

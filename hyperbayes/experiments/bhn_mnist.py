@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .. import datasets, methods
 from ..datasets import transforms
-from ..inference import fit, metrics, predict, resolve_device, set_seed
+from ..inference import metrics, predict, resolve_device
 from ..models import Categorical, priors
 from . import papers
 from .common import (
@@ -42,6 +42,7 @@ from .common import (
     markdown_table,
     plotting,
     recipes_used,
+    train_method,
     write_metrics,
     write_text,
 )
@@ -112,17 +113,6 @@ def parse_config(name: str) -> Config:
     return Config(name, match["method"], subset, hidden)
 
 
-def _build(config: Config, settings: Settings, seed: int, overrides: dict):
-    """(model, guide, loss) of one configuration, as its method's classification recipe says
-    (a flow: N(0, 1) on the weight-norm scales, point-estimate directions and biases)."""
-    width = config.hidden or settings.hidden
-    model, guide, loss, _ = methods.setup(config.method, "classification",
-                                          [784, width, width, 10], priors.Normal(1.0),
-                                          Categorical(), seed=seed,
-                                          **overrides.get(config.method, {}))
-    return model, guide, loss
-
-
 def _data(config: Config, settings: Settings, full):
     data = transforms.first_n(full, config.subset) if config.subset else full
     if settings.train_limit:
@@ -137,22 +127,24 @@ def _data(config: Config, settings: Settings, full):
 def _run_config(config: Config, settings: Settings, full, device, seed, checkpoint_dir: Path,
                 progress, overrides: dict) -> tuple[dict, list]:
     train, val, test = _data(config, settings, full)
-    set_seed(seed)
-    model, guide, loss = _build(config, settings, seed, overrides)
     epochs = settings.epochs_subset if config.subset else settings.epochs
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    steps = math.ceil(epochs * steps_per_epoch)
-    every = max(1, steps // (settings.validations_subset if config.subset else
-                             settings.validations))
-    flows = getattr(guide, "num_flows", 0)
-    multipliers = {"flow_layers": settings.flow_lr_multiplier} if flows else None
-    result = fit(model, guide, train, steps=steps, batch_size=settings.batch_size,
-                 lr=settings.lr, lr_multipliers=multipliers, lr_schedule="cosine",
-                 clip_norm=settings.clip_norm, loss=loss,
-                 val=val, val_every=every, val_samples=settings.val_samples,
-                 select_by="val_accuracy", checkpoint=checkpoint_dir / _checkpoint_name(
-                     config, settings, seed, train, flows, overrides),
-                 checkpoint_every=every, device=device, seed=seed, progress=progress)
+    width = config.hidden or settings.hidden
+    build = {**methods.get(config.method).recipe("classification").options,
+             **overrides.get(config.method, {})}
+    flows = build.get("num_flows", 0)
+    fitted = train_method(
+        config.method, "classification", [784, width, width, 10], priors.Normal(1.0),
+        Categorical(), train, epochs=epochs, batch_size=settings.batch_size, lr=settings.lr,
+        seed=seed, device=device, lr_schedule="cosine", clip_norm=settings.clip_norm,
+        lr_multipliers={"flow_layers": settings.flow_lr_multiplier} if flows else None,
+        val=val, validations=(settings.validations_subset if config.subset else
+                              settings.validations),
+        val_samples=settings.val_samples, progress=progress, overrides=overrides.get(
+            config.method), checkpoint=checkpoint_dir / _checkpoint_name(
+            config, settings, seed, train, flows, overrides))
+    model, guide, result = fitted.model, fitted.guide, fitted.result
+    steps = result.steps
     t0 = time.perf_counter()
     pred = predict(model, guide, test.x.to(device), settings.test_samples)
     report = metrics.classification_report(pred.probs.cpu(), test.y)

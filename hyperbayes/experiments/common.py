@@ -23,7 +23,8 @@ import torch
 __all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markdown_table",
            "machine_info", "recipes_used", "plotting", "data_fingerprint", "checkpoint_key",
            "checkpoint_name", "experiment", "output_dir", "settings_class", "apply_settings",
-           "write_metrics", "methods_table", "parse_value", "single_method"]
+           "write_metrics", "methods_table", "parse_value", "single_method", "train_method",
+           "Fitted"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -283,6 +284,70 @@ def checkpoint_name(name: str, fields: dict, seed: int, *data, family: str = "cl
     becomes ``_``)."""
     key = checkpoint_key(name, fields, seed, *data, family=family, options=options)
     return f"{name.replace('/', '_')}{'-' + tag if tag else ''}-{key}.pt"
+
+
+@dataclass
+class Fitted:
+    """A method trained by :func:`train_method`: its model, guide, loss, the
+    :class:`~hyperbayes.inference.svi.FitResult`, the fit settings used (``lr`` included) and
+    whether a finished checkpoint was reused (no step ran)."""
+
+    model: object
+    guide: object
+    loss: object
+    result: object
+    fit_options: dict
+    reused: bool
+
+
+def train_method(name: str, family: str, net, prior, likelihood, train, *, epochs: float,
+                 batch_size: int, lr: float, seed: int = 0, device="auto",
+                 lr_schedule: str | None = None, clip_norm: float | None = None, val=None,
+                 validations: int = 0, val_samples: int = 10, checkpoint: Path | None = None,
+                 progress: bool | None = None, overrides: dict | None = None,
+                 lr_multipliers: dict | None = None, built: tuple | None = None,
+                 checkpoint_every: int | None = None) -> Fitted:
+    """Set up method ``name`` by its recipe for ``family`` and train it: the one training
+    wrapper of the experiments.
+
+    ``epochs`` passes over ``train`` (batches of ``batch_size``, the recipe's ``steps_factor``
+    applied); ``lr`` unless the recipe sets its own; with ``val``, ``validations`` checks of
+    the validation accuracy (``val_samples`` MC samples) and its best parameters kept;
+    ``checkpoint`` (a file) saved as often (or every ``checkpoint_every`` steps) and resumed,
+    or reused when finished. ``overrides``
+    are build options over the recipe's; ``built`` is an already built
+    ``(model, guide, loss, fit_options)`` to train instead (a warm start).
+    """
+    from .. import methods
+    from ..inference import fit, set_seed
+
+    set_seed(seed)
+    if built is None:
+        model, guide, loss, recipe_fit = methods.setup(name, family, net, prior, likelihood,
+                                                       seed=seed, **(overrides or {}))
+        options = {"lr": lr, **recipe_fit}
+    else:
+        model, guide, loss, options = built
+        options = dict(options)
+    batch = min(batch_size, len(train))
+    options = methods.fit_options(options, max(1, math.ceil(epochs * math.ceil(len(train) /
+                                                                                 batch))))
+    steps = options.pop("steps")
+    # the recipe's own schedule, clipping and multipliers win over the task's defaults
+    lr_schedule = options.pop("lr_schedule", lr_schedule)
+    clip_norm = options.pop("clip_norm", clip_norm)
+    lr_multipliers = options.pop("lr_multipliers", lr_multipliers)
+    every = max(1, steps // max(1, validations))
+    if checkpoint is not None:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    result = fit(model, guide, train, steps=steps, batch_size=batch, loss=loss,
+                 lr_schedule=lr_schedule, clip_norm=clip_norm, lr_multipliers=lr_multipliers,
+                 val=val, val_every=every if val is not None else None, val_samples=val_samples,
+                 select_best=val is not None, select_by="val_accuracy", checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every or every, device=device, seed=seed,
+                 progress=progress, **options)
+    used = {**options, "lr_schedule": lr_schedule, "clip_norm": clip_norm}
+    return Fitted(model, guide, loss, result, used, result.resumed_from == result.steps)
 
 
 def markdown_table(rows: list[dict], columns: list[str], digits: int = 3) -> str:

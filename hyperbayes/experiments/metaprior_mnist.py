@@ -26,7 +26,7 @@ import torch
 
 from .. import datasets, methods
 from ..datasets import transforms
-from ..inference import fit, illate, metrics, predict, resolve_device, set_seed
+from ..inference import fit, illate, metrics, predict, resolve_device
 from ..models import Categorical, priors
 from ..models.metaprior import MetaPrior
 from .common import (
@@ -37,6 +37,7 @@ from .common import (
     markdown_table,
     plotting,
     recipes_used,
+    train_method,
     write_metrics,
     write_text,
 )
@@ -85,19 +86,15 @@ def _data(settings: Settings, data):
 
 def _train(name, settings, train, device, seed, progress, checkpoint_dir, overrides):
     """Set up ``name`` by its classification recipe and train it (or resume its checkpoint)."""
-    set_seed(seed)
-    model, guide, loss, recipe_fit = methods.setup(
-        name, "classification", [784, settings.hidden, 10], priors.Normal(1.0), Categorical(),
-        seed=seed, **overrides.get(name, {}))
     fields = {k: v for k, v in asdict(settings).items() if k in _TRAINING_FIELDS}
-    fit_options = {"lr": settings.lr, **recipe_fit}
-    result = fit(model, guide, train, epochs=settings.epochs, batch_size=settings.batch_size,
-                 loss=loss, lr_schedule="cosine", device=device, seed=seed,
-                 progress=progress, checkpoint=None if checkpoint_dir is None else
-                 checkpoint_dir / checkpoint_name(name, fields, seed, train,
-                                                  options=overrides.get(name)),
-                 checkpoint_every=500, **fit_options)
-    return model, guide, result
+    fitted = train_method(
+        name, "classification", [784, settings.hidden, 10], priors.Normal(1.0), Categorical(),
+        train, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+        seed=seed, device=device, lr_schedule="cosine", progress=progress,
+        checkpoint_every=500, overrides=overrides.get(name),
+        checkpoint=None if checkpoint_dir is None else checkpoint_dir / checkpoint_name(
+            name, fields, seed, train, options=overrides.get(name)))
+    return fitted.model, fitted.guide, fitted.result
 
 
 _TRAINING_FIELDS = ("hidden", "epochs", "batch_size", "lr", "train_limit")

@@ -179,7 +179,8 @@ def _uncertainty_figure(path: Path, data, fitted: dict, settings: Settings) -> N
             ax.scatter(data.test.x[:, 0], data.test.x[:, 1], c=data.test.y, cmap="coolwarm",
                        s=4, edgecolors="none", alpha=0.6)
             ax.set_title(f"{name}: {label}", fontsize=10)
-            fig.colorbar(image, ax=ax)
+            ax.set(xlabel="x₁", ylabel="x₂")
+            fig.colorbar(image, ax=ax, label=label)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -30,7 +30,7 @@ import torch
 
 from .. import datasets, methods
 from ..datasets import Split
-from ..inference import fit, predict, resolve_device, set_seed
+from ..inference import predict, resolve_device
 from ..models import Categorical, priors
 from . import common
 
@@ -202,36 +202,24 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
     if net is not None and not tag:
         raise ValueError("a net other than the zoo's MLP needs a tag naming it (its "
                          "checkpoints must not be taken for the MLP's)")
-    set_seed(seed)
+    built = None
     if warm_start is not None:
         if warm_start.name != name:
             raise ValueError(f"warm start from {warm_start.name!r} for method {name!r}")
-        model, guide, loss = warm_start.model, warm_start.guide, warm_start.loss
-        fit_options = dict(warm_start.fit_options)
-    else:
-        model, guide, loss, fit_options = build(name, settings, train_split, seed=seed,
-                                                num_classes=num_classes, net=net)
-    fit_options = dict(fit_options)
-    lr = fit_options.pop("lr")
-    epochs = settings.epochs if epochs is None else epochs
-    batch = min(settings.batch_size, len(train_split))
-    fit_options = methods.fit_options(  # the recipe's steps_factor applied
-        fit_options, max(1, math.ceil(epochs * math.ceil(len(train_split) / batch))))
-    steps = fit_options.pop("steps")
-    every = max(1, steps // max(1, settings.validations))
+        built = (warm_start.model, warm_start.guide, warm_start.loss, warm_start.fit_options)
     path = None
     if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         path = Path(checkpoint_dir) / checkpoint_name(name, settings, seed, train_split, tag)
-    result = fit(model, guide, train_split, steps=steps, batch_size=batch, lr=lr,
-                 lr_schedule=settings.lr_schedule, clip_norm=settings.clip_norm, loss=loss,
-                 val=val, val_every=every if val is not None else None,
-                 val_samples=settings.val_samples, select_best=val is not None,
-                 select_by="val_accuracy", checkpoint=path, checkpoint_every=every,
-                 device=device, seed=seed, progress=progress, **fit_options)
-    reused = result.resumed_from == result.steps
-    return Trained(name, model, guide, loss, result, reused, {"lr": lr, **fit_options},
-                   resolve_device(device))
+    sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
+    fitted = common.train_method(
+        name, "classification", sizes if net is None else net, priors.Normal(1.0),
+        Categorical(), train_split,
+        epochs=settings.epochs if epochs is None else epochs, batch_size=settings.batch_size,
+        lr=settings.lr, seed=seed, device=device, lr_schedule=settings.lr_schedule,
+        clip_norm=settings.clip_norm, val=val, validations=settings.validations,
+        val_samples=settings.val_samples, checkpoint=path, progress=progress, built=built)
+    return Trained(name, fitted.model, fitted.guide, fitted.loss, fitted.result, fitted.reused,
+                   fitted.fit_options, resolve_device(device))
 
 
 def sample_probs(fitted: Trained, x: torch.Tensor, num_samples: int) -> torch.Tensor:
