@@ -1,6 +1,12 @@
 # All set-up lives here: `make demo` and `make test` create .venv on a fresh machine.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+# laplace-torch (the Laplace approximation's curvature) and its curvature backends, installed
+# without their declared dependencies: those ask for torchvision, with which pip replaces the
+# pinned CPU torch by a CUDA build of several GB; no code path used here imports torchvision.
+LAPLACE_SPEC ?= laplace-torch==0.3 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1 \
+	asdfghjkl==0.1a4 torchmetrics==1.9.0 lightning-utilities==0.15.3 linear_operator==0.6.1 \
+	einconv==0.1.0 einops==0.8.2 unfoldNd==0.2.3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -14,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $(LAPLACE_SPEC)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -60,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bbh_step.py --out results/benchmarks/bbh_step.json
 	$(PY) benchmarks/torchnet.py --out results/benchmarks/torchnet.json
 	$(PY) benchmarks/nuts.py --out results/benchmarks/nuts.json
+	$(PY) benchmarks/baselines.py --out results/benchmarks/baselines.json
 
 clean:
 	rm -rf $(VENV) results docs/_build docs/_generated

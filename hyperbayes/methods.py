@@ -36,7 +36,16 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .guides import Delta, DiversityGuide, FlowGuide, ImplicitGuide, MeanField
+from .guides import (
+    Delta,
+    DiversityGuide,
+    Ensemble,
+    FlowGuide,
+    ImplicitGuide,
+    LaplaceGuide,
+    MeanField,
+    SWAGGuide,
+)
 from .inference.elbo import ELBO
 from .inference.implicit import (
     AdversarialELBO,
@@ -294,6 +303,28 @@ def _map(net, prior, likelihood, seed=0):
     return model, Delta(model, seed=seed), ELBO()
 
 
+def _ensemble(net, prior, likelihood, seed=0, members=5):
+    model = BNN(net, prior, likelihood)
+    guide = Ensemble(model, members=members, seed=seed)
+    return model, guide, guide.default_loss()
+
+
+def _laplace(net, prior, likelihood, seed=0, subset="all", hessian="kron",
+             prior_precision="marglik"):
+    model = BNN(net, prior, likelihood)
+    guide = LaplaceGuide(model, subset=subset, hessian=hessian, prior_precision=prior_precision,
+                         seed=seed)
+    return model, guide, guide.default_loss()
+
+
+def _swag(net, prior, likelihood, seed=0, rank=20, snapshots=40, steps_between=None,
+          swa_lr=1e-2):
+    model = BNN(net, prior, likelihood)
+    guide = SWAGGuide(model, rank=rank, snapshots=snapshots, steps_between=steps_between,
+                      swa_lr=swa_lr, seed=seed)
+    return model, guide, guide.default_loss()
+
+
 def _meanfield(net, prior, likelihood, seed=0, init_scale=1e-3, local_reparameterization=False,
                num_particles=1):
     model = BNN(net, prior, likelihood)
@@ -398,6 +429,28 @@ _BBH_JOINT = {"discriminator": "joint", "discriminator_steps": 5, "pretrain_step
 
 _RECIPES = {
     "map": {"classification": Recipe(prior=lambda: priors.Normal(1.0))},
+    # five MAP nets under the MAP recipe's prior (the paper's weight decay), trained together
+    "ensemble": {"classification": Recipe({"members": 5}, prior=lambda: priors.Normal(1.0)),
+                 "regression": Recipe({"members": 5})},
+    # MAP under the MAP recipe's prior, then KFAC curvature over all weights and the prior
+    # precision tuned by the marginal likelihood (laplace-torch's defaults); on the toys the
+    # full GGN (151 weights) under the toy's own prior, so NUTS and Laplace share a posterior
+    # (on a user's module the last layer: KFAC over arbitrary layers is not available there)
+    "laplace": {"classification": Recipe({"subset": "all", "hessian": "kron",
+                                          "prior_precision": "marglik"},
+                                         prior=lambda: priors.Normal(1.0),
+                                         module_options={"subset": "last_layer"}),
+                "regression": Recipe({"subset": "all", "hessian": "full",
+                                      "prior_precision": "model"},
+                                     module_options={"subset": "last_layer",
+                                                     "prior_precision": "marglik"})},
+    # MAP under the MAP recipe's prior, then snapshots of SGD (momentum 0.9, rate 1e-2 on the
+    # per-example loss): on images 20, one per epoch (Maddox et al.: K = 20, one per epoch); on
+    # the toys 40, one per 25 full-batch steps; rank 20
+    "swag": {"classification": Recipe({"rank": 20, "snapshots": 20, "swa_lr": 1e-2},
+                                      prior=lambda: priors.Normal(1.0)),
+             "regression": Recipe({"rank": 20, "snapshots": 40, "steps_between": 25,
+                                   "swa_lr": 1e-2})},
     "meanfield": {
         "classification": Recipe({"local_reparameterization": True},
                                  prior=lambda: priors.Normal(1.0)),
@@ -468,6 +521,20 @@ _RECIPES = {
 
 register(Method("map", "maximum a posteriori point estimate (Delta guide)", _map,
                 recipes=_RECIPES["map"]))
+register(Method("ensemble", "deep ensemble: K independently initialised MAP nets, a uniform "
+                "mixture of point masses, trained in one batched pass", _ensemble,
+                reference="Lakshminarayanan, Pritzel & Blundell, Simple and Scalable Predictive "
+                "Uncertainty Estimation using Deep Ensembles, NeurIPS 2017",
+                recipes=_RECIPES["ensemble"]))
+register(Method("laplace", "Laplace approximation: a Gaussian around the MAP with a "
+                "generalized Gauss-Newton curvature (KFAC, diagonal or full; all weights or the "
+                "last layer) from laplace-torch", _laplace,
+                reference="MacKay 1992; Daxberger et al., Laplace Redux: Effortless Bayesian "
+                "Deep Learning, NeurIPS 2021", recipes=_RECIPES["laplace"]))
+register(Method("swag", "SWA-Gaussian: diagonal plus low-rank Gaussian from the moments of an "
+                "SGD trajectory after MAP training", _swag,
+                reference="Maddox, Garipov, Izmailov, Vetrov & Wilson, A Simple Baseline for "
+                "Bayesian Uncertainty in Deep Learning, NeurIPS 2019", recipes=_RECIPES["swag"]))
 register(Method("meanfield", "mean-field Gaussian VI, Bayes by Backprop (Blundell et al. 2015)",
                 _meanfield, reference="Blundell et al., Weight Uncertainty in Neural Networks, "
                 "ICML 2015", recipes=_RECIPES["meanfield"]))
@@ -500,6 +567,11 @@ register_variant("mle", "map", "maximum likelihood: the MAP point estimate under
 register_variant("dropout", "mcdropout", "MC dropout without weight decay (a flat prior): the "
                  "dropout baseline of the Bayesian-hypernetwork and Bayes-by-Hypernet papers' "
                  "MNIST tables", prior=priors.Flat)
+register_variant("laplace_last_layer", "laplace", "Laplace over the last layer only (KFAC), "
+                 "the rest at the MAP: laplace-torch's recommended default",
+                 options={"subset": "last_layer"})
+register_variant("laplace_diag", "laplace", "Laplace with a diagonal curvature over all weights",
+                 options={"hessian": "diag"})
 register_variant("flow_iaf", "flow", "flow guide with inverse autoregressive (IAF) layers",
                  options={"flow": "iaf"})
 register_variant("flow_realnvp", "flow", "flow guide with RealNVP affine couplings",

@@ -78,8 +78,14 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def _layout(module) -> dict[str, list[int]]:
-    return {k: list(v.shape) for k, v in module.state_dict().items()}
+def _shape(value) -> list[int] | str:
+    """A state entry's shape, or ``"extra"`` for a module's extra state (e.g. a Laplace or
+    SWAG posterior, kept as a dict of tensors)."""
+    return list(value.shape) if torch.is_tensor(value) else "extra"
+
+
+def _layout(module) -> dict[str, list[int] | str]:
+    return {k: _shape(v) for k, v in module.state_dict().items()}
 
 
 def save_posterior(path: str | Path, model, guide, *, method: str = "", meta: dict | None = None
@@ -108,7 +114,7 @@ def load_into(path, part: str, module, saved_state: dict, advice: str) -> None:
     """Load ``saved_state`` (the ``part`` of file ``path``) into ``module``; another layout is a
     CheckpointError naming the file, the part and the first differing entries, then ``advice``
     (not a shape error deep inside torch)."""
-    saved = {k: list(v.shape) for k, v in saved_state.items()}
+    saved = {k: _shape(v) for k, v in saved_state.items()}
     here = _layout(module)
     if saved != here:
         diff = [k for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)][:4]

@@ -1,0 +1,276 @@
+"""The Laplace approximation as a guide: a Gaussian around the MAP, curvature from laplace-torch."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import OrderedDict
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ..sites import param_key
+from .base import SiteGuide
+from .ensemble import sample_plate
+
+__all__ = ["LaplaceGuide", "mlp_as_module", "SUBSETS", "HESSIANS"]
+
+SUBSETS = ("all", "last_layer")
+HESSIANS = ("kron", "diag", "full")
+
+
+def _laplace_class():
+    """laplace-torch's ``Laplace`` (imported on first use; a clear error where it is missing)."""
+    try:
+        with warnings.catch_warnings():  # its dependencies' import-time deprecation notices
+            warnings.simplefilter("ignore")
+            from laplace import Laplace
+    except ImportError as err:  # pragma: no cover - the Makefile installs it
+        raise ImportError("the Laplace approximation needs laplace-torch: run `make venv` (it "
+                          "installs laplace-torch without its CUDA torch dependencies)") from err
+    return Laplace
+
+
+class _Activation(torch.nn.Module):
+    """An activation of :data:`hyperbayes.models.nets.ACTIVATIONS` as a module."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        from ..models.nets import ACTIVATIONS
+
+        self.name, self.fn = name, ACTIVATIONS[name]
+
+    def forward(self, h):
+        return self.fn(h)
+
+
+def mlp_as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Sequential:
+    """The library's :class:`~hyperbayes.models.MLP` with weights ``values`` as a plain
+    ``nn.Sequential`` of ``nn.Linear`` layers (what laplace-torch's curvature backends read),
+    named as the MLP's sites (``fc0.weight``, ``fc0.bias``, ...)."""
+    if getattr(net, "weight_norm", False):
+        raise ValueError("the Laplace approximation needs a plain MLP (weight_norm=False): its "
+                         "curvature backends read nn.Linear layers")
+    layers: dict[str, torch.nn.Module] = {"flatten": torch.nn.Flatten()}
+    sizes = net.sizes
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        bias = f"fc{i}.bias" in values
+        linear = torch.nn.Linear(fan_in, fan_out, bias=bias)
+        with torch.no_grad():
+            linear.weight.copy_(values[f"fc{i}.weight"])
+            if bias:
+                linear.bias.copy_(values[f"fc{i}.bias"])
+        layers[f"fc{i}"] = linear
+        if i < len(sizes) - 2:
+            layers[f"act{i}"] = _Activation(net.activation)
+    return torch.nn.Sequential(OrderedDict(layers))
+
+
+def _as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The net with weights ``values`` as a plain module laplace-torch can read: the MLP as
+    ``nn.Sequential`` (:func:`mlp_as_module`), a user's module (a ``TorchNet`` without weight
+    norm) as a copy of itself with the values in its parameters."""
+    from ..models.module import TorchNet
+
+    if isinstance(net, TorchNet):
+        module = copy.deepcopy(net.module)
+        params = dict(module.named_parameters())
+        with torch.no_grad():
+            for name, value in values.items():
+                params[name].copy_(value)
+        for param in module.parameters():  # TorchNet keeps its module's copies frozen
+            param.requires_grad_(True)
+        return module.eval()
+    return mlp_as_module(net, values)
+
+
+def _normal_precision(prior: dist.Distribution, shape) -> torch.Tensor:
+    """1/σ² per element of a (wrapped) zero-mean Normal prior; ValueError for another prior."""
+    base = prior
+    while isinstance(base, dist.Independent | torch.distributions.Independent) or hasattr(
+            base, "base_dist") and not isinstance(base, dist.Normal):
+        base = base.base_dist
+    if not isinstance(base, torch.distributions.Normal):
+        raise ValueError(f"prior_precision='model' needs Normal priors on the weights, got "
+                         f"{type(prior).__name__}; give a number or 'marglik'")
+    return (1.0 / base.scale.detach() ** 2).expand(shape).reshape(-1)
+
+
+class LaplaceGuide(SiteGuide):
+    """q(w) = N(ŵ, (H + P)⁻¹): a Gaussian around the MAP ŵ with the curvature of the negative
+    log likelihood there (a generalized Gauss-Newton: KFAC, diagonal or full) plus the prior
+    precision P (MacKay 1992; Daxberger et al. 2021).
+
+    Trained as a point estimate (the loss is the negative log joint, as for MAP); when
+    :func:`~hyperbayes.inference.fit` finishes it calls :meth:`after_fit`, which computes the
+    curvature at ŵ with laplace-torch and, with ``prior_precision="marglik"``, tunes P by the
+    marginal likelihood as that package does. Before that the guide is the point mass at ŵ.
+
+    Args:
+        model: a :class:`~hyperbayes.models.BNN` over the library's :class:`MLP` (no weight
+            norm) with a :class:`Categorical` or :class:`Gaussian` (fixed scale) likelihood.
+        subset: ``"all"`` weights or the ``"last_layer"`` only (the rest stay at ŵ).
+        hessian: ``"kron"`` (KFAC), ``"diag"`` or ``"full"``.
+        prior_precision: ``"marglik"`` (tuned), ``"model"`` (1/σ² of the model's Normal prior,
+            per weight: the exact posterior precision of a linear-Gaussian model) or a number.
+        seed: seed of the initial values.
+    """
+
+    def __init__(self, model, *, subset: str = "all", hessian: str = "kron",
+                 prior_precision="marglik", seed: int | None = 0):
+        super().__init__(model, seed=seed)
+        if subset not in SUBSETS:
+            raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS}")
+        if hessian not in HESSIANS:
+            raise ValueError(f"unknown hessian {hessian!r}; choose from {HESSIANS}")
+        if not (prior_precision in ("marglik", "model") or isinstance(prior_precision, float | int)
+                and prior_precision > 0):
+            raise ValueError(f"prior_precision must be 'marglik', 'model' or a positive number, "
+                             f"got {prior_precision!r}")
+        from ..models.module import TorchNet
+
+        net = getattr(model, "net", None)
+        if net is None or not (hasattr(net, "sizes") or isinstance(net, TorchNet)) or getattr(
+                net, "weight_norm", False):
+            raise ValueError("LaplaceGuide needs a BNN over the library's MLP or a user's module "
+                             f"(TorchNet), without weight norm; got {net!r}")
+        self.subset, self.hessian, self.prior_precision = subset, hessian, prior_precision
+        self.values = torch.nn.ParameterDict(
+            {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
+        self._posterior: dict | None = None
+
+    def default_loss(self):
+        """:class:`~hyperbayes.inference.ELBO`: with a point mass it is the negative log joint."""
+        from ..inference.elbo import ELBO
+
+        return ELBO()
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the curvature has been computed (else the guide is the point mass at ŵ)."""
+        return self._posterior is not None
+
+    def point_estimate(self) -> dict[str, torch.Tensor]:
+        """ŵ per site (detached)."""
+        with torch.no_grad():
+            return {s.name: self.values[param_key(s.name)].detach().clone() for s in self.sites}
+
+    def after_fit(self, model, x, y, *, batch_size: int = 128, **_) -> None:
+        """Compute the Laplace posterior at the trained ŵ on the training data ``(x, y)``."""
+        from ..models.likelihoods import Categorical, Gaussian
+
+        likelihood = model.likelihood
+        if isinstance(likelihood, Categorical):
+            kind, noise = "classification", None
+        elif isinstance(likelihood, Gaussian) and likelihood.scale is not None:
+            kind, noise = "regression", likelihood.scale
+        else:
+            raise ValueError("LaplaceGuide needs a Categorical or fixed-scale Gaussian "
+                             f"likelihood, got {type(likelihood).__name__}")
+        device = x.device
+        module = _as_module(model.net, self.point_estimate()).to(device)
+        names = [s.name for s in self.sites]
+        precision = self.prior_precision
+        if precision == "model":
+            if self.subset != "all" or any(n not in names for n, _ in module.named_parameters()):
+                raise ValueError("prior_precision='model' needs subset='all' over a net whose "
+                                 "every parameter is Bayesian; give a number or 'marglik'")
+            by_name = {s.name: s for s in self.sites}
+            precision = torch.cat([_normal_precision(by_name[n].prior, by_name[n].shape)
+                                   for n, _ in module.named_parameters()]).to(device)
+        options = {"sigma_noise": noise} if noise is not None else {}
+        target = y if kind == "regression" else y.long()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, target),
+                                             batch_size=min(batch_size, len(x)))
+        with warnings.catch_warnings():  # laplace-torch's own notices (e.g. backend choice)
+            warnings.simplefilter("ignore")
+            Laplace = _laplace_class()
+            la = Laplace(module, kind, subset_of_weights=self.subset,
+                         hessian_structure=self.hessian,
+                         prior_precision=1.0 if precision == "marglik" else precision, **options)
+            la.fit(loader, progress_bar=False)
+            if precision == "marglik":
+                la.optimize_prior_precision(method="marglik")
+        # the module's parameters in laplace-torch's order, each with its slice of the vector
+        if self.subset == "all":
+            order = [(n, p.numel()) for n, p in module.named_parameters()]
+        else:
+            last = la.model._last_layer_name
+            order = [(f"{last}.{n}", p.numel())
+                     for n, p in la.model.last_layer.named_parameters()]
+        covered = [n for n, _ in order if n in names]
+        slices, start = {}, 0
+        for name, size in order:
+            slices[name] = (start, size)
+            start += size
+        keep = torch.cat([torch.arange(slices[n][0], slices[n][0] + slices[n][1])
+                          for n in covered]).to(device)
+        posterior = {"covered": covered, "keep": keep, "mean": la.mean.detach().clone()}
+        if self.hessian == "full":
+            posterior["scale_tril"] = la.posterior_scale.detach().clone()
+        elif self.hessian == "diag":
+            posterior["std"] = la.posterior_variance.detach().sqrt()
+        else:  # KFAC: the eigendecomposed Kronecker factors of the posterior precision
+            factors = la.posterior_precision
+            posterior["eigenvectors"] = [list(block) for block in factors.eigenvectors]
+            posterior["eigenvalues"] = [list(block) for block in factors.eigenvalues]
+            posterior["deltas"] = factors.deltas.detach().clone()
+        posterior["prior_precision"] = torch.as_tensor(la.prior_precision).detach().clone()
+        self._posterior = posterior
+
+    def get_extra_state(self) -> dict:
+        """The fitted posterior (tensors and names), saved with the guide's state."""
+        return {"posterior": self._posterior}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore a posterior saved by :meth:`get_extra_state`."""
+        self._posterior = state.get("posterior")
+
+    def _flat_draws(self, count: int) -> torch.Tensor:
+        """``count`` draws (count, P) of the covered weights from the fitted posterior."""
+        post = self._posterior
+        mean = post["mean"]
+        z = torch.randn(count, mean.numel(), device=mean.device, dtype=mean.dtype)
+        if "scale_tril" in post:
+            return mean + z @ post["scale_tril"].T
+        if "std" in post:
+            return mean + z * post["std"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from laplace.utils.matrix import KronDecomposed
+        factors = KronDecomposed([tuple(b) for b in post["eigenvectors"]],
+                                 [tuple(b) for b in post["eigenvalues"]], post["deltas"])
+        return mean + factors.bmm(z, exponent=-0.5).reshape(count, -1)
+
+    def _draw(self, count: int) -> dict[str, torch.Tensor]:
+        """``count`` draws per site: the Laplace posterior over the covered sites (in eval
+        mode, once fitted), ŵ elsewhere and while training."""
+        point = {s.name: self.values[param_key(s.name)] for s in self.sites}
+        if self._posterior is None or self.training:
+            return {n: v.expand(count, *v.shape) for n, v in point.items()}
+        flat = self._flat_draws(count)[:, self._posterior["keep"]]  # the Bayesian parameters'
+        draws, start = {}, 0
+        covered = self._posterior["covered"]
+        shapes = {s.name: s.shape for s in self.sites}
+        for name in covered:
+            size = point[name].numel()
+            draws[name] = flat[:, start:start + size].reshape(count, *shapes[name])
+            start += size
+        for site in self.sites:
+            if site.name not in draws:
+                draws[site.name] = point[site.name].expand(count, *site.shape)
+        return draws
+
+    def forward(self, *args, **kwargs):
+        """Sample every site: a Gaussian draw around ŵ (ŵ itself before :meth:`after_fit`)."""
+        plate = sample_plate()
+        count, dim = plate if plate is not None else (1, None)
+        draws = self._draw(count)
+        out = {}
+        for site in self.sites:
+            value = draws[site.name]
+            value = value[0] if dim is None else value.reshape(
+                count, *([1] * (-dim - 1)), *site.shape)
+            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
+        return out

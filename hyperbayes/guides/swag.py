@@ -1,0 +1,149 @@
+"""SWA-Gaussian as a guide: moments of an SGD trajectory around the MAP (Maddox et al. 2019)."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ..sites import param_key
+from .base import SiteGuide
+from .ensemble import sample_plate
+
+__all__ = ["SWAGGuide", "swag_moments"]
+
+
+def swag_moments(snapshots: torch.Tensor, rank: int) -> dict[str, torch.Tensor]:
+    """SWAG's moments of ``snapshots`` (T, P), parameter vectors along a trajectory: the SWA
+    mean θ̄, the diagonal variance diag(θ²̄ − θ̄²) (clamped at 0) and the deviation matrix
+    D (P, K) of the last K = min(rank, T) snapshots from θ̄."""
+    if snapshots.dim() != 2 or len(snapshots) < 2:
+        raise ValueError(f"need at least two snapshots of shape (T, P), got "
+                         f"{tuple(snapshots.shape)}")
+    mean = snapshots.mean(0)
+    variance = (snapshots.pow(2).mean(0) - mean.pow(2)).clamp_min(0.0)
+    deviations = (snapshots[-min(rank, len(snapshots)):] - mean).T.contiguous()
+    return {"mean": mean, "variance": variance, "deviations": deviations}
+
+
+class SWAGGuide(SiteGuide):
+    """q(w) = N(θ̄, ½ Σ_diag + ½ D Dᵀ / (K − 1)) from SGD iterates around the MAP.
+
+    Trained as a point estimate (the negative log joint, as for MAP); when
+    :func:`~hyperbayes.inference.fit` finishes it calls :meth:`after_fit`, which runs SGD
+    (momentum 0.9) on the per-example loss at the constant rate ``swa_lr`` from the trained
+    point for ``snapshots`` × ``steps_between`` steps, minibatches of the training size, taking
+    a snapshot every ``steps_between`` steps; the moments of those snapshots
+    (:func:`swag_moments`) are the posterior. Before that the guide is the point mass at the
+    trained point.
+
+    Args:
+        model: a :class:`~hyperbayes.models.BNN`.
+        rank: K, the number of deviation columns (the low-rank part's rank).
+        snapshots: how many iterates to collect (≥ 2).
+        steps_between: SGD steps between snapshots (an epoch is the paper's choice).
+        swa_lr: the constant SGD learning rate of the collection phase.
+        seed: seed of the initial values.
+    """
+
+    def __init__(self, model, *, rank: int = 20, snapshots: int = 40,
+                 steps_between: int | None = None, swa_lr: float = 1e-2,
+                 seed: int | None = 0):
+        super().__init__(model, seed=seed)
+        if rank < 1 or snapshots < 2 or not swa_lr > 0:
+            raise ValueError("need rank ≥ 1, snapshots ≥ 2 and swa_lr > 0")
+        if steps_between is not None and steps_between < 1:
+            raise ValueError(f"steps_between must be ≥ 1, got {steps_between}")
+        self.rank, self.snapshots, self.swa_lr = int(rank), int(snapshots), float(swa_lr)
+        self.steps_between = steps_between
+        self.values = torch.nn.ParameterDict(
+            {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
+        self._posterior: dict | None = None
+
+    def default_loss(self):
+        """:class:`~hyperbayes.inference.ELBO`: with a point mass it is the negative log joint."""
+        from ..inference.elbo import ELBO
+
+        return ELBO()
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the SGD moments have been collected."""
+        return self._posterior is not None
+
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([self.values[param_key(s.name)].detach().reshape(-1)
+                          for s in self.sites])
+
+    def after_fit(self, model, x, y, *, loss=None, batch_size: int = 128, seed=None,
+                  **_) -> None:
+        """Collect the SGD trajectory's moments around the trained point."""
+        from ..inference.elbo import ELBO
+
+        loss = loss if loss is not None else ELBO()
+        n = len(x)
+        batch = min(batch_size, n)
+        between = self.steps_between or max(1, math.ceil(n / batch))  # an epoch
+        params = list(self.values.values())
+        optim = torch.optim.SGD(params, lr=self.swa_lr, momentum=0.9)
+        order = torch.Generator().manual_seed(1 + (0 if seed is None else int(seed)))
+        snaps, position, perm = [], n, None
+        was_training = self.training
+        self.train()
+        for _step in range(self.snapshots * between):
+            if position + batch > n:
+                perm, position = torch.randperm(n, generator=order).to(x.device), 0
+            idx = perm[position:position + batch]
+            position += batch
+            optim.zero_grad()
+            # the per-example loss, so that swa_lr is a rate on the mean, as in SGD practice
+            value = loss.differentiable_loss(model, self, x[idx], y[idx], n) / n
+            value.backward()
+            optim.step()
+            if (_step + 1) % between == 0:
+                snaps.append(self._flat())
+        self.train(was_training)
+        moments = swag_moments(torch.stack(snaps), self.rank)
+        with torch.no_grad():  # the guide's point is the SWA mean
+            for name, value in self.split(moments["mean"]).items():
+                self.values[param_key(name)].copy_(value)
+        self._posterior = moments
+
+    def get_extra_state(self) -> dict:
+        """The collected moments, saved with the guide's state."""
+        return {"posterior": self._posterior}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore moments saved by :meth:`get_extra_state`."""
+        self._posterior = state.get("posterior")
+
+    def _flat_draws(self, count: int) -> torch.Tensor:
+        post = self._posterior
+        mean, var, dev = post["mean"], post["variance"], post["deviations"]
+        z1 = torch.randn(count, mean.numel(), device=mean.device, dtype=mean.dtype)
+        draws = mean + var.sqrt() * z1 / math.sqrt(2.0)
+        k = dev.shape[1]
+        if k > 1:
+            z2 = torch.randn(count, k, device=mean.device, dtype=mean.dtype)
+            draws = draws + z2 @ dev.T / math.sqrt(2.0 * (k - 1))
+        return draws
+
+    def forward(self, *args, **kwargs):
+        """Sample every site: a SWAG draw (in eval mode, once fitted), else the point."""
+        plate = sample_plate()
+        count, dim = plate if plate is not None else (1, None)
+        if self._posterior is None or self.training:
+            draws = {s.name: self.values[param_key(s.name)].expand(count, *s.shape)
+                     for s in self.sites}
+        else:
+            draws = self.split(self._flat_draws(count))
+        out = {}
+        for site in self.sites:
+            value = draws[site.name]
+            value = value if site.transform is None else site.transform(value)
+            value = value[0] if dim is None else value.reshape(
+                count, *([1] * (-dim - 1)), *site.shape)
+            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
+        return out

@@ -1,0 +1,147 @@
+"""The baselines users would pick instead: deep ensembles, the Laplace approximation and SWAG,
+checked against closed forms and against MAP."""
+
+import pytest
+import torch
+
+import hyperbayes as hb
+from hyperbayes.guides import Delta, Ensemble, LaplaceGuide, SWAGGuide
+from hyperbayes.guides.swag import swag_moments
+from hyperbayes.models import BNN, MLP, Categorical, Gaussian, conjugate_regression, priors
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _fit_map(model, guide, data, steps=3000):
+    return hb.inference.fit(model, guide, data, steps=steps, lr=2e-2, lr_schedule="cosine",
+                            progress=False, seed=0)
+
+
+def test_laplace_is_exact_on_the_conjugate_regression():
+    """On a linear-Gaussian model the log posterior is quadratic: Laplace is the posterior."""
+    problem = conjugate_regression(n=40, d=3, noise=0.5, prior_scale=1.0)
+    guide = LaplaceGuide(problem.model, hessian="full", prior_precision="model")
+    _fit_map(problem.model, guide, problem.data)
+    assert guide.fitted
+    posterior = guide.get_extra_state()["posterior"]
+    torch.testing.assert_close(posterior["mean"].double(), problem.mean, atol=2e-4, rtol=0)
+    tril = posterior["scale_tril"].double()
+    torch.testing.assert_close(tril @ tril.T, problem.cov, atol=1e-6, rtol=1e-3)
+    draws = problem.flatten(hb.inference.sample_posterior(problem.model, guide, 40_000))
+    torch.testing.assert_close(draws.mean(0), problem.mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(torch.cov(draws.T), problem.cov, atol=3e-4, rtol=0.05)
+
+
+def test_kfac_laplace_is_exact_on_a_linear_model_without_bias():
+    """KFAC drops the weight-bias cross terms; without a bias, on one output, it is exact."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 3, generator=gen)
+    y = x @ torch.tensor([[1.0], [-0.5], [0.3]]) + 0.4 * torch.randn(50, 1, generator=gen)
+    model = BNN(MLP([3, 1], bias=False), priors.Normal(1.0), Gaussian(0.4))
+    guide = LaplaceGuide(model, hessian="kron", prior_precision=1.0)
+    _fit_map(model, guide, (x, y))
+    precision = torch.eye(3, dtype=torch.float64) + x.T.double() @ x.double() / 0.4 ** 2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ x.T.double() @ y.double()[:, 0] / 0.4 ** 2
+    draws = hb.inference.sample_posterior(model, guide, 40_000)["fc0.weight"].reshape(
+        -1, 3).double()
+    torch.testing.assert_close(guide.get_extra_state()["posterior"]["mean"].double(), mean,
+                               atol=2e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(draws.T), cov, atol=2e-5, rtol=0.05)
+
+
+def test_laplace_posterior_is_saved_with_the_guide_and_marglik_tunes_the_prior():
+    data = hb.datasets.load("digits")
+    model = BNN(MLP([64, 16, 10]), priors.Normal(1.0), Categorical())
+    guide = LaplaceGuide(model, hessian="diag", prior_precision="marglik")
+    hb.inference.fit(model, guide, data.train, steps=150, lr=1e-2, progress=False, seed=0)
+    state = guide.state_dict()
+    assert float(state["_extra_state"]["posterior"]["prior_precision"]) != 1.0  # tuned
+    fresh = LaplaceGuide(BNN(MLP([64, 16, 10]), priors.Normal(1.0), Categorical()),
+                         hessian="diag")
+    assert not fresh.fitted
+    fresh.load_state_dict(state)
+    assert fresh.fitted
+    fresh.eval()
+    torch.manual_seed(0)
+    a = hb.inference.sample_posterior(model, guide, 5)
+    torch.manual_seed(0)
+    b = hb.inference.sample_posterior(model, fresh, 5)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+        assert a[name].std(0).max() > 0  # draws differ: a posterior, not a point
+
+
+def test_laplace_last_layer_leaves_the_rest_at_the_map():
+    data = hb.datasets.load("digits")
+    model, guide, loss, _ = hb.methods.setup("laplace_last_layer", "classification",
+                                             [64, 16, 10], priors.Normal(1.0), Categorical())
+    hb.inference.fit(model, guide, data.train, steps=100, lr=1e-2, loss=loss, progress=False)
+    draws = hb.inference.sample_posterior(model, guide, 20)
+    assert draws["fc0.weight"].std(0).max() == 0
+    assert draws["fc1.weight"].std(0).max() > 0
+    with pytest.raises(ValueError, match="without weight norm"):
+        LaplaceGuide(BNN(MLP([4, 3, 2], weight_norm=True), priors.Normal(1.0), Categorical()))
+    with pytest.raises(ValueError, match="unknown hessian"):
+        LaplaceGuide(model, hessian="block")
+
+
+def test_an_ensemble_of_identical_seeds_is_one_map_net():
+    problem = conjugate_regression(n=30, d=3)
+    data = problem.data
+    net = MLP([3, 8, 1])
+    ensemble_model = BNN(net, priors.Normal(1.0), Gaussian(0.5))
+    ensemble = Ensemble(ensemble_model, seeds=[3, 3, 3])
+    hb.inference.fit(ensemble_model, ensemble, data, steps=200, lr=1e-2, progress=False, seed=0)
+    map_model = BNN(MLP([3, 8, 1]), priors.Normal(1.0), Gaussian(0.5))
+    point = Delta(map_model, seed=3)
+    hb.inference.fit(map_model, point, data, steps=200, lr=1e-2, progress=False, seed=0)
+    expected = point.point_estimate()
+    for k in range(3):
+        for name, value in ensemble.member(k).items():
+            torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_an_ensemble_predicts_with_every_member_equally():
+    model, guide, loss, _ = hb.methods.setup("ensemble", "regression", [1, 8, 1],
+                                             priors.Normal(1.0), Gaussian(0.1), members=4)
+    assert guide.members == 4 and loss.num_particles == 4
+    members = [guide.member(k)["fc0.weight"] for k in range(4)]
+    assert not torch.equal(members[0], members[1])  # different initialisations
+    draws = hb.inference.sample_posterior(model, guide, 8)["fc0.weight"]
+    for i in range(8):
+        torch.testing.assert_close(draws[i], members[i % 4])
+    with pytest.raises(ValueError, match="members ≥ 1"):
+        Ensemble(model, members=0)
+
+
+def test_swag_moments_are_the_snapshots_moments():
+    gen = torch.Generator().manual_seed(0)
+    snapshots = torch.randn(30, 6, generator=gen, dtype=torch.float64) * 2 + 1
+    moments = swag_moments(snapshots, rank=5)
+    torch.testing.assert_close(moments["mean"], snapshots.mean(0))
+    torch.testing.assert_close(moments["variance"], snapshots.var(0, unbiased=False))
+    assert moments["deviations"].shape == (6, 5)
+    torch.testing.assert_close(moments["deviations"], (snapshots[-5:] - snapshots.mean(0)).T)
+    assert torch.linalg.matrix_rank(moments["deviations"]) == 5
+    with pytest.raises(ValueError, match="at least two snapshots"):
+        swag_moments(snapshots[:1], rank=5)
+
+
+def test_swag_on_a_quadratic_loss_centres_on_the_optimum_with_its_covariance():
+    """On the conjugate regression the loss is quadratic: SGD iterates scatter around its
+    minimum (the posterior mean), and SWAG's draws have the covariance its moments say,
+    ½·diag + ½·D Dᵀ/(K − 1), of rank ≤ K in its low-rank part."""
+    problem = conjugate_regression(n=40, d=3, noise=0.5)
+    model = problem.model
+    guide = SWAGGuide(model, rank=4, snapshots=60, steps_between=5, swa_lr=5e-3)
+    _fit_map(model, guide, problem.data, steps=2000)
+    post = guide.get_extra_state()["posterior"]
+    mean = post["mean"].double()
+    spread = problem.cov.diagonal().sqrt()
+    assert ((mean - problem.mean).abs() / spread).max() < 0.5  # within half a posterior std
+    deviations = post["deviations"].double()
+    assert deviations.shape == (4, 4) and torch.linalg.matrix_rank(deviations) <= 4
+    expected = 0.5 * torch.diag(post["variance"].double()) + 0.5 * deviations @ deviations.T / 3
+    draws = problem.flatten(hb.inference.sample_posterior(model, guide, 50_000))
+    torch.testing.assert_close(torch.cov(draws.T), expected, atol=2e-4, rtol=0.1)
