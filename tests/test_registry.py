@@ -179,3 +179,20 @@ def test_cli_sets_settings_and_options_and_checks_them_first(tmp_path, capsys):
     assert "unknown method 'mfield'" in capsys.readouterr().err
     assert main(["run", "calibration", "--option", "map.x=1", "--out", str(out)]) == 2
     assert "takes no method --option" in capsys.readouterr().err
+
+
+def test_a_new_base_method_joins_every_method_experiment(scratch_registry, tmp_path):
+    """A base method registered here, with no edit elsewhere, is one of the methods the
+    "every method" experiments run, and comes out in their tables."""
+    from hyperbayes.experiments import adversarial, zoo
+
+    base = methods.get("map")
+    methods.register(methods.Method("point_copy", "a second MAP, registered by a test",
+                                    base.build, recipes=dict(base.recipes)))
+    assert "point_copy" in zoo.suite_methods()
+    digits = toy_regression.datasets.load("digits")
+    result = adversarial.run(settings=adversarial.Settings.smoke(), data=digits,
+                             out=tmp_path / "adv", device="cpu", progress=False)  # every method
+    assert "point_copy" in result.metrics["methods"]
+    rows = [row["method"] for row in result.metrics["tables"][0]["rows"]]
+    assert "point_copy" in rows and "map" in rows

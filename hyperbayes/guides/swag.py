@@ -34,28 +34,34 @@ class SWAGGuide(SiteGuide):
     Trained as a point estimate (the negative log joint, as for MAP); when
     :func:`~hyperbayes.inference.fit` finishes it calls :meth:`after_fit`, which runs SGD
     (momentum 0.9) on the per-example loss at the constant rate ``swa_lr`` from the trained
-    point for ``snapshots`` × ``steps_between`` steps, minibatches of the training size, taking
-    a snapshot every ``steps_between`` steps; the moments of those snapshots
-    (:func:`swag_moments`) are the posterior. Before that the guide is the point mass at the
-    trained point.
+    point, with minibatches of the training size, for ``collect_fraction`` of the steps the
+    training took (Maddox et al. collect over the last quarter of the budget), taking
+    ``snapshots`` evenly spaced snapshots (or one every ``steps_between`` steps); the moments
+    of those snapshots (:func:`swag_moments`) are the posterior. Before that the guide is the
+    point mass at the trained point.
 
     Args:
         model: a :class:`~hyperbayes.models.BNN`.
         rank: K, the number of deviation columns (the low-rank part's rank).
         snapshots: how many iterates to collect (≥ 2).
-        steps_between: SGD steps between snapshots (an epoch is the paper's choice).
+        steps_between: SGD steps between snapshots; None spaces them over
+            ``collect_fraction`` × the training's steps (at least one step apart).
+        collect_fraction: the collection phase's length as a share of the training's steps.
         swa_lr: the constant SGD learning rate of the collection phase.
         seed: seed of the initial values.
     """
 
     def __init__(self, model, *, rank: int = 20, snapshots: int = 40,
-                 steps_between: int | None = None, swa_lr: float = 1e-2,
-                 seed: int | None = 0):
+                 steps_between: int | None = None, collect_fraction: float = 0.25,
+                 swa_lr: float = 1e-2, seed: int | None = 0):
         super().__init__(model, seed=seed)
         if rank < 1 or snapshots < 2 or not swa_lr > 0:
             raise ValueError("need rank ≥ 1, snapshots ≥ 2 and swa_lr > 0")
         if steps_between is not None and steps_between < 1:
             raise ValueError(f"steps_between must be ≥ 1, got {steps_between}")
+        if not collect_fraction > 0:
+            raise ValueError(f"collect_fraction must be > 0, got {collect_fraction}")
+        self.collect_fraction = float(collect_fraction)
         self.rank, self.snapshots, self.swa_lr = int(rank), int(snapshots), float(swa_lr)
         self.steps_between = steps_between
         self.values = torch.nn.ParameterDict(
@@ -78,14 +84,18 @@ class SWAGGuide(SiteGuide):
                           for s in self.sites])
 
     def after_fit(self, model, x, y, *, loss=None, batch_size: int = 128, seed=None,
-                  **_) -> None:
+                  steps: int | None = None, **_) -> None:
         """Collect the SGD trajectory's moments around the trained point."""
         from ..inference.elbo import ELBO
 
         loss = loss if loss is not None else ELBO()
         n = len(x)
         batch = min(batch_size, n)
-        between = self.steps_between or max(1, math.ceil(n / batch))  # an epoch
+        if self.steps_between is not None:
+            between = self.steps_between
+        else:  # the snapshots spread over a share of the training's own length
+            trained = steps if steps else math.ceil(n / batch)
+            between = max(1, round(self.collect_fraction * trained / self.snapshots))
         params = list(self.values.values())
         optim = torch.optim.SGD(params, lr=self.swa_lr, momentum=0.9)
         order = torch.Generator().manual_seed(1 + (0 if seed is None else int(seed)))

@@ -483,7 +483,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         guide.load_state_dict(best_state["guide"])
     finish = getattr(guide, "after_fit", None)
     if callable(finish):  # a posterior built around the trained point (Laplace, SWAG)
-        finish(model, x, y, loss=loss, batch_size=batch_size, seed=seed)
+        finish(model, x, y, loss=loss, batch_size=batch_size, seed=seed, steps=step)
     pyro.clear_param_store()
     if warn:
         problems = [trust.loss_trend_problem(result.losses)]
