@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro.poutine.plate_messenger import PlateMessenger
-from pyro.poutine.runtime import _PYRO_STACK
 
 from ..sites import model_sites, param_key
+from .aroundpoint import plate_sample, sample_plate
 from .base import SiteGuide
 
-__all__ = ["Ensemble", "EnsembleLoss", "sample_plate"]
-
-
-def sample_plate() -> tuple[int, int] | None:
-    """``(size, dim)`` of the innermost plate that vectorizes guide draws (the ELBO's particles
-    or :func:`~hyperbayes.inference.predict`'s samples), or None outside one."""
-    for frame in reversed(_PYRO_STACK):
-        if isinstance(frame, PlateMessenger) and frame.name in ("_particles", "_mc_samples"):
-            return frame.size, frame.dim
-    return None
+__all__ = ["Ensemble", "EnsembleLoss"]
 
 
 class Ensemble(SiteGuide):
@@ -71,16 +59,8 @@ class Ensemble(SiteGuide):
     def forward(self, *args, **kwargs):
         """Sample every site: member i mod K for draw i of a plate, else a random member."""
         index, dim = self._indices()
-        out = {}
-        for site in self.sites:
-            value = self.values[param_key(site.name)][index]
-            value = value if site.transform is None else site.transform(value)
-            if dim is None:
-                value = value[0]
-            else:  # the draws along the plate's dimension
-                value = value.reshape(len(index), *([1] * (-dim - 1)), *site.shape)
-            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
-        return out
+        return {site.name: plate_sample(site, self.values[param_key(site.name)][index], dim)
+                for site in self.sites}
 
     def member(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's point estimate per site (constrained space, detached)."""

@@ -6,13 +6,11 @@ import copy
 import warnings
 from collections import OrderedDict
 
-import pyro
 import pyro.distributions as dist
 import torch
 
 from ..sites import param_key
-from .base import SiteGuide
-from .ensemble import sample_plate
+from .aroundpoint import PointThenPosterior
 
 __all__ = ["LaplaceGuide", "mlp_as_module", "SUBSETS", "HESSIANS"]
 
@@ -97,7 +95,7 @@ def _normal_precision(prior: dist.Distribution, shape) -> torch.Tensor:
     return (1.0 / base.scale.detach() ** 2).expand(shape).reshape(-1)
 
 
-class LaplaceGuide(SiteGuide):
+class LaplaceGuide(PointThenPosterior):
     """q(w) = N(ŵ, (H + P)⁻¹): a Gaussian around the MAP ŵ with the curvature of the negative
     log likelihood there (a generalized Gauss-Newton: KFAC, diagonal or full) plus the prior
     precision P (MacKay 1992; Daxberger et al. 2021).
@@ -136,25 +134,6 @@ class LaplaceGuide(SiteGuide):
             raise ValueError("LaplaceGuide needs a BNN over the library's MLP or a user's module "
                              f"(TorchNet), without weight norm; got {net!r}")
         self.subset, self.hessian, self.prior_precision = subset, hessian, prior_precision
-        self.values = torch.nn.ParameterDict(
-            {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
-        self._posterior: dict | None = None
-
-    def default_loss(self):
-        """:class:`~hyperbayes.inference.ELBO`: with a point mass it is the negative log joint."""
-        from ..inference.elbo import ELBO
-
-        return ELBO()
-
-    @property
-    def fitted(self) -> bool:
-        """Whether the curvature has been computed (else the guide is the point mass at ŵ)."""
-        return self._posterior is not None
-
-    def point_estimate(self) -> dict[str, torch.Tensor]:
-        """ŵ per site (detached)."""
-        with torch.no_grad():
-            return {s.name: self.values[param_key(s.name)].detach().clone() for s in self.sites}
 
     def after_fit(self, model, x, y, *, batch_size: int = 128, **_) -> None:
         """Compute the Laplace posterior at the trained ŵ on the training data ``(x, y)``."""
@@ -219,14 +198,6 @@ class LaplaceGuide(SiteGuide):
         posterior["prior_precision"] = torch.as_tensor(la.prior_precision).detach().clone()
         self._posterior = posterior
 
-    def get_extra_state(self) -> dict:
-        """The fitted posterior (tensors and names), saved with the guide's state."""
-        return {"posterior": self._posterior}
-
-    def set_extra_state(self, state: dict) -> None:
-        """Restore a posterior saved by :meth:`get_extra_state`."""
-        self._posterior = state.get("posterior")
-
     def _flat_draws(self, count: int) -> torch.Tensor:
         """``count`` draws (count, P) of the covered weights from the fitted posterior."""
         post = self._posterior
@@ -243,12 +214,10 @@ class LaplaceGuide(SiteGuide):
                                  [tuple(b) for b in post["eigenvalues"]], post["deltas"])
         return mean + factors.bmm(z, exponent=-0.5).reshape(count, -1)
 
-    def _draw(self, count: int) -> dict[str, torch.Tensor]:
-        """``count`` draws per site: the Laplace posterior over the covered sites (in eval
-        mode, once fitted), ŵ elsewhere and while training."""
+    def _posterior_draws(self, count: int) -> dict[str, torch.Tensor]:
+        """``count`` draws per site: the Laplace posterior over the covered sites, ŵ
+        elsewhere."""
         point = {s.name: self.values[param_key(s.name)] for s in self.sites}
-        if self._posterior is None or self.training:
-            return {n: v.expand(count, *v.shape) for n, v in point.items()}
         flat = self._flat_draws(count)[:, self._posterior["keep"]]  # the Bayesian parameters'
         draws, start = {}, 0
         covered = self._posterior["covered"]
@@ -261,16 +230,3 @@ class LaplaceGuide(SiteGuide):
             if site.name not in draws:
                 draws[site.name] = point[site.name].expand(count, *site.shape)
         return draws
-
-    def forward(self, *args, **kwargs):
-        """Sample every site: a Gaussian draw around ŵ (ŵ itself before :meth:`after_fit`)."""
-        plate = sample_plate()
-        count, dim = plate if plate is not None else (1, None)
-        draws = self._draw(count)
-        out = {}
-        for site in self.sites:
-            value = draws[site.name]
-            value = value[0] if dim is None else value.reshape(
-                count, *([1] * (-dim - 1)), *site.shape)
-            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
-        return out

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 
-import pyro
-import pyro.distributions as dist
 import torch
 
 from ..sites import param_key
-from .base import SiteGuide
-from .ensemble import sample_plate
+from .aroundpoint import PointThenPosterior
 
 __all__ = ["SWAGGuide", "swag_moments"]
 
@@ -28,7 +25,7 @@ def swag_moments(snapshots: torch.Tensor, rank: int) -> dict[str, torch.Tensor]:
     return {"mean": mean, "variance": variance, "deviations": deviations}
 
 
-class SWAGGuide(SiteGuide):
+class SWAGGuide(PointThenPosterior):
     """q(w) = N(θ̄, ½ Σ_diag + ½ D Dᵀ / (K − 1)) from SGD iterates around the MAP.
 
     Trained as a point estimate (the negative log joint, as for MAP); when
@@ -64,20 +61,6 @@ class SWAGGuide(SiteGuide):
         self.collect_fraction = float(collect_fraction)
         self.rank, self.snapshots, self.swa_lr = int(rank), int(snapshots), float(swa_lr)
         self.steps_between = steps_between
-        self.values = torch.nn.ParameterDict(
-            {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
-        self._posterior: dict | None = None
-
-    def default_loss(self):
-        """:class:`~hyperbayes.inference.ELBO`: with a point mass it is the negative log joint."""
-        from ..inference.elbo import ELBO
-
-        return ELBO()
-
-    @property
-    def fitted(self) -> bool:
-        """Whether the SGD moments have been collected."""
-        return self._posterior is not None
 
     def _flat(self) -> torch.Tensor:
         return torch.cat([self.values[param_key(s.name)].detach().reshape(-1)
@@ -121,14 +104,6 @@ class SWAGGuide(SiteGuide):
                 self.values[param_key(name)].copy_(value)
         self._posterior = moments
 
-    def get_extra_state(self) -> dict:
-        """The collected moments, saved with the guide's state."""
-        return {"posterior": self._posterior}
-
-    def set_extra_state(self, state: dict) -> None:
-        """Restore moments saved by :meth:`get_extra_state`."""
-        self._posterior = state.get("posterior")
-
     def _flat_draws(self, count: int) -> torch.Tensor:
         post = self._posterior
         mean, var, dev = post["mean"], post["variance"], post["deviations"]
@@ -140,20 +115,6 @@ class SWAGGuide(SiteGuide):
             draws = draws + z2 @ dev.T / math.sqrt(2.0 * (k - 1))
         return draws
 
-    def forward(self, *args, **kwargs):
-        """Sample every site: a SWAG draw (in eval mode, once fitted), else the point."""
-        plate = sample_plate()
-        count, dim = plate if plate is not None else (1, None)
-        if self._posterior is None or self.training:
-            draws = {s.name: self.values[param_key(s.name)].expand(count, *s.shape)
-                     for s in self.sites}
-        else:
-            draws = self.split(self._flat_draws(count))
-        out = {}
-        for site in self.sites:
-            value = draws[site.name]
-            value = value if site.transform is None else site.transform(value)
-            value = value[0] if dim is None else value.reshape(
-                count, *([1] * (-dim - 1)), *site.shape)
-            out[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=len(site.shape)))
-        return out
+    def _posterior_draws(self, count: int) -> dict[str, torch.Tensor]:
+        """``count`` SWAG draws per site."""
+        return self.split(self._flat_draws(count))
