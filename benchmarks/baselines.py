@@ -4,8 +4,9 @@ classification recipe.
     python benchmarks/baselines.py [--quick] [--device auto] --out results/benchmarks/baselines.json
 
 Every method trains the same MLP on the same MNIST subset for the same number of epochs (its
-recipe's extra work included: the ensemble's K members, Laplace's curvature and prior tuning
-after the MAP, SWAG's SGD snapshots after the MAP), then predicts on the test images with
+recipe's extra work included: the ensemble's K members, Laplace's curvature (last layer, and
+all weights for ``laplace_all``) and prior tuning after the MAP, SWAG's SGD snapshots after the
+MAP), then predicts on the test images with
 S = 100 weight samples. Reported: wall times, and ratios to MAP's training and prediction
 times, all taken in one run on one machine.
 """
@@ -22,7 +23,7 @@ import hyperbayes as hb
 from hyperbayes.experiments.common import machine_info, write_json
 from hyperbayes.models import Categorical, priors
 
-METHODS = ("map", "ensemble", "laplace", "laplace_last_layer", "swag", "meanfield")
+METHODS = ("map", "ensemble", "laplace", "laplace_all", "swag", "meanfield")
 NUM_SAMPLES = 100
 
 

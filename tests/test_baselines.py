@@ -74,7 +74,7 @@ def test_laplace_posterior_is_saved_with_the_guide_and_marglik_tunes_the_prior()
 
 def test_laplace_last_layer_leaves_the_rest_at_the_map():
     data = hb.datasets.load("digits")
-    model, guide, loss, _ = hb.methods.setup("laplace_last_layer", "classification",
+    model, guide, loss, _ = hb.methods.setup("laplace", "classification",
                                              [64, 16, 10], priors.Normal(1.0), Categorical())
     hb.inference.fit(model, guide, data.train, steps=100, lr=1e-2, loss=loss, progress=False)
     draws = hb.inference.sample_posterior(model, guide, 20)
