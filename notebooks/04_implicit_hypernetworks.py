@@ -48,12 +48,12 @@ from hyperbayes.inference.estimators import (
 )
 from hyperbayes.models import BNN, MLP, Gaussian, priors
 
+torch.manual_seed(0)
 QUICK = os.environ.get("HYPERBAYES_QUICK") == "1"
 SAMPLE_SIZES = (100, 400, 1600) if QUICK else (100, 400, 1600, 6400)
 REPEATS, DISC_STEPS = (2, 300) if QUICK else (10, 2000)
 VI_STEPS, NUTS_DRAWS, CHAINS = (500, 60, 2) if QUICK else (3000, 300, 4)
 POINT_STEPS = 400 if QUICK else 1500
-torch.manual_seed(0)
 
 # %% [markdown]
 # ## 1. The estimators on Gaussians
@@ -62,7 +62,8 @@ torch.manual_seed(0)
 # H = ½ d log(2πe) + Σ log σᵢ. We draw n samples, estimate H with k = 1 and plot the error
 # (averaged over a few repeats) against n for each d.
 #
-# **What to look for** (table below, plotted after the KL cell): in few dimensions the error
+# **What to look for** in the table below (estimate − truth in nats; one row per dimension d,
+# one column per sample size n, also plotted after the KL cell): in few dimensions the error
 # shrinks towards 0 as n grows; in 10-20 dimensions it stays well above 0.
 
 # %%
@@ -78,10 +79,10 @@ for d in dims:
         sum(entropy_kl(torch.randn(n, d) * sigma).item() for _ in range(REPEATS)) / REPEATS
         - gaussian_entropy(sigma) for n in SAMPLE_SIZES]
 pd.DataFrame(entropy_error, index=pd.Index(SAMPLE_SIZES, name="samples n")).T.rename_axis(
-    "dimension d").round(3).rename(columns=lambda n: f"estimate − truth at n={n} (nats)")
+    "dimension d").rename(columns=lambda n: f"n = {n}").round(3)
 
 # %% [markdown]
-# Up to d ≈ 5 the error is a tenth of a nat or two at n = 100 and a few hundredths by
+# Up to d ≈ 5 the error is about a tenth of a nat or less at n = 100 and a few hundredths by
 # n = 1600. Beyond that the estimate is biased upwards, and the bias shrinks only slowly with
 # n: a nearest-neighbour distance in d dimensions shrinks like n^(−1/d), so in 20 dimensions
 # even thousands of samples leave every sample's neighbourhood far from "small". A guide
@@ -171,7 +172,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: left, the entropy estimate's error against the number of samples, one line per
+# *Figure 1. Left, the entropy estimate's error against the number of samples, one line per
 # dimension; middle, the nearest-neighbour KL over its true value; right, both KL estimators at
 # the largest n against the truth (on the diagonal is exact).*
 #
@@ -189,6 +190,11 @@ plt.show()
 # every parameter: it reads [ε, one-hot code of the parameter tensor] and its output layer is as
 # wide as the largest tensor (smaller tensors take a slice), so one small MLP generates all
 # four tensors in one batched pass. Each step draws S = 5 weight samples.
+#
+# The same cell fits mean field for comparison and samples the reference posterior with NUTS.
+#
+# **What to look for** in the table: what the generator has to produce (151 numbers per draw,
+# through an output layer of 50) and which loss trains it.
 
 # %%
 data = hb.datasets.load("cubic", seed=0)
@@ -207,7 +213,7 @@ model, guide, loss = hb.methods.build("bbh", *parts(), over="weights", kl="adver
 display(pd.DataFrame({"generated tensors": [", ".join(guide.generated_names)],
                       "generated scalars": [guide.num_generated],
                       "generator head width": [guide.head_size],
-                      "loss": [type(loss).__name__]}).T.rename(columns={0: ""}))
+                      "loss": [type(loss).__name__]}, index=["Bayes by Hypernet"]).T)
 hb.inference.fit(model, guide, train, steps=VI_STEPS, lr=3e-3, loss=loss, progress=False)
 preds = {"Bayes by Hypernet": hb.inference.predict(model, guide, grid, num_samples=300)}
 disc_losses = torch.tensor(loss.discriminator_losses)
@@ -227,15 +233,22 @@ preds["NUTS"] = draws.predict(ref_model, grid)
 # in grey.
 #
 # **What to look for:** NUTS's band widens outside the data range [−4, 4]; how far each
-# method's band follows it there is what the numbers after the figure measure. The last panel
-# is the discriminator's loss, whose value at chance (a classifier that
-# cannot tell q from p) is 2 log 2 ≈ 1.39. It falls far below that during pre-training and stays
-# there: in 151 dimensions a posterior shaped by 20 data points fills a tiny part of the prior's
-# volume, so the two are almost separable. Logistic regression on separable classes has no
-# finite optimum, so T keeps growing and E_q[T] overstates the KL by an amount that depends on
-# how long T has trained; what the generator uses is T's *gradient*, which points from where q
-# is towards where the prior has mass. This is the weak spot of the adversarial estimator and the
-# reason the authors later moved to nearest-neighbour KL (`kl="nn"`).
+# method's band follows it there is what the numbers after the figure measure.
+#
+# The last panel is the discriminator's logistic loss on a batch of q samples against a batch
+# of prior samples; at chance (a classifier that cannot tell q from p) it is 2 log 2 ≈ 1.39.
+# During pre-training (left of the orange line) the generator is frozen at its initial, narrow
+# q, which fills a tiny corner of the prior's volume in 151 dimensions: the two are almost
+# separable and the loss falls close to 0. Once the generator trains, the KL term pulls q out
+# towards the prior and the loss climbs back, to settle *below* chance: q stays
+# distinguishable from p, as a posterior shaped by 20 points should. What the generator uses
+# is T's *gradient*, which points from where q is towards where the prior has mass; the value
+# E_q[T] is only as good as T's fit to a target that moves every step. The default
+# `"coordinate"` discriminator also sees one weight at a time (one logit per weight, summed), so
+# it estimates the KL between *marginals*, Σ_j KL(q_j‖p_j), a lower bound that leaves
+# correlations between weights unpenalized. This dependence on a classifier is the weak spot of
+# the adversarial estimator and the reason the authors later moved to nearest-neighbour KL
+# (`kl="nn"`).
 
 # %%
 xs = data.test.x[:, 0]
@@ -243,12 +256,14 @@ fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
 ref_mean, ref_std = preds["NUTS"].f.mean(0) * y_scale, preds["NUTS"].f.std(0) * y_scale
 for ax, (name, pred) in zip(axes, preds.items(), strict=False):
     mean, std = pred.f.mean(0) * y_scale, pred.f.std(0) * y_scale
-    ax.fill_between(xs, ref_mean - 2 * ref_std, ref_mean + 2 * ref_std, color="0.8",
-                    label="NUTS ±2σ")
+    if name != "NUTS":
+        ax.fill_between(xs, ref_mean - 2 * ref_std, ref_mean + 2 * ref_std, color="0.8",
+                        label="NUTS ±2σ")
     ax.fill_between(xs, mean - 2 * std, mean + 2 * std, alpha=0.35, label=f"{name} ±2σ")
-    ax.plot(xs, mean)
+    ax.plot(xs, mean, label=f"{name} mean")
     ax.plot(xs, data.info["true_function"][:, 0], "k--", lw=0.8, label="x³")
-    ax.scatter(data.train.x[:, 0], data.train.y[:, 0], s=10, color="k", zorder=3)
+    ax.scatter(data.train.x[:, 0], data.train.y[:, 0], s=10, color="k", zorder=3,
+               label="training data")
     ax.set(title=name, ylim=(-160, 160), xlabel="x", ylabel="f(x)")
     ax.legend(fontsize=7, loc="upper left")
 axes[3].plot(disc_losses, lw=0.6, label="logistic loss")
@@ -260,29 +275,40 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: mean and ±2σ band of f(x) for Bayes by Hypernet, mean field and NUTS (grey: NUTS's
-# band behind each), with the data and the true x³; right, the discriminator's training loss.*
+# *Figure 2. Mean and ±2σ band of f(x) for Bayes by Hypernet, mean field and NUTS (grey:
+# NUTS's band behind the other two), with the 20 training points and the true x³ (dashed);
+# right, the discriminator's logistic loss at every update, pre-training included.*
 
 # %% [markdown]
 # `compare` puts numbers on the pictures: the ratio of each method's predictive standard
-# deviation to NUTS's inside and outside the data range (1 is right, below 1 overconfident) and
-# the W₁ distance between the predictive distributions of f(x).
+# deviation to NUTS's inside and outside the data range (1 is right, below 1 overconfident,
+# above 1 underconfident), the W₁ distance between the predictive distributions of f(x) and the
+# distance between the predictive means (0 is right for both), averaged over the grid.
+#
+# **What to look for:** in the full settings neither guide is overconfident here: both bands
+# are about 2.5 times as wide as NUTS's inside the data, and Bayes by Hypernet's is several
+# times too wide outside it (its band fans out on the left of the figure). Mean field ends up
+# closer to NUTS on both distances.
 
 # %%
-pd.DataFrame({name: {k: v for k, v in hb.inference.compare(
-    preds[name], preds["NUTS"], grid, (-1.0, 1.0)).items() if isinstance(v, float)}
-    for name in ("Bayes by Hypernet", "mean field")}).T.round(3)
+columns = {"std_ratio_in_data": "std ratio, in data", "std_ratio_out_of_data":
+           "std ratio, out of data", "predictive_distance": "W₁ to NUTS",
+           "mean_abs_error_of_mean": "|mean − NUTS mean|"}
+pd.DataFrame({name: hb.inference.compare(preds[name], preds["NUTS"], grid, (-1.0, 1.0))
+              for name in ("Bayes by Hypernet", "mean field")}).T[list(columns)].rename(
+    columns=columns).round(3)
 
 # %% [markdown]
-# (`compare` works on the standardized outputs the nets were fitted on.) With the small settings
-# of `HYPERBAYES_QUICK` nothing here has converged, NUTS included, so read the numbers as a
+# (`compare` works on the standardized outputs the nets were fitted on.) In quick mode
+# (`HYPERBAYES_QUICK=1`) nothing here has converged, NUTS included, so read those numbers as a
 # demonstration of the workflow rather than a verdict. Two structural differences hold at any
 # length: mean field's factorized Gaussian cannot represent correlations between weights, while
 # the generator's samples can be correlated in any way G can express; and the generator's
 # spread is set by an estimated KL, so its calibration is only as good as the estimator
-# (section 1). `hyperbayes run bbh-toy` runs the full comparison (the paper's 1-100-1 net,
-# 1σ/2σ/3σ bands, the nearest-neighbour variant and more baselines); `kl="nn"` or
-# `kl="entropy"` in `hb.methods.build("bbh", ...)` swap the estimator.
+# (section 1) and the discriminator's fit (the last panel above). `hyperbayes run bbh-toy`
+# runs the full comparison (the paper's 1-100-1 net, 1σ/2σ/3σ bands, the nearest-neighbour
+# variant and more baselines); `kl="nn"` or `kl="entropy"` in `hb.methods.build("bbh", ...)`
+# swap the estimator.
 #
 # ## 3. Diversity: λ·E[−log p] − Ĥ on a 2-D toy
 # Deutsch (2018) trains a weight generator on λ·(loss) − Ĥ: the data term pulls every sample
@@ -296,8 +322,12 @@ pd.DataFrame({name: {k: v for k, v in hb.inference.compare(
 # the entropy is estimated with `dim=1`. We start every run from the same curve (first layer and
 # output scaled up so that it spans part of the ring) and train with 128 samples per step.
 #
-# **What to look for:** without the entropy term the curve collapses towards one mode; with it
-# the samples spread over several modes, and a larger λ pulls them tighter onto the modes.
+# **What to look for** in the figure: without the entropy term the curve collapses towards one
+# mode; with it the samples spread over several modes, and a larger λ pulls them tighter onto
+# the modes. The table under it counts, per run, the modes that hold more than 20 of the 2,000
+# points within 3 standard deviations, the data term E[−log p(w)] (lower: closer to the modes)
+# and the entropy estimate Ĥ (higher: more spread): as λ grows both the data term and Ĥ fall,
+# and without the entropy term Ĥ drops far below the start's.
 
 # %%
 gmm = hb.datasets.load("gmm2d", seed=0)
@@ -349,10 +379,10 @@ for ax, (name, net) in zip(axes, runs.items(), strict=True):
     nll = -gmm2d_log_density(w, means, std).mean().item()
     ax.contourf(gx, gy, density, levels=20, cmap="Blues")
     ax.scatter(w[:, 0], w[:, 1], c=z[:, 0], cmap="autumn", s=2)
-    ax.set(title=name, xlim=(-3.2, 3.2), ylim=(-3.2, 3.2), aspect="equal", xlabel="w₁")
+    ax.set(title=name, xlim=(-3.2, 3.2), ylim=(-3.2, 3.2), aspect="equal", xlabel="w₁",
+           ylabel="w₂")
     summary[name] = {"modes reached (of 6)": modes, "mean −log p(w)": nll,
                      "entropy estimate Ĥ (dim = 1)": entropy_kl(w, dim=1).item()}
-axes[0].set_ylabel("w₂")
 handles = [plt.Line2D([], [], ls="", marker="s", color=plt.cm.Blues(0.7), label="density p(w)"),
            plt.Line2D([], [], ls="", marker="o", color=plt.cm.autumn(0.5),
                       label="generated w (colour: z)")]
@@ -362,7 +392,7 @@ plt.show()
 pd.DataFrame(summary).T.round(2)
 
 # %% [markdown]
-# *Figure: the six-mode density (blue) and 2,000 generated points per run (colour runs along
+# *Figure 3. The six-mode density (blue) and 2,000 generated points per run (colour runs along
 # z), from the shared start to each trained λ and the run without the entropy term.*
 #
 # Without the entropy term nothing keeps the samples apart: the curve
