@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             experiment = EXPERIMENTS[args.experiment]
-            out = common.output_dir(args.out or Path("results") / args.experiment)
+            out = args.out or Path("results") / args.experiment  # checked by the experiment
             kwargs = {"quick": args.quick, "device": args.device, "seed": args.seed, "out": out}
             if args.methods:
                 kwargs["methods_to_run"] = args.methods

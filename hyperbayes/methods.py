@@ -159,7 +159,7 @@ def _derive(base: Method, name: str, summary: str, options: dict, prior: Callabl
     # a variant that replaces the prior does so in every family, recipe or not
     for key in {*base.recipes, *(recipes or {}), *(FAMILIES if prior is not None else ())}:
         own = (recipes or {}).get(key)
-        inherited = base.recipes.get(key) or base.recipes.get(key.split("/", 1)[0]) or Recipe()
+        inherited = base.recipe(key)
         recipe = own if own is not None else replace(
             inherited, options={**inherited.options, **options})
         if prior is not None:

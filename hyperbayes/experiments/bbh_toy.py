@@ -25,7 +25,6 @@ is a registered name set up by its ``"regression"`` recipe (:mod:`hyperbayes.met
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import datasets, methods
@@ -40,8 +39,7 @@ from .common import (
     write_metrics,
     write_text,
 )
-from .toy_regression import Settings as ToySettings
-from .toy_regression import ToyStudy, study
+from .toy_regression import ToyStudy, WideSettings, study
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "HIDDEN"]
 
@@ -49,14 +47,8 @@ __all__ = ["run", "Settings", "DEFAULT_METHODS", "HIDDEN"]
 # hyperbayes.methods) beside the baselines
 DEFAULT_METHODS = ("nuts", "bbh_adversarial", "bbh_paper", "bbh_entropy", "bbh_nn", "mcdropout",
                    "meanfield", "mle")
-HIDDEN = 100  # the paper's 1-100-1 net
-
-
-@dataclass(frozen=True)
-class Settings(ToySettings):
-    """The toy study's settings on the paper's 1-100-1 net."""
-
-    hidden: int = HIDDEN
+Settings = WideSettings  # the paper's 1-100-1 net
+HIDDEN = Settings.hidden
 
 
 @experiment

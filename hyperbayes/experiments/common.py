@@ -90,14 +90,18 @@ def single_method(experiment_name: str, methods_to_run, method: str = "diversity
                          f"used (got {list(methods_to_run)})")
 
 
+def _union_members(hint) -> tuple:
+    """The members of a union type hint (``X | None``), or ``(hint,)`` for any other."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
 def settings_class(run) -> type | None:
     """The settings dataclass an experiment's ``run`` takes (its ``settings`` parameter's
     type), or None for one that takes none."""
-    hints = typing.get_type_hints(inspect.unwrap(run))
-    hint = hints.get("settings")
-    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
-        typing.get_origin(hint) is typing.Union else (hint,)
-    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+    hint = typing.get_type_hints(inspect.unwrap(run)).get("settings")
+    return next((c for c in _union_members(hint) if dataclasses.is_dataclass(c)), None)
 
 
 def parse_value(text: str):
@@ -112,9 +116,7 @@ def parse_value(text: str):
 def _coerce(name: str, value, hint):
     """``value`` as the field's type ``hint`` (an int where a float is wanted becomes a
     float, a list a tuple); a value of another type raises ValueError naming the field."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
-        typing.get_origin(hint) is typing.Union else (hint,)
-    for option in options:
+    for option in _union_members(hint):
         origin = typing.get_origin(option) or option
         if value is None and option is type(None):
             return None
@@ -316,7 +318,8 @@ def train_method(name: str, family: str, net, prior, likelihood, train, *, epoch
     ``checkpoint`` (a file) saved as often (or every ``checkpoint_every`` steps) and resumed,
     or reused when finished. ``overrides``
     are build options over the recipe's; ``built`` is an already built
-    ``(model, guide, loss, fit_options)`` to train instead (a warm start).
+    ``(model, guide, loss, fit_options)`` to train instead (``net``, ``prior``, ``likelihood``,
+    ``lr`` and ``overrides`` are then unused).
     """
     from .. import methods
     from ..inference import fit, set_seed

@@ -17,7 +17,6 @@ Figures:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,19 +34,14 @@ from .common import (
     write_metrics,
     write_text,
 )
-from .toy_regression import Settings as ToySettings
-from .toy_regression import band_axes, study
+from .toy_regression import WideSettings, band_axes, study
 
 __all__ = ["run", "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("nuts", "metaprior", "metaprior_implicit", "meanfield")
 
 
-@dataclass(frozen=True)
-class Settings(ToySettings):
-    """The toy study's settings on the paper's 1-100-1 net."""
-
-    hidden: int = 100
+Settings = WideSettings  # the paper's 1-100-1 net
 
 
 DRAWS = 30          # functions per panel of the function-draw figure

@@ -40,7 +40,8 @@ from .common import (
     write_text,
 )
 
-__all__ = ["run", "study", "band_axes", "ToyStudy", "Settings", "DEFAULT_METHODS"]
+__all__ = ["run", "study", "band_axes", "ToyStudy", "Settings", "WideSettings",
+           "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("map", "meanfield", "mcdropout", "nuts")
 
@@ -64,6 +65,14 @@ class Settings:
         """Small settings."""
         return cls(vi_steps=1000, pred_samples=300, nuts_chains=2, nuts_warmup=100,
                    nuts_samples=100, nuts_max_tree_depth=5)
+
+
+@dataclass(frozen=True)
+class WideSettings(Settings):
+    """The toy study's settings on the 1-100-1 net of the Bayes-by-Hypernet and MetaPrior
+    papers' toys."""
+
+    hidden: int = 100
 
 
 @dataclass

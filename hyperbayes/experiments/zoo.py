@@ -202,18 +202,17 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
     if net is not None and not tag:
         raise ValueError("a net other than the zoo's MLP needs a tag naming it (its "
                          "checkpoints must not be taken for the MLP's)")
-    built = None
     if warm_start is not None:
         if warm_start.name != name:
             raise ValueError(f"warm start from {warm_start.name!r} for method {name!r}")
         built = (warm_start.model, warm_start.guide, warm_start.loss, warm_start.fit_options)
+    else:
+        built = build(name, settings, train_split, seed=seed, num_classes=num_classes, net=net)
     path = None
     if checkpoint_dir is not None:
         path = Path(checkpoint_dir) / checkpoint_name(name, settings, seed, train_split, tag)
-    sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
     fitted = common.train_method(
-        name, "classification", sizes if net is None else net, priors.Normal(1.0),
-        Categorical(), train_split,
+        name, "classification", None, None, None, train_split,
         epochs=settings.epochs if epochs is None else epochs, batch_size=settings.batch_size,
         lr=settings.lr, seed=seed, device=device, lr_schedule=settings.lr_schedule,
         clip_norm=settings.clip_norm, val=val, validations=settings.validations,

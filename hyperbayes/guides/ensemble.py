@@ -95,8 +95,3 @@ class EnsembleLoss:
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """Σ_k [−log p(y | ŵ_k) − log p(ŵ_k)] (the ELBO's particle mean times K)."""
         return self._elbo.differentiable_loss(model, guide, *args, **kwargs) * self.num_particles
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """The loss as a float (no gradient)."""
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))

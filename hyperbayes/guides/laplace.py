@@ -86,9 +86,8 @@ def _as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Module:
 def _normal_precision(prior: dist.Distribution, shape) -> torch.Tensor:
     """1/σ² per element of a (wrapped) zero-mean Normal prior; ValueError for another prior."""
     base = prior
-    while isinstance(base, dist.Independent | torch.distributions.Independent) or hasattr(
-            base, "base_dist") and not isinstance(base, dist.Normal):
-        base = base.base_dist
+    while not isinstance(base, torch.distributions.Normal) and hasattr(base, "base_dist"):
+        base = base.base_dist  # through Independent / expanded wrappers
     if not isinstance(base, torch.distributions.Normal):
         raise ValueError(f"prior_precision='model' needs Normal priors on the weights, got "
                          f"{type(prior).__name__}; give a number or 'marglik'")
@@ -179,12 +178,8 @@ class LaplaceGuide(PointThenPosterior):
             order = [(f"{last}.{n}", p.numel())
                      for n, p in la.model.last_layer.named_parameters()]
         covered = [n for n, _ in order if n in names]
-        slices, start = {}, 0
-        for name, size in order:
-            slices[name] = (start, size)
-            start += size
-        keep = torch.cat([torch.arange(slices[n][0], slices[n][0] + slices[n][1])
-                          for n in covered]).to(device)
+        keep = torch.cat([torch.full((size,), n in names) for n, size in order]).nonzero()[:, 0]
+        keep = keep.to(device)
         posterior = {"covered": covered, "keep": keep, "mean": la.mean.detach().clone()}
         if self.hessian == "full":
             posterior["scale_tril"] = la.posterior_scale.detach().clone()
