@@ -19,6 +19,9 @@ DOCUMENTS = [README, ROOT / "docs" / "getting-started.md"]
 
 #: sizes cut to keep the test fast: keyword → largest value kept
 SMALL = {"steps": 40, "num_samples": 30, "warmup": 30, "epochs": 1}
+#: NUTS's tree depth in these runs: 30 warm-up draws cannot adapt the step size, and at the
+#: default depth (10) each draw can take a thousand leapfrog steps
+SMALL_TREE_DEPTH = 4
 
 
 def _blocks(text: str) -> list[str]:
@@ -51,6 +54,9 @@ def test_readme_methods_table_names_registered_methods():
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
 def test_every_python_block_runs(document, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    nuts = hb.inference.nuts
+    monkeypatch.setattr(hb.inference, "nuts", lambda *args, **kwargs: nuts(
+        *args, **{"max_tree_depth": SMALL_TREE_DEPTH} | kwargs))
     matplotlib.use("Agg")
     namespace: dict = {"__name__": "readme"}
     for i, block in enumerate(_blocks(document.read_text())):

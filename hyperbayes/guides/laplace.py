@@ -43,6 +43,30 @@ class _Activation(torch.nn.Module):
         return self.fn(h)
 
 
+#: activations torch has as modules, which laplace-torch's BackPack backend can differentiate
+_TORCH_ACTIVATIONS = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh,
+                      "sigmoid": torch.nn.Sigmoid, "elu": torch.nn.ELU,
+                      "leaky_relu": lambda: torch.nn.LeakyReLU(0.1)}
+#: modules BackPack's diagonal GGN extension supports
+_BACKPACK_MODULES = (torch.nn.Sequential, torch.nn.Linear, torch.nn.Flatten, torch.nn.Identity,
+                     torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.ELU,
+                     torch.nn.LeakyReLU)
+
+
+def _backend_options(module: torch.nn.Module, hessian: str) -> dict:
+    """laplace-torch's curvature backend for this module: for a diagonal Hessian of a net built
+    only from layers BackPack supports, BackPack's exact diagonal GGN (one extended backward
+    pass per batch, where the default backend builds per-example Jacobians); otherwise
+    laplace-torch's default."""
+    if hessian != "diag" or not all(isinstance(m, _BACKPACK_MODULES) for m in module.modules()):
+        return {}
+    try:
+        from laplace.curvature import BackPackGGN
+    except ImportError:  # pragma: no cover - backpack-for-pytorch is installed with it
+        return {}
+    return {"backend": BackPackGGN}
+
+
 def mlp_as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Sequential:
     """The library's :class:`~hyperbayes.models.MLP` with weights ``values`` as a plain
     ``nn.Sequential`` of ``nn.Linear`` layers (what laplace-torch's curvature backends read),
@@ -61,7 +85,8 @@ def mlp_as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Sequential:
                 linear.bias.copy_(values[f"fc{i}.bias"])
         layers[f"fc{i}"] = linear
         if i < len(sizes) - 2:
-            layers[f"act{i}"] = _Activation(net.activation)
+            standard = _TORCH_ACTIVATIONS.get(net.activation)
+            layers[f"act{i}"] = standard() if standard else _Activation(net.activation)
     return torch.nn.Sequential(OrderedDict(layers))
 
 
@@ -157,7 +182,8 @@ class LaplaceGuide(PointThenPosterior):
             by_name = {s.name: s for s in self.sites}
             precision = torch.cat([_normal_precision(by_name[n].prior, by_name[n].shape)
                                    for n, _ in module.named_parameters()]).to(device)
-        options = {"sigma_noise": noise} if noise is not None else {}
+        options = ({"sigma_noise": noise} if noise is not None else {}) | _backend_options(
+            module, self.hessian)
         target = y if kind == "regression" else y.long()
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, target),
                                              batch_size=min(batch_size, len(x)))
