@@ -10,6 +10,7 @@ from pathlib import Path
 from . import datasets, methods
 from .experiments import EXPERIMENTS, common
 from .experiments import suite as suite_module
+from .inference import distributed
 
 __all__ = ["main", "build_parser"]
 
@@ -136,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs["methods_to_run"] = args.methods
             kwargs.update(_run_overrides(args, experiment))
             result = experiment(**kwargs)
-            print(f"{args.experiment}: wrote {result.out_dir / 'metrics.json'}, "
-                  f"{result.out_dir / 'report.md'} and {len(result.figures)} figure(s) in "
-                  f"{result.wall_time_s:.0f} s")
+            if distributed.is_main():  # under torchrun, rank 0 wrote the results
+                print(f"{args.experiment}: wrote {result.out_dir / 'metrics.json'}, "
+                      f"{result.out_dir / 'report.md'} and {len(result.figures)} figure(s) in "
+                      f"{result.wall_time_s:.0f} s")
         elif args.command == "suite" and args.gather:
             result = suite_module.gather(args.out, args.tasks)
             print(f"suite: gathered {', '.join(result.metrics['suite'])} into "

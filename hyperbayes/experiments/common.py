@@ -67,18 +67,24 @@ def output_dir(out: str | Path, create: bool = True) -> Path:
 def experiment(run):
     """Decorate an experiment's ``run`` function: its output folder (``out``) and ``device`` are
     checked before any work, so a bad ``--out`` or an absent GPU fails at once, not after the
-    run."""
+    run. Under ``torchrun`` every process runs the experiment (each ``fit`` is data-parallel)
+    and rank 0 alone writes into ``out``; the others write into a temporary folder that is
+    removed afterwards."""
     signature = inspect.signature(run)
 
     @functools.wraps(run)
     def checked(*args, **kwargs):
         bound = signature.bind_partial(*args, **kwargs)
-        from ..inference import resolve_device
+        from ..inference import distributed, resolve_device
 
         resolve_device(bound.arguments.get("device", signature.parameters["device"].default))
         output_dir(bound.arguments.get("out", signature.parameters["out"].default),
                    create=False)
-        return run(*args, **kwargs)
+        if distributed.is_main():
+            return run(*args, **kwargs)
+        with tempfile.TemporaryDirectory(prefix=f"hyperbayes-rank{distributed.rank()}-") as tmp:
+            bound.arguments["out"] = tmp
+            return run(*bound.args, **bound.kwargs)
 
     return checked
 

@@ -16,7 +16,9 @@ import torch
 from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
+from ..models import noise
 from . import checkpoint as ckpt
+from . import distributed as dp
 from . import trust
 from .checks import check_count, check_data, check_positive
 from .device import resolve_device, set_seed
@@ -228,7 +230,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool | str = True, device="auto",
         seed: int | None = 0, progress: bool | None = None, callback=None, kl_schedule=None,
-        validate: bool = True, warn: bool | str = True) -> FitResult:
+        validate: bool = True, warn: bool | str = True,
+        distributed: bool | str = "auto") -> FitResult:
     """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
 
     Args:
@@ -275,6 +278,17 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             :class:`~hyperbayes.inference.trust.PosteriorWarning` and a line in
             ``FitResult.warnings`` (``"record"``: the line only; False: no checks). A loss that
             becomes NaN or inf stops training with a FloatingPointError.
+        distributed: data parallelism over ``torch.distributed`` (``"auto"``: when the process
+            was launched by ``torchrun`` with more than one process; True: always; False:
+            never). Every process passes the same data and settings; each minibatch of
+            ``batch_size`` (global) examples is split into one contiguous shard per process,
+            the gradients are summed in one all-reduce per step, and every process takes the
+            same step one process would take on the whole minibatch: global draws (weights,
+            codes) come from one random stream shared by all ranks, per-example draws (local
+            reparameterization, MC dropout) are drawn for the whole minibatch and sliced
+            (:mod:`hyperbayes.models.noise`). Rank 0 alone writes checkpoints, shows progress
+            and warns; a checkpoint resumes with any number of processes. See
+            :mod:`hyperbayes.inference.distributed`.
 
     Returns:
         A :class:`FitResult`. The model and guide are trained in place.
@@ -309,6 +323,13 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
 
     set_seed(seed)
     device = resolve_device(device)
+    if distributed not in (True, False, "auto"):
+        raise ValueError(f"distributed must be True, False or 'auto', got {distributed!r}")
+    group = None
+    if distributed is True or (distributed == "auto" and dp.launched()):
+        device = dp.local_device(device)
+        group = dp.setup(device)
+        _check_data_parallel(model, n, batch_size, group.world_size)
     model.to(device)
     guide.to(device)
     x, y = x.to(device), y.to(device)
@@ -326,6 +347,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     params = [p for p in list(model.parameters()) + list(guide.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("neither the model nor the guide has trainable parameters")
+    if group is not None:
+        dp.check_same(ckpt.fingerprint(x.cpu(), y.cpu()), "training data", device)
+        dp.broadcast_state([model, guide], device)
     groups = _param_groups(model, guide, lr, lr_multipliers or {})
     if optimizer == "adam":
         optim = make_adam(groups, lr)
@@ -383,6 +407,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         earlier_wall_time = float(state.get("wall_time_s", 0.0))
 
     def save_checkpoint(step):
+        if group is not None and group.rank != 0:
+            return  # rank 0 writes: every rank holds the same state
         ckpt.save(checkpoint, {
             "model": model.state_dict(), "guide": guide.state_dict(),
             "optimizer": optim.state_dict(),
@@ -415,8 +441,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             spread_before = trust.guide_spread(model, guide, _spread_draws(model))
         except (RuntimeError, ValueError, KeyError, TypeError, NotImplementedError):
             spread_before = None  # a guide that cannot be sampled before its first step
-    bar = tqdm(total=total_steps, initial=first_step, disable=(None if progress is None
-                                                               else not progress),
+    other_rank = group is not None and group.rank != 0  # progress from rank 0 only
+    bar = tqdm(total=total_steps, initial=first_step,
+               disable=True if other_rank else None if progress is None else not progress,
                desc="fit", leave=False, dynamic_ncols=True)
     model.train()
     guide.train()
@@ -427,15 +454,19 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
                 perm, position = torch.randperm(n, generator=order).to(device), 0
             idx = perm[position:position + batch_size]
             position += batch_size
-            xb, yb = (x, y) if batch_size == n else (x[idx], y[idx])
             optim.zero_grad(set_to_none=True)
             if kl_weight_at is not None:
                 loss.kl_weight = float(kl_weight_at(step - 1))
             # Pyro's argument/support validation on the first step only: it catches shape and
             # support mistakes, and costs a full pass over every weight tensor on each step.
             with pyro.validation_enabled(validate and step == first_step + 1):
-                value = loss.differentiable_loss(model, guide, xb, yb, n)
-            value.backward()
+                if group is None:
+                    xb, yb = (x, y) if batch_size == n else (x[idx], y[idx])
+                    value = loss.differentiable_loss(model, guide, xb, yb, n)
+                    value.backward()
+                else:
+                    value = _data_parallel_step(loss, model, guide, x, y, idx, n, group,
+                                                params)
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_norm)
             optim.step()
@@ -491,11 +522,40 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             problems.append(trust.spread_collapse_problem(
                 spread_before, trust.guide_spread(model, guide, _spread_draws(model))))
         result.warnings = [p for p in problems if p]
-        if warn != "record":
+        if warn != "record" and (group is None or group.rank == 0):
             trust.emit(result.warnings)
     result.wall_time_s = time.perf_counter() - start_time
     result.total_wall_time_s = earlier_wall_time + result.wall_time_s
     return result
+
+
+def _check_data_parallel(model, n: int, batch_size: int, world: int) -> None:
+    """Refuse, before any work, what data parallelism cannot split evenly or exactly."""
+    if batch_size < world:
+        raise ValueError(f"batch_size={batch_size} is smaller than the {world} processes: each "
+                         "process needs at least one example of every minibatch")
+    last = n % batch_size
+    if 0 < last < world:
+        raise ValueError(f"the last minibatch of each epoch has {last} examples ({n} % "
+                         f"batch_size {batch_size}), fewer than the {world} processes: choose a "
+                         "batch_size that divides the data or leaves at least one example each")
+    if getattr(model, "noise_groups", 1) > 1:
+        raise ValueError("noise_groups > 1 groups the examples of a minibatch, which data "
+                         "parallelism splits: train it in one process")
+
+
+def _data_parallel_step(loss, model, guide, x, y, idx, n: int, group, params) -> torch.Tensor:
+    """One step's loss and gradients on this rank's shard of minibatch ``idx``, summed over the
+    ranks: rank r's loss KL + (N/b_r)·ℓ_r weighted by b_r/B adds up to KL + (N/B)·Σ ℓ_r, the
+    loss of the whole minibatch (the KL once, as the same draws are made on every rank)."""
+    batch = len(idx)
+    start, stop = dp.shard_bounds(batch, group.rank, group.world_size)
+    local = idx[start:stop]
+    with noise.shard(batch, start, stop):
+        value = loss.differentiable_loss(model, guide, x[local], y[local], n)
+    weighted = value * ((stop - start) / batch)
+    weighted.backward()
+    return dp.all_reduce_step(params, weighted)
 
 
 def _spread_draws(model) -> int:

@@ -45,6 +45,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .nets import Net, ParamSpec, gaussian_weights
+from .noise import dropout_mask, normal_noise
 
 __all__ = ["TorchNet", "ROLES"]
 
@@ -410,11 +411,11 @@ def _linear_forward(layer: nn.Linear, scale, drop: bool, p: float):
     def forward(h):
         layer._hb_called = True
         if drop:
-            h = F.dropout(h, p, training=True)
+            h = h * dropout_mask(h, p)
         if scale is None:
             return F.linear(h, layer.weight, layer.bias)
         mean = F.linear(h, layer.weight, layer.bias)
         var = F.linear(h * h, scale * scale)
-        return mean + var.clamp_min(1e-16).sqrt() * torch.randn_like(mean)
+        return mean + var.clamp_min(1e-16).sqrt() * normal_noise(mean)
 
     return forward

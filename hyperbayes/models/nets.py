@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .noise import dropout_mask, normal_noise
+
 __all__ = ["ParamSpec", "Net", "MLP", "CNN", "ACTIVATIONS", "gaussian_weights",
            "local_reparameterization"]
 
@@ -245,7 +247,7 @@ class Net:
             return h
         if num_samples and h.dim() == 2:
             h = h.expand(num_samples, *h.shape)
-        return F.dropout(h, self.dropout, training=True)
+        return h * dropout_mask(h, self.dropout)
 
 
 def _layer_specs(prefix, layer, out_shape, fan_in, weight_norm, bias=True):
@@ -343,7 +345,7 @@ def _linear(h: torch.Tensor, params, prefix: str, num_samples: int) -> torch.Ten
         loc, scale = gaussian
         mean = torch.matmul(h, loc.transpose(-1, -2))
         var = torch.matmul(h * h, (scale * scale).transpose(-1, -2))
-        out = mean + var.clamp_min(1e-16).sqrt() * torch.randn_like(mean)
+        out = mean + var.clamp_min(1e-16).sqrt() * normal_noise(mean)
     elif w.dim() == 2 and mult is None and (b is None or b.dim() == 1):
         return F.linear(h, w, b)  # shared weights and bias: one fused addmm
     else:

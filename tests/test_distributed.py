@@ -1,0 +1,99 @@
+"""Data-parallel SVI: two gloo processes take the same steps as one process on the whole
+minibatches, and a checkpoint written by two resumes in one."""
+
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+import hyperbayes as hb
+from hyperbayes.inference import distributed as dp
+from hyperbayes.models import Gaussian, noise, priors
+
+#: the methods the data-parallel test trains: a mean field with local reparameterization
+#: (per-example noise), the scales flow and the MetaPrior (global codes)
+METHODS = {"meanfield": {"local_reparameterization": True}, "flow": {}, "metaprior": {}}
+SIZES, N, BATCH = [2, 8, 1], 44, 16  # 44 = 2 × 16 + 12: a short last minibatch each epoch
+
+
+def _data():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(N, 2, generator=generator)
+    y = x.sum(1, keepdim=True) ** 2 / 4 + 0.1 * torch.randn(N, 1, generator=generator)
+    return x, y
+
+
+def _train(name: str, steps: int, checkpoint=None):
+    """Build ``name`` (seed 0) and fit it for ``steps`` on the toy data; its state."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model, guide, loss, _ = hb.methods.setup(name, "regression", SIZES, priors.Normal(1.0),
+                                             Gaussian(0.1), **METHODS[name])
+    result = hb.inference.fit(model, guide, _data(), steps=steps, batch_size=BATCH, lr=1e-2,
+                              loss=loss, seed=0, progress=False, warn=False, device="cpu",
+                              checkpoint=checkpoint)
+    return {"model": model.state_dict(), "guide": guide.state_dict(),
+            "losses": torch.tensor(result.losses)}
+
+
+def _worker(out: str, steps: int) -> None:
+    """One rank: train every method (rank 0 saves the states and a checkpoint of each)."""
+    states = {name: _train(name, steps, Path(out) / f"{name}.ckpt") for name in METHODS}
+    assert dp.world_size() == 2
+    if dp.is_main():
+        torch.save(states, Path(out) / "states.pt")
+
+
+def _assert_same(a: dict, b: dict, what: str) -> None:
+    for part in ("model", "guide"):
+        assert a[part].keys() == b[part].keys()
+        for key, value in a[part].items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                torch.testing.assert_close(value, b[part][key], rtol=1e-4, atol=1e-5,
+                                           msg=f"{what}: {part} {key}")
+    torch.testing.assert_close(a["losses"], b["losses"], rtol=1e-4, atol=1e-4)
+
+
+def test_two_processes_take_the_steps_of_one_and_resume_in_one(tmp_path):
+    dp.launch_local(_worker, 2, str(tmp_path), 4)
+    parallel = torch.load(tmp_path / "states.pt", weights_only=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in METHODS:
+            _assert_same(parallel[name], _train(name, 4), name)
+            # the 2-process checkpoint at step 4 continues in one process to step 8 as an
+            # uninterrupted one-process run does
+            resumed = _train(name, 8, tmp_path / f"{name}.ckpt")
+            _assert_same(resumed, _train(name, 8), f"{name} resumed")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_per_example_noise_is_the_same_in_shards():
+    like = torch.empty(3, 10, 4)
+    torch.manual_seed(0)
+    whole = noise.normal_noise(like), noise.dropout_mask(like, 0.5)
+    torch.manual_seed(0)
+    with noise.shard(10, 4, 7):
+        part = noise.normal_noise(like[:, 4:7]), noise.dropout_mask(like[:, 4:7], 0.5)
+    for full, piece in zip(whole, part, strict=True):
+        torch.testing.assert_close(full[:, 4:7], piece)
+    with pytest.raises(RuntimeError, match="rows in a shard"), noise.shard(10, 4, 7):
+        noise.normal_noise(like)
+
+
+def test_shards_cover_the_minibatch_and_bad_splits_are_refused():
+    bounds = [dp.shard_bounds(11, r, 3) for r in range(3)]
+    assert bounds == [(0, 3), (3, 7), (7, 11)]
+    model, guide, loss, _ = hb.methods.setup("map", "regression", SIZES, priors.Normal(1.0),
+                                             Gaussian(0.1))
+    with pytest.raises(ValueError, match="distributed must be"):
+        hb.inference.fit(model, guide, _data(), steps=1, distributed="yes")
+    from hyperbayes.inference.svi import _check_data_parallel
+
+    with pytest.raises(ValueError, match="smaller than the 4 processes"):
+        _check_data_parallel(model, N, 3, 4)
+    with pytest.raises(ValueError, match="last minibatch of each epoch has 1 examples"):
+        _check_data_parallel(model, 41, 8, 2)
