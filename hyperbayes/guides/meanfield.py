@@ -11,6 +11,7 @@ import torch
 
 from ..models.nets import gaussian_weights
 from ..sites import scalar_normal
+from ..tracing import tracing
 from .base import SiteGuide, param_key
 
 __all__ = ["MeanField", "normal_kl"]
@@ -35,13 +36,16 @@ class _NormalKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, loc, log_scale, scale, prior_loc, prior_scale):
-        centred = loc - prior_loc if prior_loc != 0 else loc
+        # prior_loc and prior_scale are numbers, or 0-dim tensors while a step is traced
+        centred = loc if isinstance(prior_loc, float) and prior_loc == 0 else loc - prior_loc
         flat_c, flat_s = centred.reshape(-1), scale.reshape(-1)
         n = flat_s.numel()
         inv_var = 1.0 / (prior_scale * prior_scale)
+        log_prior_scale = (math.log(prior_scale) if isinstance(prior_scale, float)
+                           else torch.log(prior_scale))
         ctx.save_for_backward(centred, scale)
         ctx.inv_var = inv_var
-        return (n * math.log(prior_scale) - log_scale.sum() - 0.5 * n
+        return (n * log_prior_scale - log_scale.sum() - 0.5 * n
                 + 0.5 * inv_var * (torch.dot(flat_s, flat_s) + torch.dot(flat_c, flat_c)))
 
     @staticmethod
@@ -54,8 +58,9 @@ class _NormalKL(torch.autograd.Function):
 
 def normal_kl(loc, log_scale, prior_loc: float, prior_scale: float) -> torch.Tensor:
     """Σ KL(N(loc, exp(log_scale)²) ‖ N(prior_loc, prior_scale²)) over all elements."""
-    return _NormalKL.apply(loc, log_scale, log_scale.detach().exp(), float(prior_loc),
-                           float(prior_scale))
+    if not tracing():  # numbers, read once; a traced step keeps them tensors
+        prior_loc, prior_scale = float(prior_loc), float(prior_scale)
+    return _NormalKL.apply(loc, log_scale, log_scale.detach().exp(), prior_loc, prior_scale)
 
 
 class MeanField(SiteGuide):

@@ -120,11 +120,12 @@ def broadcast_state(modules, device: torch.device) -> None:
         torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
-def all_reduce_step(params, value: torch.Tensor) -> torch.Tensor:
-    """Sum the gradients of ``params`` and the (weighted) loss ``value`` over all ranks in one
-    collective; returns the summed loss."""
+def all_reduce_step(params, value: torch.Tensor, weight: float) -> torch.Tensor:
+    """Sum ``weight`` × (the gradients of ``params``, the loss ``value``) over all ranks in one
+    collective, leaving the sums in ``.grad``; returns the summed loss."""
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads] + [value.detach().reshape(1)])
+    flat.mul_(weight)
     dist.all_reduce(flat)
     offset = 0
     for g in grads:

@@ -28,6 +28,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ..guides.contract import is_implicit
 from ..models.nets import local_reparameterization
 from ..sites import scalar_normal
+from ..tracing import tracing
 
 __all__ = ["ELBO", "log_prob_sum", "scalar_normal"]
 
@@ -43,7 +44,7 @@ def log_prob_sum(d, value: torch.Tensor) -> torch.Tensor:
     if normal is None:
         return d.log_prob(value).sum()
     loc, scale = normal
-    centred = (value - loc).reshape(-1) if bool(loc != 0) else value.reshape(-1)
+    centred = (value - loc).reshape(-1) if tracing() or bool(loc != 0) else value.reshape(-1)
     n = centred.numel()
     return (-0.5 * torch.dot(centred, centred) / (scale * scale) - n * torch.log(scale)
             - n * 0.5 * math.log(2 * math.pi))

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tracing import tracing
+
 __all__ = ["entropy_kl", "kl_nearest_neighbour", "log_unit_ball_volume",
            "DensityRatioDiscriminator"]
 
@@ -66,7 +68,7 @@ def _check_samples(samples: torch.Tensor, name: str, min_count: int,
     if samples.shape[0] < min_count:
         raise ValueError(f"{name} has {samples.shape[0]} samples; {count_reason} needs at least "
                          f"{min_count}")
-    if not torch.isfinite(samples).all():
+    if not tracing() and not torch.isfinite(samples).all():  # a traced step: checked eagerly
         bad = int((~torch.isfinite(samples)).any(dim=1).sum())
         raise ValueError(f"{name} contains NaN or inf values (in {bad} of {samples.shape[0]} "
                          f"samples)")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +233,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         checkpoint_every: int | None = None, resume: bool | str = True, device="auto",
         seed: int | None = 0, progress: bool | None = None, callback=None, kl_schedule=None,
         validate: bool = True, warn: bool | str = True,
-        distributed: bool | str = "auto") -> FitResult:
+        distributed: bool | str = "auto", compile: bool | str = "auto") -> FitResult:
     """Fit ``guide`` (and any parameters of ``model``) by stochastic variational inference.
 
     Args:
@@ -289,6 +291,15 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             (:mod:`hyperbayes.models.noise`). Rank 0 alone writes checkpoints, shows progress
             and warns; a checkpoint resumes with any number of processes. See
             :mod:`hyperbayes.inference.distributed`.
+        compile: run the step as one traced and compiled graph
+            (:class:`~hyperbayes.inference.compiled.CompiledStep`: the same loss, gradients and
+            random draws as the eager step, without Pyro's per-step Python). True: from the
+            second step; ``"auto"``: when the eager steps measured over the first
+            ``COMPILE_PROBE_STEPS`` leave more than ``COMPILE_AUTO_SECONDS`` of training, where
+            the minute of tracing and compiling pays; False: never. A loss that cannot be
+            compiled (a stateful loss such as the adversarial one, a ``kl_schedule``, a step
+            whose Python reads tensor values) runs eagerly: with True a
+            :class:`~hyperbayes.inference.compiled.CompileFallback` warning says why.
 
     Returns:
         A :class:`FitResult`. The model and guide are trained in place.
@@ -325,6 +336,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     device = resolve_device(device)
     if distributed not in (True, False, "auto"):
         raise ValueError(f"distributed must be True, False or 'auto', got {distributed!r}")
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     group = None
     if distributed is True or (distributed == "auto" and dp.launched()):
         device = dp.local_device(device)
@@ -448,6 +461,7 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     model.train()
     guide.train()
     step = first_step
+    stepper = _Stepper(loss, model, guide, compile, kl_schedule, total_steps, first_step, group)
     try:
         for step in range(first_step + 1, total_steps + 1):
             if position >= n:
@@ -462,11 +476,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             with pyro.validation_enabled(validate and step == first_step + 1):
                 if group is None:
                     xb, yb = (x, y) if batch_size == n else (x[idx], y[idx])
-                    value = loss.differentiable_loss(model, guide, xb, yb, n)
-                    value.backward()
+                    value = stepper(step, xb, yb, n)
                 else:
-                    value = _data_parallel_step(loss, model, guide, x, y, idx, n, group,
-                                                params)
+                    value = _data_parallel_step(stepper, step, x, y, idx, n, group, params)
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_norm)
             optim.step()
@@ -544,7 +556,7 @@ def _check_data_parallel(model, n: int, batch_size: int, world: int) -> None:
                          "parallelism splits: train it in one process")
 
 
-def _data_parallel_step(loss, model, guide, x, y, idx, n: int, group, params) -> torch.Tensor:
+def _data_parallel_step(stepper, step: int, x, y, idx, n: int, group, params) -> torch.Tensor:
     """One step's loss and gradients on this rank's shard of minibatch ``idx``, summed over the
     ranks: rank r's loss KL + (N/b_r)·ℓ_r weighted by b_r/B adds up to KL + (N/B)·Σ ℓ_r, the
     loss of the whole minibatch (the KL once, as the same draws are made on every rank)."""
@@ -552,10 +564,76 @@ def _data_parallel_step(loss, model, guide, x, y, idx, n: int, group, params) ->
     start, stop = dp.shard_bounds(batch, group.rank, group.world_size)
     local = idx[start:stop]
     with noise.shard(batch, start, stop):
-        value = loss.differentiable_loss(model, guide, x[local], y[local], n)
-    weighted = value * ((stop - start) / batch)
-    weighted.backward()
-    return dp.all_reduce_step(params, weighted)
+        value = stepper(step, x[local], y[local], n)
+    return dp.all_reduce_step(params, value, (stop - start) / batch)
+
+
+#: eager steps timed before ``compile="auto"`` decides (after the first, validated step)
+COMPILE_PROBE_STEPS = 10
+#: ``compile="auto"`` compiles when the remaining eager steps would take longer than this
+COMPILE_AUTO_SECONDS = 120.0
+
+
+class _Stepper:
+    """The loss and its gradients for one step: eagerly, or by a compiled graph once
+    ``compile`` says so (see :func:`fit`)."""
+
+    def __init__(self, loss, model, guide, compile, kl_schedule, total_steps: int,
+                 first_step: int, group):
+        from . import compiled
+
+        self.loss, self.model, self.guide = loss, model, guide
+        self.mode, self.total_steps, self.group = compile, total_steps, group
+        self.compiled = None
+        self.decide_at = None  # the step at which compile is switched on (or not)
+        self.times: list[float] = []
+        reason = compiled.unsupported_reason(loss, kl_schedule) if compile else None
+        if reason is not None:
+            if compile is True:
+                warnings.warn(f"compile=True: {reason}; running the eager step",
+                              compiled.CompileFallback, stacklevel=3)
+        elif compile is True:
+            self.decide_at = first_step + 2  # after the validated first step
+        elif compile == "auto":
+            self.decide_at = first_step + 2 + COMPILE_PROBE_STEPS
+
+    def _switch_on(self, step: int) -> bool:
+        if self.mode is True:
+            return True
+        remaining = (self.total_steps - step + 1) * statistics.median(self.times)
+        want = remaining > COMPILE_AUTO_SECONDS
+        if self.group is not None:  # every rank takes the same decision: rank 0's
+            flag = torch.tensor([float(want)])
+            torch.distributed.broadcast(flag, src=0)
+            want = bool(flag.item())
+        return want
+
+    def __call__(self, step: int, x, y, n) -> torch.Tensor:
+        if step == self.decide_at:
+            self.decide_at = None
+            if self._switch_on(step):
+                from .compiled import CompiledStep
+
+                self.compiled = CompiledStep(self.loss, self.model, self.guide)
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, y, n)
+            except Exception as err:  # noqa: BLE001 - any failure to trace or compile
+                from .compiled import CompileFallback
+
+                self.compiled = None
+                for p in list(self.model.parameters()) + list(self.guide.parameters()):
+                    p.grad = None
+                warnings.warn(f"the step could not be compiled ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:300]}); running it eagerly",
+                              CompileFallback, stacklevel=3)
+        timing = self.decide_at is not None and step > self.decide_at - COMPILE_PROBE_STEPS - 1
+        start = time.perf_counter() if timing else 0.0
+        value = self.loss.differentiable_loss(self.model, self.guide, x, y, n)
+        value.backward()
+        if timing:
+            self.times.append(time.perf_counter() - start)
+        return value
 
 
 def _spread_draws(model) -> int:

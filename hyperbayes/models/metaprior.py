@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
+from ..tracing import tracing
 from .nets import ACTIVATIONS, ParamSpec
 from .priors import Prior
 
@@ -67,7 +68,8 @@ def _tanh_of_sum(tanh_a, tanh_b, a, b):
     den = torch.addcmul(torch.ones((), dtype=tanh_a.dtype, device=tanh_a.device), tanh_a, tanh_b)
     hidden = (tanh_a + tanh_b).div_(den)
     # 1 + ta·tb ≥ 1 − max|ta|·max|tb|: check per pair only when that bound allows a small one
-    if bool(tanh_a.abs().amax() * tanh_b.abs().amax() > 0.99):
+    # (a traced step cannot branch on values: it always takes the checked path)
+    if tracing() or bool(tanh_a.abs().amax() * tanh_b.abs().amax() > 0.99):
         unsafe = den < 1e-2
         hidden = torch.where(unsafe, torch.tanh(a + b), hidden)
     return hidden
