@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import datasets, methods
-from .experiments import EXPERIMENTS, common
+from .experiments import EXPERIMENTS, common, jobs
 from .experiments import suite as suite_module
 from .inference import distributed
 
@@ -21,6 +21,17 @@ def _method_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("--methods needs at least one name")
     return names
+
+
+def _seed_list(text: str) -> list[int]:
+    """Comma-separated integer seeds."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--seeds needs integers, got {text!r}") from err
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    return seeds
 
 
 def _method_options(items: list[str]) -> dict:
@@ -91,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small settings (< 15 min on 2 cores)")
     suite.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     suite.add_argument("--seed", type=int, default=0)
+    suite.add_argument("--seeds", type=_seed_list, default=None,
+                       help="comma-separated seeds, run as jobs (implies --jobs)")
+    suite.add_argument("--jobs", action="store_true",
+                       help="run (method, seed) jobs, spread over the processes torchrun starts "
+                            "(torchrun --nproc_per_node K $(which hyperbayes) suite --jobs), "
+                            "then merge them into --out")
     suite.add_argument("--out", type=Path, default=Path("results/suite"), help="output folder")
     suite.add_argument("--gather", action="store_true",
                        help="train nothing: write results.md/json from the task folders "
@@ -145,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             result = suite_module.gather(args.out, args.tasks)
             print(f"suite: gathered {', '.join(result.metrics['suite'])} into "
                   f"{result.out_dir / 'results.md'}")
+        elif args.command == "suite" and (args.jobs or args.seeds):
+            result = jobs.run_jobs(args.tasks or suite_module.TASKS,
+                                   args.methods or methods.available(variants=False),
+                                   args.seeds or [args.seed], quick=args.quick,
+                                   device=args.device, out=args.out)
+            if result is not None:  # rank 0 merged the jobs
+                print(f"suite: merged the jobs into {result.out_dir / 'results.md'}")
         elif args.command == "suite":
             result = suite_module.run(args.tasks or suite_module.TASKS,
                                       methods_to_run=args.methods, quick=args.quick,

@@ -118,7 +118,9 @@ class CompiledStep:
     def __call__(self, x, y, dataset_size) -> torch.Tensor:
         from ..models.noise import current_shard
 
-        key = (tuple(x.shape), tuple(y.shape), x.device, int(dataset_size), current_shard())
+        key = (tuple(x.shape), tuple(y.shape), x.device, int(dataset_size), current_shard(),
+               self.pair.model.training, self.pair.guide.training,
+               getattr(self.pair._loss, "kl_weight", None))  # what the trace fixes
         run = self._graphs.get(key)
         if run is None:
             run = self._graphs[key] = self._trace(x, y, dataset_size)

@@ -4,15 +4,17 @@ and the one gradient all-reduce per step that makes K processes take the step on
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["Context", "setup", "rank", "world_size", "is_main", "launched", "shard_bounds",
-           "launch_local"]
+           "launch_local", "independent"]
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,26 @@ class Context:
     backend: str
 
 
+_INDEPENDENT: ContextVar[bool] = ContextVar("hyperbayes_independent_job", default=False)
+
+
+@contextlib.contextmanager
+def independent():
+    """Within this scope the process works alone (a job of :mod:`hyperbayes.experiments.jobs`):
+    ``fit`` does not split minibatches with the other processes, and this process writes its
+    own results as rank 0 would."""
+    token = _INDEPENDENT.set(True)
+    try:
+        yield
+    finally:
+        _INDEPENDENT.reset(token)
+
+
 def launched() -> bool:
     """True when this process was started by ``torchrun`` (or an equivalent launcher) with more
-    than one process, or a process group already exists."""
+    than one process, or a process group already exists (and not inside :func:`independent`)."""
+    if _INDEPENDENT.get():
+        return False
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() > 1
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -47,8 +66,9 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on the process that writes files, shows progress and warns (rank 0)."""
-    return rank() == 0
+    """True on the process that writes files, shows progress and warns (rank 0, or any
+    process inside :func:`independent`)."""
+    return _INDEPENDENT.get() or rank() == 0
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -1,0 +1,148 @@
+"""The suite's (method, seed) jobs spread over the processes ``torchrun`` starts, on one machine
+or many: each process takes the next job from a counter in the process group's store, every job
+writes its own folder, and rank 0 merges them into the task folders ``suite --gather`` reads.
+
+Why torchrun: it is already how hyperbayes trains data-parallel, needs no service or extra
+package (Ray and Dask each bring a cluster runtime), starts processes on N nodes with one
+command, and its c10d store gives an atomic counter, which is the whole scheduler: a job goes
+to whichever process is free, so long and short jobs balance themselves. The home-made part
+is only the mapping of (method, seed) jobs onto that counter and the merge of their tables.
+
+A job runs every task for one method and seed (``out/jobs/seed<k>/<task>/<method>/``); tasks
+of one method reuse its trained models through the seed's zoo folder, as in one process.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..inference import distributed
+from .common import ExperimentResult, write_json, write_text
+
+__all__ = ["Job", "plan", "run_jobs", "merge_task"]
+
+#: the store key of the next job's index
+_COUNTER = "hyperbayes/suite/next_job"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One method at one seed, over every task of the suite."""
+
+    method: str
+    seed: int
+
+
+def plan(methods, seeds) -> list[Job]:
+    """The jobs, every method for each seed (seed-major, so the first results are complete)."""
+    return [Job(m, int(s)) for s in seeds for m in methods]
+
+
+def _job_dir(out: Path, job: Job, task: str) -> Path:
+    return out / "jobs" / f"seed{job.seed}" / task / job.method
+
+
+def _run_job(job: Job, tasks, *, quick, device, out: Path, settings, progress) -> None:
+    """Every task for one (method, seed) into its own folders, training in this process."""
+    from . import EXPERIMENTS
+
+    rank = distributed.rank()
+    for task in tasks:
+        runner = EXPERIMENTS[task]
+        folder = _job_dir(out, job, task)
+        kwargs = {"quick": quick, "device": device, "seed": job.seed, "out": folder,
+                  "progress": progress, "methods_to_run": [job.method]}
+        if task in settings:
+            kwargs["settings"] = settings[task]
+        if "checkpoints" in inspect.signature(runner).parameters:
+            kwargs["checkpoints"] = out / "jobs" / f"seed{job.seed}" / "zoo"
+        start = time.perf_counter()
+        with distributed.independent():
+            runner(**kwargs)
+        write_json(folder / "job.json", {"method": job.method, "seed": job.seed, "task": task,
+                                         "rank": rank, "host": socket.gethostname(),
+                                         "wall_time_s": time.perf_counter() - start})
+
+
+def _is_paper_row(table: dict, row: dict) -> bool:
+    return str(row.get(table["columns"][0], "")).startswith("paper")
+
+
+def merge_task(folders: list[Path], out: Path) -> dict:
+    """One task's metrics.json in ``out`` from the metrics.json of its per-method job
+    ``folders`` (in method order): each table's method rows from every job, then the papers'
+    rows once; the per-method records side by side; wall times added."""
+    parts = [json.loads((f / "metrics.json").read_text()) for f in folders]
+    first = parts[0]
+    tables = []
+    for i, table in enumerate(first["tables"]):
+        rows = [row for part in parts for row in part["tables"][i]["rows"]
+                if not _is_paper_row(table, row)]
+        rows += [row for row in table["rows"] if _is_paper_row(table, row)]
+        tables.append({**table, "rows": rows})
+    merged = {key: value for key, value in first.items() if key not in ("tables", "methods")}
+    merged.update({
+        "tables": tables,
+        "methods": {k: v for part in parts for k, v in (part.get("methods") or {}).items()},
+        "wall_time_s": sum(float(p.get("wall_time_s", 0.0)) for p in parts),
+        "merged_from": [str(f) for f in folders],
+        "jobs": [json.loads((f / "job.json").read_text()) for f in folders
+                 if (f / "job.json").exists()]})
+    write_json(out / "metrics.json", merged)
+    from .suite import render_tables
+
+    links = "\n".join(f"- `{f}/report.md`" for f in folders)
+    write_text(out / "report.md", f"# {first.get('experiment', out.name)}: merged from "
+               f"{len(folders)} jobs\n\n{render_tables(tables)}\nEach job's report:\n\n"
+               f"{links}\n")
+    return merged
+
+
+def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
+             out: str | Path = "results/suite", settings: dict | None = None,
+             progress: bool | None = None) -> ExperimentResult | None:
+    """Run the suite as (method, seed) jobs over this process and any others ``torchrun``
+    started with it, then (on rank 0) merge each seed's tasks and gather them: one seed into
+    ``out/<task>/`` and ``out/results.md``, several into ``out/seed<k>/``. Returns the gathered
+    result of the first seed on rank 0, None on the other ranks.
+
+    Each job trains in its own process (no data parallelism inside it). On GPUs each process
+    uses the GPU of its ``LOCAL_RANK``.
+    """
+    from . import suite
+
+    out = Path(out)
+    settings = settings or {}
+    todo = plan(methods, seeds)
+    group = distributed.launched()
+    if group:
+        import torch.distributed as dist
+
+        distributed.setup(torch.device("cpu"))  # gloo: the counter and one barrier
+        if torch.cuda.is_available():
+            distributed.local_device(torch.device("cuda"))
+        store = dist.distributed_c10d._get_default_store()
+        while (index := store.add(_COUNTER, 1) - 1) < len(todo):
+            _run_job(todo[index], tasks, quick=quick, device=device, out=out,
+                     settings=settings, progress=progress)
+        dist.barrier()
+        if not distributed.is_main():
+            return None
+    else:
+        for job in todo:
+            _run_job(job, tasks, quick=quick, device=device, out=out, settings=settings,
+                     progress=progress)
+    results = []
+    for seed in sorted({job.seed for job in todo}):
+        target = out if len(set(seeds)) == 1 else out / f"seed{seed}"
+        for task in tasks:
+            merge_task([_job_dir(out, Job(m, seed), task) for m in methods], target / task)
+        results.append(suite.gather(target, tasks))
+    return results[0]
