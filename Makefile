@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/torchnet.py --out results/benchmarks/torchnet.json
 	$(PY) benchmarks/nuts.py --out results/benchmarks/nuts.json
 	$(PY) benchmarks/baselines.py --out results/benchmarks/baselines.json
+	$(PY) benchmarks/scale.py --out results/benchmarks/scale.json
 
 clean:
 	rm -rf $(VENV) results docs/_build docs/_generated

@@ -48,18 +48,22 @@ class Ensemble(SiteGuide):
         """:class:`EnsembleLoss` with one particle per member."""
         return EnsembleLoss(num_particles=self.members)
 
-    def _indices(self) -> tuple[torch.Tensor, int | None]:
+    def _indices(self) -> tuple[torch.Tensor | None, int | None]:
+        """Which member each draw takes (None: draw k is member k, all K in order)."""
         plate = sample_plate()
         device = next(iter(self.values.values())).device
         if plate is None:
             return torch.randint(self.members, (1,), device=device), None
         size, dim = plate
+        if size == self.members:  # training: one particle per member, no gather needed
+            return None, dim
         return torch.arange(size, device=device) % self.members, dim
 
     def forward(self, *args, **kwargs):
         """Sample every site: member i mod K for draw i of a plate, else a random member."""
         index, dim = self._indices()
-        return {site.name: plate_sample(site, self.values[param_key(site.name)][index], dim)
+        return {site.name: plate_sample(site, self.values[param_key(site.name)] if index is None
+                                        else self.values[param_key(site.name)][index], dim)
                 for site in self.sites}
 
     def member(self, k: int) -> dict[str, torch.Tensor]:
