@@ -5,6 +5,7 @@ process writes for the same methods, then the papers' rows once."""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from hyperbayes.experiments import calibration, jobs
@@ -18,39 +19,55 @@ def _run_jobs(out: str) -> None:
                   settings={"calibration": calibration.Settings.smoke()})
 
 
+@pytest.mark.slow  # ≈ 25 s on 2 cores (two processes importing torch); the merge is tested
 def test_two_processes_share_the_jobs_and_merge_what_one_process_writes(tmp_path, mnist):
-    distributed.launch_local(_run_jobs, 2, str(tmp_path / "jobs"))
+    distributed.launch_local(_run_jobs, 2, str(tmp_path / "jobs"))  # by default below
     merged = json.loads((tmp_path / "jobs" / "calibration" / "metrics.json").read_text())
     ran = [(j["method"], j["rank"]) for j in merged["jobs"]]
     assert sorted(m for m, _ in ran) == METHODS and {r for _, r in ran} <= {0, 1}
-    assert set(merged["methods"]) == set(METHODS)
-    text = (tmp_path / "jobs" / "results.md").read_text()
-    assert "## calibration" in text and "merged from 2 jobs" in (
-        tmp_path / "jobs" / "calibration" / "report.md").read_text()
+    _assert_same_rows(merged, _one_run(tmp_path / "one"))
 
+
+def test_jobs_in_one_process_merge_into_what_one_run_writes(tmp_path, mnist):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each job process ran
+    torch.set_num_threads(1)  # as each job process runs
     try:
-        alone = calibration.run(METHODS, device="cpu", out=tmp_path / "one", progress=False,
-                                settings=calibration.Settings.smoke())
+        _run_jobs(str(tmp_path / "jobs"))
+        alone = _one_run(tmp_path / "one")
     finally:
         torch.set_num_threads(threads)
-    for mine, theirs in zip(merged["tables"], alone.metrics["tables"], strict=True):
+    merged = json.loads((tmp_path / "jobs" / "calibration" / "metrics.json").read_text())
+    assert [j["method"] for j in merged["jobs"]] == METHODS
+    assert set(merged["methods"]) == set(METHODS)
+    assert "## calibration" in (tmp_path / "jobs" / "results.md").read_text()
+    assert "merged from 2 jobs" in (tmp_path / "jobs" / "calibration" / "report.md").read_text()
+    _assert_same_rows(merged, alone)
+
+
+def test_several_seeds_get_a_folder_each(tmp_path, mnist):
+    first = jobs.run_jobs(TASKS, ["map"], (0, 1), device="cpu", out=tmp_path, progress=False,
+                          settings={"calibration": calibration.Settings.smoke()})
+    assert first.out_dir == tmp_path / "seed0"
+    seeds = [json.loads((tmp_path / f"seed{s}" / "calibration" / "metrics.json").read_text())
+             ["jobs"][0]["seed"] for s in (0, 1)]
+    assert seeds == [0, 1]
+    assert jobs.plan(METHODS, (0, 1)) == [jobs.Job("map", 0), jobs.Job("meanfield", 0),
+                                          jobs.Job("map", 1), jobs.Job("meanfield", 1)]
+
+
+def _one_run(out: Path) -> dict:
+    return calibration.run(METHODS, device="cpu", out=out, progress=False,
+                           settings=calibration.Settings.smoke()).metrics
+
+
+def _assert_same_rows(merged: dict, alone: dict) -> None:
+    """The merged tables have one process's rows: methods in order, papers last, same numbers
+    (timings aside)."""
+    for mine, theirs in zip(merged["tables"], alone["tables"], strict=True):
         assert mine["columns"] == theirs["columns"]
-        assert [r[mine["columns"][0]] for r in mine["rows"]] == [
-            r[theirs["columns"][0]] for r in theirs["rows"]]  # methods in order, papers last
+        label = mine["columns"][0]
+        assert [r[label] for r in mine["rows"]] == [r[label] for r in theirs["rows"]]
         for a, b in zip(mine["rows"], theirs["rows"], strict=True):
             for column, value in b.items():
                 if isinstance(value, float) and not column.endswith(" s"):  # not timings
                     assert abs(a[column] - value) <= 1e-4 * max(1.0, abs(value)), (column, a, b)
-
-
-def test_a_single_process_runs_every_job_and_several_seeds_get_their_own_folders(
-        tmp_path, mnist, monkeypatch):
-    ran = []
-    monkeypatch.setattr(jobs, "_run_job", lambda job, *a, **k: ran.append(job))
-    monkeypatch.setattr(jobs, "merge_task", lambda folders, out: Path(out))
-    monkeypatch.setattr("hyperbayes.experiments.suite.gather", lambda out, tasks: out)
-    first = jobs.run_jobs(TASKS, METHODS, (0, 1), out=tmp_path)
-    assert ran == jobs.plan(METHODS, (0, 1)) and len(ran) == 4
-    assert first == tmp_path / "seed0"

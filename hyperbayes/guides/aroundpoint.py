@@ -24,7 +24,7 @@ def sample_plate() -> tuple[int, int] | None:
 
 
 def plate_sample(site, draws: torch.Tensor, dim: int | None) -> torch.Tensor:
-    """Sample ``site`` as point masses at ``draws`` (count, *shape), laid along the plate's
+    """Sample ``site`` as point masses at ``draws`` (count, site shape), laid along the plate's
     dimension ``dim`` (None: outside a plate, the first draw)."""
     value = draws if site.transform is None else site.transform(draws)
     value = value[0] if dim is None else value.reshape(

@@ -67,8 +67,9 @@ def normal_noise(like: torch.Tensor, batch_dim: int = -2) -> torch.Tensor:
 
 
 def dropout_mask(like: torch.Tensor, p: float, batch_dim: int = -2) -> torch.Tensor:
-    """An inverted-dropout mask for ``like``: 0 with probability ``p``, else ``1 / (1 - p)``;
-    the same draws as ``torch.nn.functional.dropout`` makes for a whole minibatch."""
+    """An inverted-dropout mask for ``like``: 0 with probability ``p``, else ``1 / (1 - p)``."""
     shape, part = _global_rows(like, batch_dim)
-    mask = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p)
+    # out of place, so that under torch.func.vmap(randomness="different") every sample of an
+    # unbatched activation gets its own mask
+    mask = torch.bernoulli(like.new_full(shape, 1 - p))
     return _keep(mask.div_(1 - p), part, batch_dim)
