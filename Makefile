@@ -7,6 +7,9 @@ TORCH_SPEC ?= torch==2.13.0
 LAPLACE_SPEC ?= laplace-torch==0.3 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1 \
 	asdfghjkl==0.1a4 torchmetrics==1.9.0 lightning-utilities==0.15.3 linear_operator==0.6.1 \
 	einconv==0.1.0 einops==0.8.2 unfoldNd==0.2.3
+# pytest-xdist workers for `make test` (one per core of CI's 2-core machine; each uses one
+# torch thread, see tests/conftest.py)
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -56,10 +59,10 @@ demo: $(STAMP)
 
 test: $(STAMP) fashion-mnist chromium
 	$(VENV)/bin/ruff check hyperbayes tests benchmarks notebooks docs/conf.py docs/_ext
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-all: $(STAMP) fashion-mnist chromium
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -m "" -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/svi_step.py --out results/benchmarks/svi_step.json

@@ -10,7 +10,22 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # the suite tests CPU semantics ("auto" would pick a GPU where there is one); GPU paths have
 # their own tests that ask for device="cuda"
 os.environ.setdefault("HYPERBAYES_DEVICE", "cpu")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist (`make test` runs two workers on CI's two cores) each worker gets one thread:
+# two threads per worker would oversubscribe the cores and spin-wait.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else
+                      max(1, min(2, torch.get_num_threads())))
+
+#: test files that share the session's smoke suite run (the suite_run fixture): one xdist group,
+#: so that it is built once
+_SUITE_FILES = {"test_fidelity", "test_registry", "test_suite"}
+
+
+def pytest_collection_modifyitems(items):
+    """One xdist group per test file (module fixtures are built once), the suite's users in
+    one group."""
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group("suite" if stem in _SUITE_FILES else stem))
 
 
 @pytest.fixture(autouse=True)
