@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run (method, seed) jobs, spread over the processes torchrun starts "
                             "(torchrun --nproc_per_node K $(which hyperbayes) suite --jobs), "
                             "then merge them into --out")
+    suite.add_argument("--option", dest="options", action="append", default=[],
+                       metavar="METHOD.KEY=VALUE", help="change one build option of a method's "
+                       "recipe in every task (repeatable), e.g. --option laplace.hessian=diag")
     suite.add_argument("--out", type=Path, default=Path("results/suite"), help="output folder")
     suite.add_argument("--gather", action="store_true",
                        help="train nothing: write results.md/json from the task folders "
@@ -166,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             result = jobs.run_jobs(args.tasks or suite_module.TASKS,
                                    args.methods or methods.available(variants=False),
                                    args.seeds or [args.seed], quick=args.quick,
-                                   device=args.device, out=args.out)
+                                   device=args.device, out=args.out,
+                                   overrides=_method_options(args.options))
             if result is not None:  # rank 0 merged the jobs
                 print(f"suite: merged the jobs into {result.out_dir / 'results.md'}")
         elif args.command == "suite":
             result = suite_module.run(args.tasks or suite_module.TASKS,
                                       methods_to_run=args.methods, quick=args.quick,
-                                      device=args.device, seed=args.seed, out=args.out)
+                                      device=args.device, seed=args.seed, out=args.out,
+                                      overrides=_method_options(args.options))
             print(f"suite: wrote {result.out_dir / 'results.md'} and "
                   f"{result.out_dir / 'results.json'} in {result.wall_time_s:.0f} s")
         elif args.command == "datasets":

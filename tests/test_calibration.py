@@ -99,3 +99,21 @@ def test_a_trained_point_estimate_is_accurate(digits, tmp_path):
     row = result.metrics["methods"]["map"]
     assert row["accuracy"] > 0.8
     assert row["nll"] < math.log(10) and row["brier"] < 0.5
+
+
+def test_an_option_override_is_recorded_and_trains_its_own_checkpoint(digits, tmp_path):
+    def run(overrides=None):
+        return calibration.run(["laplace"], settings=calibration.Settings.smoke(), data=digits,
+                               out=tmp_path / "calibration", device="cpu", progress=False,
+                               checkpoints=tmp_path / "zoo", overrides=overrides)
+
+    with pytest.raises(ValueError, match="--option laplace"):  # before anything is trained
+        run({"laplace": {"hesian": "diag"}})
+    assert not (tmp_path / "zoo").exists()
+    diag = run({"laplace": {"hessian": "diag"}})
+    assert diag.metrics["recipes"]["laplace"]["options"]["hessian"] == "diag"
+    assert diag.metrics["settings"]["zoo"]["options"] == {"laplace": {"hessian": "diag"}}
+    recipe = run()
+    assert recipe.metrics["recipes"]["laplace"]["options"].get("hessian") != "diag"
+    assert not recipe.metrics["methods"]["laplace"]["reused"]  # not the diagonal's checkpoint
+    assert len(list((tmp_path / "zoo").glob("laplace-*.pt"))) == 2

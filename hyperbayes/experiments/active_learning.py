@@ -82,6 +82,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     write_json,
     write_metrics,
     write_text,
@@ -503,6 +504,8 @@ def part_path(directory: str | Path, name: str, settings: Settings, seed: int,
     """Where the curves of method ``name`` and ``seed`` are kept: a file name tied to the
     method's recipe, every setting that shapes the curves, the seed and the data."""
     fields = {k: v for k, v in asdict(settings).items() if k not in _SUMMARY_ONLY}
+    # this method's own options only: another method's --option keeps this file
+    fields["zoo"] = {**fields["zoo"], "options": settings.zoo.options.get(name, {})}
     digest = checkpoint_key(name, fields, seed, train_split, test)
     return Path(directory) / f"{name}-seed{seed}-{digest}.json"
 
@@ -570,7 +573,8 @@ def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/active-learning", settings: Settings | None = None,
         progress: bool | None = None, data=None,
-        checkpoints: str | Path | None = None) -> ExperimentResult:
+        checkpoints: str | Path | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Active learning for every method × acquisition × regime × seed; write metrics.json,
     active_learning.png and report.md.
 
@@ -597,9 +601,13 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             ``.rounds`` folder beside it, removed when the part is written), so a long run
             (the paper's protocol: hours per method and seed on a CPU) resumes at its next
             round across sessions.
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes
+            (``--option METHOD.KEY=VALUE``; :func:`zoo.with_options
+            <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start_time = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
+    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
+                                overrides)
     names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
     for name in names:
         methods.get(name)  # unknown names raise with the list of known ones
@@ -626,7 +634,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     timing = {n: {"train_s": 0.0, "score_s": 0.0, "steps": 0, "trainings": 0} for n in names}
     acquired = [r * settings.acquire for r in range(settings.rounds + 1)]
     payload = {"experiment": "active-learning", "seed": seed, "seeds": seeds, "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(names, "classification", overrides),
+               "machine": machine_info(),
                "pool_size": None, "test_examples": len(test), "acquired": acquired,
                "inputs": math.prod(train_split.x.shape[1:]),
                "labelled": [settings.initial_per_class * num_classes + a for a in acquired],

@@ -46,6 +46,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     write_metrics,
     write_text,
 )
@@ -192,7 +193,8 @@ def attack_metrics(clean: torch.Tensor, attacked: torch.Tensor, y: torch.Tensor)
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/adversarial", settings: Settings | None = None,
         progress: bool | None = None, data=None,
-        checkpoints: str | Path | None = None) -> ExperimentResult:
+        checkpoints: str | Path | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Attack every method's MNIST model with FGS at every step size; write metrics.json,
     adversarial.png and report.md.
 
@@ -208,9 +210,13 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         data: a Dataset with train / val / test images in [0, 1] (default: MNIST).
         checkpoints: the trained-model folder (default :func:`zoo.default_checkpoints`, shared
             with the other tasks).
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes
+            (``--option METHOD.KEY=VALUE``; :func:`zoo.with_options
+            <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
+    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
+                                overrides)
     names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
     for name in names:
         methods.get(name)  # unknown names raise with the list of known ones
@@ -228,7 +234,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     checkpoint_dir = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
     results: dict = {}
     payload = {"experiment": "adversarial", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(names, "classification", overrides),
+               "machine": machine_info(),
                "attack_examples": n, "epsilons": epsilons, "methods": results}
     for name in names:
         fitted = zoo.train(name, settings.zoo, train, val, device=device, seed=seed,

@@ -22,6 +22,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     write_metrics,
     write_text,
 )
@@ -45,7 +46,8 @@ class Settings(zoo.TaskSettings):
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/calibration", settings: Settings | None = None,
         progress: bool | None = None, data=None,
-        checkpoints: str | Path | None = None) -> ExperimentResult:
+        checkpoints: str | Path | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Train and test every method; write metrics.json (``methods[name]``: accuracy, NLL, ECE,
     Brier, reliability bins, train time, ``reused``), reliability.png and report.md.
 
@@ -57,9 +59,13 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         settings: overrides the sizes.
         data: a Dataset of images used instead of MNIST (tests).
         checkpoints: the trained models' folder (default :func:`zoo.default_checkpoints`).
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes
+            (``--option METHOD.KEY=VALUE``; :func:`zoo.with_options
+            <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
+    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
+                                overrides)
     names = zoo.check_methods(methods_to_run)
     device = resolve_device(device)
     out = Path(out)
@@ -83,7 +89,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     _reliability_figure(figure, bins, rows)
     tables = [_table(rows, settings)]
     payload = {"experiment": "calibration", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(names, "classification", overrides),
+               "machine": machine_info(),
                "checkpoints": str(checkpoints), "data": source, "train_examples": len(train),
                "test_examples": len(test), "methods": rows, "tables": tables,
                "worse_than_paper": _worse_than_paper(rows),

@@ -28,6 +28,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     trust_lines,
     vi_quality_cells,
     write_metrics,
@@ -76,13 +77,16 @@ class Settings:
 @experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/fidelity", settings: Settings | None = None,
-        progress: bool | None = None) -> ExperimentResult:
+        progress: bool | None = None, overrides: dict | None = None) -> ExperimentResult:
     """Fit every method and NUTS on each toy; write metrics.json (``toys[toy][method]``),
-    tables, fidelity.png and report.md."""
+    tables, fidelity.png and report.md. ``overrides`` (``{method: {option: value}}``,
+    ``--option METHOD.KEY=VALUE``) are laid over the methods' regression recipes and recorded
+    under ``recipes``."""
     start = time.perf_counter()
     settings = settings or (Settings.quick() if quick else Settings())
     names = [m for m in (methods_to_run or suite_methods()) if m != "nuts"]
-    for name in names:
+    overrides = overrides or {}
+    for name in [*names, *overrides]:
         methods.get(name)  # unknown names raise with the list of known ones
     bad = [t for t in settings.toys if t not in TOYS]
     if bad:
@@ -91,14 +95,15 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     results, studies, product = {}, {}, None
     for toy in settings.toys:
         if toy == "product":
-            product = _product(names, settings, seed=seed, device=device, progress=progress)
+            product = _product(names, settings, seed=seed, device=device, progress=progress,
+                               overrides=overrides)
             results[toy] = product["metrics"]
             continue
         load_options, center_y = TOYS[toy]
         data = datasets.load(toy, seed=seed, **load_options)
         studies[toy] = toy_regression.study(data, ["nuts", *names], settings.regression,
                                             seed=seed, device=device, progress=progress,
-                                            center_y=center_y)
+                                            center_y=center_y, overrides=overrides)
         results[toy] = studies[toy].results
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +111,8 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     _figure(figure, results, names, product)
     tables = _tables(results, names)
     payload = {"experiment": "fidelity", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(names, "regression", overrides), "machine": machine_info(),
                "toys": results, "tables": tables,
                "wall_time_s": time.perf_counter() - start}
     write_metrics(out, payload)
@@ -114,7 +120,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     return ExperimentResult("fidelity", payload, out, [figure], payload["wall_time_s"])
 
 
-def _product(names, settings: Settings, *, seed, device, progress) -> dict:
+def _product(names, settings: Settings, *, seed, device, progress, overrides) -> dict:
     """Every method and NUTS on ŷ = a·b·x; the share of draws near a = b = 1 and a = b = −1."""
     data = datasets.load("product", seed=seed)
     noise = data.info["noise_std"]
@@ -132,11 +138,11 @@ def _product(names, settings: Settings, *, seed, device, progress) -> dict:
     for name in names:
         set_seed(seed)
         t0 = time.perf_counter()
-        model, guide, loss, overrides = methods.setup(
+        model, guide, loss, recipe_fit = methods.setup(
             name, "regression", [1, 1, 1], priors.Normal(1.0), Gaussian(noise), seed=seed,
-            activation="identity", bias=False)
+            activation="identity", bias=False, **overrides.get(name, {}))
         fit(model, guide, data.train, **methods.fit_options(
-                {"lr": settings.product_lr, "loss": loss, **overrides}, settings.product_steps),
+                {"lr": settings.product_lr, "loss": loss, **recipe_fit}, settings.product_steps),
             device=device, seed=seed, progress=progress)
         with torch.no_grad():
             sample = sample_posterior(model, guide, settings.product_draws)

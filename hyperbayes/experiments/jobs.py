@@ -49,7 +49,8 @@ def _job_dir(out: Path, job: Job, task: str) -> Path:
     return out / "jobs" / f"seed{job.seed}" / task / job.method
 
 
-def _run_job(job: Job, tasks, *, quick, device, out: Path, settings, progress) -> None:
+def _run_job(job: Job, tasks, *, quick, device, out: Path, settings, progress,
+             overrides) -> None:
     """Every task for one (method, seed) into its own folders, training in this process."""
     from . import EXPERIMENTS
 
@@ -59,6 +60,8 @@ def _run_job(job: Job, tasks, *, quick, device, out: Path, settings, progress) -
         folder = _job_dir(out, job, task)
         kwargs = {"quick": quick, "device": device, "seed": job.seed, "out": folder,
                   "progress": progress, "methods_to_run": [job.method]}
+        if job.method in overrides:
+            kwargs["overrides"] = {job.method: overrides[job.method]}
         if task in settings:
             kwargs["settings"] = settings[task]
         if "checkpoints" in inspect.signature(runner).parameters:
@@ -107,19 +110,22 @@ def merge_task(folders: list[Path], out: Path) -> dict:
 
 def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
              out: str | Path = "results/suite", settings: dict | None = None,
-             progress: bool | None = None) -> ExperimentResult | None:
+             progress: bool | None = None,
+             overrides: dict | None = None) -> ExperimentResult | None:
     """Run the suite as (method, seed) jobs over this process and any others ``torchrun``
     started with it, then (on rank 0) merge each seed's tasks and gather them: one seed into
     ``out/<task>/`` and ``out/results.md``, several into ``out/seed<k>/``. Returns the gathered
     result of the first seed on rank 0, None on the other ranks.
 
     Each job trains in its own process (no data parallelism inside it). On GPUs each process
-    uses the GPU of its ``LOCAL_RANK``.
+    uses the GPU of its ``LOCAL_RANK``. ``overrides`` (``{method: {option: value}}``) are laid
+    over the methods' recipes in every task.
     """
     from . import suite
 
     out = Path(out)
     settings = settings or {}
+    overrides = overrides or {}
     todo = plan(methods, seeds)
     group = distributed.launched()
     if group:
@@ -131,14 +137,14 @@ def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
         store = dist.distributed_c10d._get_default_store()
         while (index := store.add(_COUNTER, 1) - 1) < len(todo):
             _run_job(todo[index], tasks, quick=quick, device=device, out=out,
-                     settings=settings, progress=progress)
+                     settings=settings, progress=progress, overrides=overrides)
         dist.barrier()
         if not distributed.is_main():
             return None
     else:
         for job in todo:
             _run_job(job, tasks, quick=quick, device=device, out=out, settings=settings,
-                     progress=progress)
+                     progress=progress, overrides=overrides)
     results = []
     for seed in sorted({job.seed for job in todo}):
         target = out if len(set(seeds)) == 1 else out / f"seed{seed}"

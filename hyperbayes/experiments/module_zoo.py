@@ -26,6 +26,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     write_metrics,
     write_text,
 )
@@ -79,7 +80,8 @@ class Settings(zoo.TaskSettings):
 @experiment
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/module-zoo", settings: Settings | None = None,
-        progress: bool | None = None, checkpoints: str | Path | None = None) -> ExperimentResult:
+        progress: bool | None = None, checkpoints: str | Path | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Train and score every method on every net of ``settings.nets``; write metrics.json
     (``runs["net/method"]``: accuracy, NLL, ECE, Fashion-MNIST ROC-AUC, train time), the
     table, module_zoo.png and report.md.
@@ -92,9 +94,13 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         settings: overrides the sizes, the nets and the skipped pairs.
         checkpoints: the trained models' folder (default :func:`zoo.default_checkpoints`,
             shared with ``calibration`` and ``ood``).
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes
+            (``--option METHOD.KEY=VALUE``; :func:`zoo.with_options
+            <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
+    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
+                                overrides)
     names = zoo.check_methods(methods_to_run)
     unknown = [n for n in settings.nets if n not in NETS]
     if unknown or not settings.nets:
@@ -133,7 +139,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     _figure(figure, runs, settings.nets)
     tables = [_table(runs, names, settings)]
     payload = {"experiment": "module-zoo", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings), "machine": machine_info(),
+               "settings": asdict(settings),
+               "recipes": recipes_used(names, "classification", overrides),
+               "machine": machine_info(),
                "checkpoints": str(checkpoints), "train_examples": len(train),
                "test_examples": len(test), "runs": runs, "skipped": skipped, "tables": tables,
                "wall_time_s": time.perf_counter() - start}

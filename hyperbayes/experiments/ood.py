@@ -42,6 +42,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     write_metrics,
     write_text,
 )
@@ -140,7 +141,8 @@ def hypernets_against_map(results: dict, ood_set: str = "fashion_mnist",
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/ood", settings: Settings | None = None,
         progress: bool | None = None, data=None, checkpoints: str | Path | None = None,
-        ood_data: dict | None = None) -> ExperimentResult:
+        ood_data: dict | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Score the in-distribution test images against every OOD set; write metrics.json
     (``methods[name]["detection"][set][score]``, ``hypernet_beats_map_fashion_roc``, tables),
     ood_roc.png, ood_scores.png and report.md.
@@ -156,9 +158,13 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         checkpoints: the trained models' folder (default :func:`zoo.default_checkpoints`,
             shared with ``calibration``).
         ood_data: more OOD sets, ``{name: Split}``, scored after the built-in ones.
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes
+            (``--option METHOD.KEY=VALUE``; :func:`zoo.with_options
+            <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
+    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
+                                overrides)
     names = zoo.check_methods(methods_to_run)
     device = resolve_device(device)
     out = Path(out)
@@ -200,7 +206,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     source = "MNIST" if data is None else getattr(data, "name", "custom")
     _scores_figure(figures[1], scores, list(sets), source)
     payload = {"experiment": "ood", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(names, "classification", overrides),
+               "machine": machine_info(),
                "checkpoints": str(checkpoints), "in_distribution": source,
                "train_examples": len(train), "in_distribution_examples": len(test),
                "ood_sets": {s: len(split) for s, split in sets.items()},

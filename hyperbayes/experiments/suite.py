@@ -50,7 +50,7 @@ def render_tables(tables: list[dict]) -> str:
 
 def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/suite", progress: bool | None = None,
-        settings: dict | None = None) -> ExperimentResult:
+        settings: dict | None = None, overrides: dict | None = None) -> ExperimentResult:
     """Run each task into ``out/<task>`` and gather their tables into results.md / results.json.
 
     Args:
@@ -60,6 +60,8 @@ def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto",
         device, seed, progress: passed to every task.
         out: the output folder.
         settings: ``{task: Settings}`` overrides (tests use tiny ones).
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes in every task
+            (``--option METHOD.KEY=VALUE``).
     """
     from . import EXPERIMENTS  # the registry imports this module
 
@@ -70,7 +72,8 @@ def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto",
     out = Path(out)
     start = time.perf_counter()
     payload = {"suite": list(tasks), "seed": seed, "quick": quick, "device": str(device),
-               "methods": methods_to_run, "machine": machine_info(), "tasks": {}}
+               "methods": methods_to_run, "overrides": overrides or {},
+               "machine": machine_info(), "tasks": {}}
     for task in tasks:
         runner = EXPERIMENTS[task]
         kwargs = {"quick": quick, "device": device, "seed": seed, "out": out / task,
@@ -79,6 +82,8 @@ def run(tasks=TASKS, *, methods_to_run=None, quick: bool = False, device="auto",
             kwargs["settings"] = settings[task]
         if methods_to_run is not None:
             kwargs["methods_to_run"] = methods_to_run
+        if overrides:
+            kwargs["overrides"] = overrides
         if "checkpoints" in inspect.signature(runner).parameters:
             kwargs["checkpoints"] = out / "zoo"
         t0 = time.perf_counter()

@@ -51,6 +51,7 @@ from .common import (
     experiment,
     machine_info,
     plotting,
+    recipes_used,
     write_metrics,
     write_text,
 )
@@ -138,7 +139,8 @@ def detect(probs: torch.Tensor, is_anomaly: torch.Tensor) -> dict:
 def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 0,
         out: str | Path = "results/unseen-class", settings: Settings | None = None,
         progress: bool | None = None, data=None,
-        checkpoints: str | Path | None = None) -> ExperimentResult:
+        checkpoints: str | Path | None = None,
+        overrides: dict | None = None) -> ExperimentResult:
     """Train every method without each held-out digit and detect that digit at test.
 
     Writes metrics.json (``digits[d][method]`` with ``detection[score][metric]`` in %, the
@@ -154,9 +156,13 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         data: a Dataset with train / val / test images (default: MNIST).
         checkpoints: the trained-model folder (default :func:`zoo.default_checkpoints`);
             models are saved under the tag ``without-<d>``.
+        overrides: ``{method: {option: value}}`` laid over the methods' recipes
+            (``--option METHOD.KEY=VALUE``; :func:`zoo.with_options
+            <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = settings or (Settings.quick() if quick else Settings())
+    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
+                                overrides)
     names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
     for name in names:
         methods.get(name)  # unknown names raise with the list of known ones
@@ -176,7 +182,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     checkpoint_dir = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
     results: dict = {}
     payload = {"experiment": "unseen-class", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
+               "device": str(device), "settings": asdict(settings),
+               "recipes": recipes_used(names, "classification", overrides),
+               "machine": machine_info(),
                "methods": names, "digits": results, "test_examples": n_test,
                "inputs": math.prod(data.train.x.shape[1:]), "num_classes": num_classes}
     for digit in settings.digits:

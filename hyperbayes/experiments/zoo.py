@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,7 +36,7 @@ from . import common
 
 __all__ = ["ZooSettings", "TaskSettings", "Trained", "build", "train", "train_all", "check_methods",
            "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
-           "checkpoint_name"]
+           "checkpoint_name", "with_options"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class ZooSettings:
     ``hidden`` are the MLP's hidden widths (784-``hidden``-10); a recipe may add weight norm or
     replace the prior. ``lr`` applies unless the method's recipe sets its own (the MetaPrior's
     1e-2). ``train_limit`` / ``eval_limit`` keep the first examples only (quick runs).
+    ``options`` maps a method to build options laid over its recipe (``--option
+    METHOD.KEY=VALUE``; see :func:`with_options`); they are part of that method's checkpoint
+    name only.
     """
 
     hidden: tuple = (400, 400)
@@ -59,6 +62,7 @@ class ZooSettings:
     test_samples: int = 100
     train_limit: int | None = None
     eval_limit: int | None = None
+    options: dict = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> ZooSettings:
@@ -93,8 +97,31 @@ class TaskSettings:
 
 
 # settings that change what is evaluated, not what is trained (eval_limit sizes the validation
-# set that picks the kept parameters, so it is part of a checkpoint's name)
-_EVAL_ONLY = ("test_samples",)
+# set that picks the kept parameters, so it is part of a checkpoint's name); a method's own
+# options enter its checkpoint name on their own
+_EVAL_ONLY = ("test_samples", "options")
+
+
+def with_options(settings, overrides: dict | None):
+    """``settings`` (a :class:`ZooSettings` or a task's settings holding one as ``zoo``) with
+    ``overrides``
+    (``{method: {option: value}}``) laid over the zoo's method options. Each overridden method
+    is built once on a tiny net first, so an unknown method or option fails here, before any
+    training."""
+    if not overrides:
+        return settings
+    for name, options in overrides.items():
+        try:
+            methods.setup(name, "classification", [4, 3, 2], priors.Normal(1.0), Categorical(),
+                          **options)
+        except TypeError as err:
+            raise ValueError(f"--option {name}: {err}") from err
+    if not isinstance(settings, ZooSettings):  # a task's settings, holding the zoo's
+        return replace(settings, zoo=with_options(settings.zoo, overrides))
+    merged = {**settings.options}
+    for name, options in overrides.items():
+        merged[name] = {**merged.get(name, {}), **options}
+    return replace(settings, options=merged)
 
 
 @dataclass
@@ -162,7 +189,8 @@ def checkpoint_name(name: str, settings: ZooSettings, seed: int, train: Split,
     """A file name tied to the method, its recipe, the training settings, seed and data (see
     :func:`~hyperbayes.experiments.common.checkpoint_key`)."""
     fields = {k: v for k, v in asdict(settings).items() if k not in _EVAL_ONLY}
-    return common.checkpoint_name(name, fields, seed, train, tag=tag)
+    return common.checkpoint_name(name, fields, seed, train, tag=tag,
+                                  options=settings.options.get(name))
 
 
 def build(name: str, settings: ZooSettings, train_split: Split, *, seed: int = 0,
@@ -173,7 +201,7 @@ def build(name: str, settings: ZooSettings, train_split: Split, *, seed: int = 0
     sizes = [math.prod(train_split.x.shape[1:]), *settings.hidden, num_classes]
     model, guide, loss, fit_options = methods.setup(
         name, "classification", sizes if net is None else net, priors.Normal(1.0),
-        Categorical(), seed=seed)
+        Categorical(), seed=seed, **settings.options.get(name, {}))
     return model, guide, loss, {"lr": settings.lr, **fit_options}
 
 

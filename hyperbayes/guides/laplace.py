@@ -61,7 +61,9 @@ def _backend_options(module: torch.nn.Module, hessian: str) -> dict:
     if hessian != "diag" or not all(isinstance(m, _BACKPACK_MODULES) for m in module.modules()):
         return {}
     try:
-        from laplace.curvature import BackPackGGN
+        with warnings.catch_warnings():  # its dependencies' import-time deprecation notices
+            warnings.simplefilter("ignore")
+            from laplace.curvature import BackPackGGN
     except ImportError:  # pragma: no cover - backpack-for-pytorch is installed with it
         return {}
     return {"backend": BackPackGGN}
