@@ -177,7 +177,10 @@ def test_cli_sets_settings_and_options_and_checks_them_first(tmp_path, capsys):
     assert main(["run", "toy-regression", "--option", "mfield.init_scale=1",
                  "--out", str(out)]) == 2
     assert "unknown method 'mfield'" in capsys.readouterr().err
+    # a suite task checks an option by building the method before it trains anything
     assert main(["run", "calibration", "--option", "map.x=1", "--out", str(out)]) == 2
+    assert "--option map: " in capsys.readouterr().err and not (out.parent / "zoo").exists()
+    assert main(["run", "diversity-toy", "--option", "diversity.x=1", "--out", str(out)]) == 2
     assert "takes no method --option" in capsys.readouterr().err
 
 
