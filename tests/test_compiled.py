@@ -67,18 +67,32 @@ def test_traced_step_equals_the_eager_step_for_every_method(family, variants):
                     torch.testing.assert_close(c_grad, e_grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_fit_with_the_inductor_compiled_step_trains_the_same_parameters():
+@pytest.mark.parametrize("mode", [True, "auto"])
+def test_fit_with_the_inductor_compiled_step_trains_the_same_parameters(mode, monkeypatch):
+    # "auto" decides after timing its probe steps: with no time threshold it must compile
+    monkeypatch.setattr(hb.inference.svi, "COMPILE_AUTO_SECONDS", 0.0)
+    built = []
+    monkeypatch.setattr(hb.inference.compiled.CompiledStep, "_trace", _counting(
+        hb.inference.compiled.CompiledStep._trace, built))
     data = hb.datasets.load("cubic")
     train = (data.train.x[:64] / 4, data.train.y[:64] / data.train.y.std())
     states = {}
-    for compile_ in (False, True):
+    for compile_ in (False, mode):
         model, guide, loss, _ = hb.methods.setup("meanfield", "regression", [1, 16, 1],
                                                  priors.Normal(1.0), Gaussian(0.1))
         hb.inference.fit(model, guide, train, steps=25, batch_size=32, lr=1e-2, loss=loss,
                          progress=False, warn=False, compile=compile_)
         states[compile_] = guide.state_dict()
+    assert built  # the step was compiled
     for key, value in states[False].items():
-        torch.testing.assert_close(states[True][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(states[mode][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _counting(trace, calls: list):
+    def counted(self, *args):
+        calls.append(1)
+        return trace(self, *args)
+    return counted
 
 
 def test_what_cannot_be_compiled_runs_eagerly_with_a_warning():
