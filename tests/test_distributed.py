@@ -97,3 +97,23 @@ def test_shards_cover_the_minibatch_and_bad_splits_are_refused():
         _check_data_parallel(model, N, 3, 4)
     with pytest.raises(ValueError, match="last minibatch of each epoch has 1 examples"):
         _check_data_parallel(model, 41, 8, 2)
+
+
+def test_under_torchrun_only_rank_0_writes_an_experiments_results(tmp_path, monkeypatch):
+    from hyperbayes.experiments.common import experiment
+
+    @experiment
+    def run(*, out="unused", device="cpu"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "metrics.json").write_text("{}")
+        return Path(out)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    elsewhere = run(out=tmp_path / "results")
+    assert not (tmp_path / "results").exists() and not elsewhere.exists()  # a removed temp dir
+    with dp.independent():  # a suite job writes its own results on any rank
+        assert run(out=tmp_path / "job") == tmp_path / "job"
+    monkeypatch.setenv("RANK", "0")
+    assert run(out=tmp_path / "results") == tmp_path / "results"
+    assert (tmp_path / "results" / "metrics.json").exists()
