@@ -145,3 +145,23 @@ def test_swag_on_a_quadratic_loss_centres_on_the_optimum_with_its_covariance():
     expected = 0.5 * torch.diag(post["variance"].double()) + 0.5 * deviations @ deviations.T / 3
     draws = problem.flatten(hb.inference.sample_posterior(model, guide, 50_000))
     torch.testing.assert_close(torch.cov(draws.T), expected, atol=2e-4, rtol=0.1)
+
+
+def test_swag_collects_on_minibatches_where_full_batch_sgd_has_no_noise():
+    # the cubic toy (20 points) trained full-batch: SGD from the MAP point without minibatch
+    # noise barely moves, so the SWAG posterior collapses; a fifth of the data per step spreads
+    data = hb.datasets.load("cubic")
+    train = (data.train.x / 4, data.train.y / data.train.y.std())
+    spread = {}
+    for fraction in (None, 0.2):
+        model = BNN(MLP([1, 16, 1]), priors.Normal(1.0), Gaussian(0.3))
+        guide = SWAGGuide(model, rank=5, snapshots=10, swa_lr=1e-3, batch_fraction=fraction)
+        hb.inference.fit(model, guide, train, steps=600, lr=1e-2, progress=False, warn=False)
+        guide.eval()
+        functions = hb.inference.predict(model, guide, train[0], 100).f
+        spread[fraction] = float(functions.std(0).mean())  # predictive spread at the data
+    assert spread[0.2] > 5 * spread[None], spread
+    with pytest.raises(ValueError, match="not both"):
+        SWAGGuide(model, batch_size=4, batch_fraction=0.2)
+    with pytest.raises(ValueError, match="batch_fraction must be"):
+        SWAGGuide(model, batch_fraction=1.5)

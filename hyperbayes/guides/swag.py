@@ -31,7 +31,8 @@ class SWAGGuide(PointThenPosterior):
     Trained as a point estimate (the negative log joint, as for MAP); when
     :func:`~hyperbayes.inference.fit` finishes it calls :meth:`after_fit`, which runs SGD
     (momentum 0.9) on the per-example loss at the constant rate ``swa_lr`` from the trained
-    point, with minibatches of the training size, for ``collect_fraction`` of the steps the
+    point, with minibatches of ``batch_size`` examples (or ``batch_fraction`` of the data;
+    default: the training's minibatch), for ``collect_fraction`` of the steps the
     training took (Maddox et al. collect over the last quarter of the budget), taking
     ``snapshots`` evenly spaced snapshots (or one every ``steps_between`` steps); the moments
     of those snapshots (:func:`swag_moments`) are the posterior. Before that the guide is the
@@ -45,12 +46,17 @@ class SWAGGuide(PointThenPosterior):
             ``collect_fraction`` × the training's steps (at least one step apart).
         collect_fraction: the collection phase's length as a share of the training's steps.
         swa_lr: the constant SGD learning rate of the collection phase.
+        batch_size, batch_fraction: the collection phase's minibatch, as a size or as a share of
+            the training data (give at most one; neither: the training's minibatch). SWAG's
+            spread is minibatch SGD's noise: a full-batch phase (as the toys' training) has
+            none, and its posterior collapses onto the SWA mean.
         seed: seed of the initial values.
     """
 
     def __init__(self, model, *, rank: int = 20, snapshots: int = 40,
                  steps_between: int | None = None, collect_fraction: float = 0.25,
-                 swa_lr: float = 1e-2, seed: int | None = 0):
+                 swa_lr: float = 1e-2, batch_size: int | None = None,
+                 batch_fraction: float | None = None, seed: int | None = 0):
         super().__init__(model, seed=seed)
         if rank < 1 or snapshots < 2 or not swa_lr > 0:
             raise ValueError("need rank ≥ 1, snapshots ≥ 2 and swa_lr > 0")
@@ -58,6 +64,13 @@ class SWAGGuide(PointThenPosterior):
             raise ValueError(f"steps_between must be ≥ 1, got {steps_between}")
         if not collect_fraction > 0:
             raise ValueError(f"collect_fraction must be > 0, got {collect_fraction}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if batch_fraction is not None and not 0 < batch_fraction <= 1:
+            raise ValueError(f"batch_fraction must be in (0, 1], got {batch_fraction}")
+        if batch_size is not None and batch_fraction is not None:
+            raise ValueError("give batch_size or batch_fraction, not both")
+        self.batch_size, self.batch_fraction = batch_size, batch_fraction
         self.collect_fraction = float(collect_fraction)
         self.rank, self.snapshots, self.swa_lr = int(rank), int(snapshots), float(swa_lr)
         self.steps_between = steps_between
@@ -73,7 +86,10 @@ class SWAGGuide(PointThenPosterior):
 
         loss = loss if loss is not None else ELBO()
         n = len(x)
-        batch = min(batch_size, n)
+        if self.batch_fraction is not None:
+            batch = max(1, round(self.batch_fraction * n))
+        else:
+            batch = min(self.batch_size or batch_size, n)
         if self.steps_between is not None:
             between = self.steps_between
         else:  # the snapshots spread over a share of the training's own length
