@@ -108,6 +108,19 @@ def merge_task(folders: list[Path], out: Path) -> dict:
     return merged
 
 
+def _claimed(todo: list[Job]):
+    """The jobs this process takes, each from the process group's atomic counter (the group is
+    joined here: gloo, for the counter and the final barrier)."""
+    import torch.distributed as dist
+
+    distributed.setup(torch.device("cpu"))
+    if torch.cuda.is_available():
+        distributed.local_device(torch.device("cuda"))
+    store = dist.distributed_c10d._get_default_store()
+    while (index := store.add(_COUNTER, 1) - 1) < len(todo):
+        yield todo[index]
+
+
 def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
              out: str | Path = "results/suite", settings: dict | None = None,
              progress: bool | None = None,
@@ -127,24 +140,16 @@ def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
     settings = settings or {}
     overrides = overrides or {}
     todo = plan(methods, seeds)
-    group = distributed.launched()
-    if group:
+    shared = distributed.launched()
+    for job in _claimed(todo) if shared else todo:
+        _run_job(job, tasks, quick=quick, device=device, out=out, settings=settings,
+                 progress=progress, overrides=overrides)
+    if shared:
         import torch.distributed as dist
 
-        distributed.setup(torch.device("cpu"))  # gloo: the counter and one barrier
-        if torch.cuda.is_available():
-            distributed.local_device(torch.device("cuda"))
-        store = dist.distributed_c10d._get_default_store()
-        while (index := store.add(_COUNTER, 1) - 1) < len(todo):
-            _run_job(todo[index], tasks, quick=quick, device=device, out=out,
-                     settings=settings, progress=progress, overrides=overrides)
         dist.barrier()
         if not distributed.is_main():
             return None
-    else:
-        for job in todo:
-            _run_job(job, tasks, quick=quick, device=device, out=out, settings=settings,
-                     progress=progress, overrides=overrides)
     results = []
     for seed in sorted({job.seed for job in todo}):
         target = out if len(set(seeds)) == 1 else out / f"seed{seed}"

@@ -23,7 +23,7 @@ import torch
 
 from ..tracing import tracing_step
 
-__all__ = ["CompiledStep", "CompileFallback", "unsupported_reason", "compile_or_fallback"]
+__all__ = ["CompiledStep", "CompileFallback", "unsupported_reason"]
 
 
 class CompileFallback(UserWarning):
@@ -74,7 +74,6 @@ class CompiledStep:
         self.pair = _Pair(loss, model, guide)
         self.backend, self.mode = backend, mode
         self._graphs: dict = {}
-        self.failed: str | None = None
 
     def _tensors(self):
         named = list(self.pair.named_parameters()) + list(self.pair.named_buffers())
@@ -108,12 +107,9 @@ class CompiledStep:
                 torch.cuda.set_rng_state(cuda_state)
         if self.backend is None:
             return graph
-        import torch._inductor.config as inductor_config
-
-        with inductor_config.patch(fallback_random=True):
-            compiled = torch.compile(graph, backend=self.backend, mode=self.mode,
-                                     fullgraph=True, dynamic=False)
-            return _CompiledCall(compiled)
+        # compiled lazily, on the first call, where _CompiledCall sets the random fallback
+        return _CompiledCall(torch.compile(graph, backend=self.backend, mode=self.mode,
+                                           fullgraph=True, dynamic=False))
 
     def __call__(self, x, y, dataset_size) -> torch.Tensor:
         from ..models.noise import current_shard
@@ -167,13 +163,3 @@ def _no_distribution_validation():
     finally:
         torch.distributions.Distribution.set_default_validate_args(before)
 
-
-def compile_or_fallback(loss, model, guide, kl_schedule=None, backend="inductor", mode=None):
-    """A :class:`CompiledStep` for ``loss``, or None (with a :class:`CompileFallback` warning
-    naming the reason) when it cannot be compiled."""
-    reason = unsupported_reason(loss, kl_schedule)
-    if reason is not None:
-        warnings.warn(f"compile=True: {reason}; running the eager step", CompileFallback,
-                      stacklevel=3)
-        return None
-    return CompiledStep(loss, model, guide, backend=backend, mode=mode)

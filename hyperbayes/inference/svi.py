@@ -586,6 +586,7 @@ class _Stepper:
         self.mode, self.total_steps, self.group = compile, total_steps, group
         self.compiled = None
         self.decide_at = None  # the step at which compile is switched on (or not)
+        self.probe_from = first_step + 2  # "auto" times the steps after the validated first
         self.times: list[float] = []
         reason = compiled.unsupported_reason(loss, kl_schedule) if compile else None
         if reason is not None:
@@ -593,9 +594,9 @@ class _Stepper:
                 warnings.warn(f"compile=True: {reason}; running the eager step",
                               compiled.CompileFallback, stacklevel=3)
         elif compile is True:
-            self.decide_at = first_step + 2  # after the validated first step
+            self.decide_at = self.probe_from
         elif compile == "auto":
-            self.decide_at = first_step + 2 + COMPILE_PROBE_STEPS
+            self.decide_at = self.probe_from + COMPILE_PROBE_STEPS
 
     def _switch_on(self, step: int) -> bool:
         if self.mode is True:
@@ -627,7 +628,7 @@ class _Stepper:
                 warnings.warn(f"the step could not be compiled ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:300]}); running it eagerly",
                               CompileFallback, stacklevel=3)
-        timing = self.decide_at is not None and step > self.decide_at - COMPILE_PROBE_STEPS - 1
+        timing = self.mode == "auto" and self.decide_at is not None and step >= self.probe_from
         start = time.perf_counter() if timing else 0.0
         value = self.loss.differentiable_loss(self.model, self.guide, x, y, n)
         value.backward()
