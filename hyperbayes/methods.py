@@ -310,10 +310,10 @@ def _ensemble(net, prior, likelihood, seed=0, members=5):
 
 
 def _laplace(net, prior, likelihood, seed=0, subset="all", hessian="kron",
-             prior_precision="marglik"):
+             prior_precision="marglik", predictive="glm"):
     model = BNN(net, prior, likelihood)
     guide = LaplaceGuide(model, subset=subset, hessian=hessian, prior_precision=prior_precision,
-                         seed=seed)
+                         predictive=predictive, seed=seed)
     return model, guide, guide.default_loss()
 
 
@@ -434,10 +434,11 @@ _RECIPES = {
     "ensemble": {"classification": Recipe({"members": 5}, prior=lambda: priors.Normal(1.0)),
                  "regression": Recipe({"members": 5})},
     # MAP under the MAP recipe's prior, then KFAC curvature over the last layer with the prior
-    # precision tuned by the marginal likelihood: laplace-torch's own default. Over all weights
-    # (laplace_all) the sampled-network predictive underfits badly (bench: 17.9% MNIST
-    # accuracy; the GLM predictive Immer et al. 2021 recommend is not a weight posterior). On
-    # the toys the full GGN over all 151 weights under the toy's own prior, so NUTS and Laplace
+    # precision tuned by the marginal likelihood: laplace-torch's own default. Predictions use
+    # the GLM predictive (the net linearized at the MAP, Immer et al. 2021; laplace-torch's
+    # default), where the sampled-network predictive over-disperses (over all weights it
+    # underfit MNIST, and on the toys it spread the functions far wider than NUTS). On the
+    # toys the full GGN over all 151 weights under the toy's own prior, so NUTS and Laplace
     # share a posterior
     "laplace": {"classification": Recipe({"subset": "last_layer", "hessian": "kron",
                                           "prior_precision": "marglik"},

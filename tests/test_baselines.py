@@ -165,3 +165,103 @@ def test_swag_collects_on_minibatches_where_full_batch_sgd_has_no_noise():
         SWAGGuide(model, batch_size=4, batch_fraction=0.2)
     with pytest.raises(ValueError, match="batch_fraction must be"):
         SWAGGuide(model, batch_fraction=1.5)
+
+
+def test_exact_laplace_has_the_evidence_as_every_importance_weight():
+    """Where Laplace is the posterior, log p(y|w) + log p(w) − log q(w) = log p(y) for every
+    draw: the ELBO and IWAE both equal the closed-form evidence and their gap is zero."""
+    problem = conjugate_regression(n=40, d=3, noise=0.5, prior_scale=1.0)
+    guide = LaplaceGuide(problem.model, hessian="full", prior_precision="model")
+    assert "until fit builds its posterior" in guide.density_reason()
+    _fit_map(problem.model, guide, problem.data)
+    assert guide.density_reason() is None
+    design = torch.cat([problem.x, torch.ones(40, 1)], 1).double()
+    evidence = torch.distributions.MultivariateNormal(
+        torch.zeros(40, dtype=torch.float64),
+        0.25 * torch.eye(40, dtype=torch.float64) + design @ design.T).log_prob(
+            problem.y.double()[:, 0])
+    quality = hb.inference.vi_quality(problem.model, guide, problem.data, 200)
+    assert quality["available"]
+    assert abs(quality["elbo"] - float(evidence)) < 0.02, (quality, float(evidence))
+    assert abs(quality["kl_lower_bound"]) < 1e-3 and quality["ess_fraction"] > 0.99
+
+
+@pytest.mark.parametrize("hessian", ["kron", "diag"])
+def test_laplace_density_is_the_gaussian_it_draws_from(hessian):
+    """KFAC and diagonal Laplace evaluate log q through their factors; on a one-output linear
+    model without bias both are N(ŵ, Σ) with Σ known, whose log density they must give."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 3, generator=gen)
+    y = x @ torch.tensor([[1.0], [-0.5], [0.3]]) + 0.4 * torch.randn(50, 1, generator=gen)
+    model = BNN(MLP([3, 1], bias=False), priors.Normal(1.0), Gaussian(0.4))
+    guide = LaplaceGuide(model, hessian=hessian, prior_precision=1.0)
+    _fit_map(model, guide, (x, y), steps=300)
+    precision = torch.eye(3, dtype=torch.float64) + x.T.double() @ x.double() / 0.4 ** 2
+    if hessian == "diag":
+        precision = torch.diag(precision.diagonal())
+    post = guide.get_extra_state()["posterior"]
+    exact = torch.distributions.MultivariateNormal(post["mean"].double(),
+                                                   precision_matrix=precision)
+    draws = hb.inference.sample_posterior(model, guide, 64)
+    log_q = guide.joint_log_density(draws).double()
+    torch.testing.assert_close(log_q, exact.log_prob(draws["fc0.weight"].reshape(64, 3).double()),
+                               atol=1e-3, rtol=1e-4)
+
+
+def test_swag_density_is_its_low_rank_gaussian_and_last_layer_laplace_has_none():
+    problem = conjugate_regression(n=40, d=3, noise=0.5)
+    guide = SWAGGuide(problem.model, rank=4, snapshots=60, steps_between=5, swa_lr=5e-3)
+    _fit_map(problem.model, guide, problem.data, steps=500)
+    post = guide.get_extra_state()["posterior"]
+    deviations = post["deviations"].double()
+    cov = 0.5 * torch.diag(post["variance"].double()) + 0.5 * deviations @ deviations.T / 3
+    draws = hb.inference.sample_posterior(problem.model, guide, 64)
+    exact = torch.distributions.MultivariateNormal(post["mean"].double(), cov)
+    torch.testing.assert_close(guide.joint_log_density(draws).double(),
+                               exact.log_prob(problem.flatten(draws)), atol=2e-3, rtol=1e-4)
+    quality = hb.inference.vi_quality(problem.model, guide, problem.data, 100)
+    assert quality["available"] and quality["kl_lower_bound"] >= 0
+    data = hb.datasets.load("digits")
+    model, last, loss, _ = hb.methods.setup("laplace", "classification",
+                                            [64, 8, 10], priors.Normal(1.0), Categorical())
+    hb.inference.fit(model, last, data.train, steps=20, lr=1e-2, loss=loss, progress=False,
+                     warn=False)
+    quality = hb.inference.vi_quality(model, last, data.train, 10)
+    assert not quality["available"] and "covers only some weights" in quality["reason"]
+
+
+def test_glm_predictive_is_the_net_linearized_at_the_map():
+    """predict with predictive="glm" evaluates f(x; ŵ) + J(x)(w − ŵ) per draw: checked against
+    torch.autograd's Jacobian on a tanh net, and equal to the net itself on a linear model."""
+    torch.manual_seed(0)
+    data = (torch.linspace(-2, 2, 20)[:, None], torch.sin(torch.linspace(-2, 2, 20))[:, None])
+    model = BNN(MLP([1, 4, 1], activation="tanh"), priors.Normal(1.0), Gaussian(0.2))
+    guide = LaplaceGuide(model, hessian="full", prior_precision=1.0)
+    _fit_map(model, guide, data, steps=300)
+    around = guide.linearize_at()
+    draws = hb.inference.sample_posterior(model, guide, 3)
+    x = torch.tensor([[-3.0], [0.5]])
+    glm = hb.inference.predict_from_samples(model, draws, x, linearize_at=around).f
+    names = list(around)
+    for s in range(3):
+        def net(*values):
+            return model.net({n: v.unsqueeze(0) for n, v in zip(names, values, strict=True)},
+                             x).reshape(-1)
+        jacobians = torch.autograd.functional.jacobian(net, tuple(around[n] for n in names))
+        change = sum(j.reshape(2, -1) @ (draws[n][s] - around[n]).reshape(-1)
+                     for j, n in zip(jacobians, names, strict=True))
+        torch.testing.assert_close(glm[s].reshape(-1), net(*around.values()) + change,
+                                   atol=1e-5, rtol=1e-4)
+    nonlinear = hb.inference.predict_from_samples(model, draws, x).f
+    assert (nonlinear - glm).abs().max() > 1e-3  # the linearization differs on a tanh net
+    problem = conjugate_regression(n=40, d=3)
+    linear = {}
+    for predictive in ("glm", "nn"):
+        guide = LaplaceGuide(problem.model, hessian="full", prior_precision="model",
+                             predictive=predictive)
+        _fit_map(problem.model, guide, problem.data, steps=500)
+        torch.manual_seed(1)
+        linear[predictive] = hb.inference.predict(problem.model, guide, problem.x[:5], 50).f
+    torch.testing.assert_close(linear["glm"], linear["nn"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown predictive"):
+        LaplaceGuide(problem.model, predictive="probit")

@@ -403,8 +403,9 @@ VI_QUALITY_NOTE = (
     "weighted bound IWAE_K (Burda et al. 2016), ≤ log p(y) and ≥ the ELBO, so IWAE − ELBO is a "
     "lower bound (in nats) of KL(q ‖ posterior); the Pareto k̂ of PSIS (Yao et al. 2018): < 0.5 "
     "good, 0.5–0.7 fair, > 0.7 the approximation is not reliable; and the importance-sampling "
-    "effective sample size as a share of K. Point estimates (MAP, MC dropout) and implicit "
-    "generators (Bayes by Hypernet, the diversity hypernetwork) have no density q(w): “–”.")
+    "effective sample size as a share of K. Point estimates (MAP, MC dropout, the ensemble's "
+    "mixture of point masses) and implicit generators (Bayes by Hypernet, the diversity "
+    "hypernetwork) have no density q(w): “–”; Laplace and SWAG have a joint Gaussian one.")
 
 
 def vi_quality_cells(quality: dict | None) -> dict:

@@ -71,6 +71,43 @@ class PointThenPosterior(SiteGuide):
     def _posterior_draws(self, count: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def density_reason(self) -> str | None:
+        """Why q(w) has no density over every guided site, or None when it has one (then
+        :meth:`joint_log_density` evaluates it; :func:`~hyperbayes.inference.vi_quality` uses
+        both)."""
+        if self._posterior is None:
+            return (f"{type(self).__name__} is the point mass at its trained weights until fit "
+                    "builds its posterior")
+        return self._flat_density_reason()
+
+    def _flat_density_reason(self) -> str | None:
+        return None
+
+    def _flat_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
+        """log q of unconstrained vectors (count, D) laid out site after site, (count,)."""
+        raise NotImplementedError
+
+    def joint_log_density(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(w) of the fitted posterior at ``values`` ``{site: (count, ..., *shape)}`` (the
+        sites' values, constrained; a leading draw dimension), one value per draw, (count,).
+
+        The posterior is a Gaussian over all sites jointly, so its density is not a sum of
+        per-site terms; a site with a support transform adds its Jacobian term."""
+        reason = self.density_reason()
+        if reason:
+            raise ValueError(reason)
+        count = next(iter(values.values())).shape[0]
+        flats, log_jacobian = [], 0.0
+        for site in self.sites:
+            value = values[site.name].reshape(count, *site.shape)
+            if site.transform is not None:
+                unconstrained = site.transform.inv(value)
+                log_jacobian = log_jacobian + site.transform.log_abs_det_jacobian(
+                    unconstrained, value).reshape(count, -1).sum(-1)
+                value = unconstrained
+            flats.append(value.reshape(count, -1))
+        return self._flat_log_prob(torch.cat(flats, -1)) - log_jacobian
+
     def forward(self, *args, **kwargs):
         """Sample every site: a posterior draw (in eval mode, once built), else ŵ."""
         plate = sample_plate()

@@ -12,10 +12,11 @@ import torch
 from ..sites import param_key
 from .aroundpoint import PointThenPosterior
 
-__all__ = ["LaplaceGuide", "mlp_as_module", "SUBSETS", "HESSIANS"]
+__all__ = ["LaplaceGuide", "mlp_as_module", "SUBSETS", "HESSIANS", "PREDICTIVES"]
 
 SUBSETS = ("all", "last_layer")
 HESSIANS = ("kron", "diag", "full")
+PREDICTIVES = ("glm", "nn")
 
 
 def _laplace_class():
@@ -138,12 +139,22 @@ class LaplaceGuide(PointThenPosterior):
         hessian: ``"kron"`` (KFAC), ``"diag"`` or ``"full"``.
         prior_precision: ``"marglik"`` (tuned), ``"model"`` (1/σ² of the model's Normal prior,
             per weight: the exact posterior precision of a linear-Gaussian model) or a number.
+        predictive: how :func:`~hyperbayes.inference.predict` uses the weight draws:
+            ``"glm"`` evaluates the net linearized at ŵ, f(x; ŵ) + J(x)(w − ŵ), the
+            generalized linear model whose posterior the GGN Laplace approximation is
+            (Immer et al. 2021, laplace-torch's default predictive); ``"nn"`` evaluates the
+            net itself at each draw, which over-disperses where the Gaussian reaches weights
+            the net is non-linear in. Weight draws (``sample_posterior``) and the density are
+            the same either way.
         seed: seed of the initial values.
     """
 
     def __init__(self, model, *, subset: str = "all", hessian: str = "kron",
-                 prior_precision="marglik", seed: int | None = 0):
+                 prior_precision="marglik", predictive: str = "glm", seed: int | None = 0):
         super().__init__(model, seed=seed)
+        if predictive not in PREDICTIVES:
+            raise ValueError(f"unknown predictive {predictive!r}; choose from {PREDICTIVES}")
+        self.predictive = predictive
         if subset not in SUBSETS:
             raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS}")
         if hessian not in HESSIANS:
@@ -230,12 +241,55 @@ class LaplaceGuide(PointThenPosterior):
             return mean + z @ post["scale_tril"].T
         if "std" in post:
             return mean + z * post["std"]
+        return mean + self._kron_factors().bmm(z, exponent=-0.5).reshape(count, -1)
+
+    def linearize_at(self) -> dict[str, torch.Tensor] | None:
+        """ŵ per site (constrained) where :func:`~hyperbayes.inference.predict` linearizes the
+        net (``predictive="glm"``, once the posterior is built); None: evaluate the net itself."""
+        if self.predictive != "glm" or self._posterior is None:
+            return None
+        with torch.no_grad():
+            return {s.name: self.values[param_key(s.name)].detach() if s.transform is None else
+                    s.transform(self.values[param_key(s.name)].detach()) for s in self.sites}
+
+    def _flat_density_reason(self) -> str | None:
+        post = self._posterior
+        uncovered = sorted(set(self.site_names) - set(post["covered"]))
+        if uncovered or len(post["keep"]) != post["mean"].numel():
+            return (f"the Laplace posterior covers only some weights ({self.subset}); the others "
+                    f"({', '.join(uncovered) or 'parameters outside the model'}) are point "
+                    "masses, so q(w) has no density over all of them")
+        return None
+
+    def _flat_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
+        """log N(w; ŵ, (H + P)⁻¹) of vectors in site order: whitened as z = A⁻¹(w − ŵ) for
+        the draw map w = ŵ + A z, log q = log N(z; 0, I) − log |det A|."""
+        post = self._posterior
+        parts = self.split(flat)
+        delta = torch.cat([parts[name].reshape(len(flat), -1) for name in post["covered"]],
+                          -1) - post["mean"]
+        if "scale_tril" in post:
+            tril = post["scale_tril"]
+            z = torch.linalg.solve_triangular(tril, delta.T, upper=False).T
+            log_det = tril.diagonal().log().sum()
+        elif "std" in post:
+            z, log_det = delta / post["std"], post["std"].log().sum()
+        else:  # A = P^(-1/2) with P the Kronecker-factored posterior precision
+            factors = self._kron_factors()
+            z = factors.bmm(delta, exponent=0.5).reshape(len(flat), -1)
+            log_det = -0.5 * factors.logdet()
+        standard = torch.distributions.Normal(torch.zeros((), dtype=z.dtype, device=z.device), 1.0)
+        return standard.log_prob(z).sum(-1) - log_det
+
+    def _kron_factors(self):
+        """The posterior precision's eigendecomposed Kronecker factors (laplace-torch's
+        ``KronDecomposed``)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from laplace.utils.matrix import KronDecomposed
-        factors = KronDecomposed([tuple(b) for b in post["eigenvectors"]],
-                                 [tuple(b) for b in post["eigenvalues"]], post["deltas"])
-        return mean + factors.bmm(z, exponent=-0.5).reshape(count, -1)
+        post = self._posterior
+        return KronDecomposed([tuple(b) for b in post["eigenvectors"]],
+                              [tuple(b) for b in post["eigenvalues"]], post["deltas"])
 
     def _posterior_draws(self, count: int) -> dict[str, torch.Tensor]:
         """``count`` draws per site: the Laplace posterior over the covered sites, ŵ

@@ -14,13 +14,15 @@ __all__ = ["SWAGGuide", "swag_moments"]
 
 def swag_moments(snapshots: torch.Tensor, rank: int) -> dict[str, torch.Tensor]:
     """SWAG's moments of ``snapshots`` (T, P), parameter vectors along a trajectory: the SWA
-    mean θ̄, the diagonal variance diag(θ²̄ − θ̄²) (clamped at 0) and the deviation matrix
+    mean θ̄, the diagonal variance diag(θ²̄ − θ̄²) and the deviation matrix
     D (P, K) of the last K = min(rank, T) snapshots from θ̄."""
     if snapshots.dim() != 2 or len(snapshots) < 2:
         raise ValueError(f"need at least two snapshots of shape (T, P), got "
                          f"{tuple(snapshots.shape)}")
     mean = snapshots.mean(0)
-    variance = (snapshots.pow(2).mean(0) - mean.pow(2)).clamp_min(0.0)
+    # from the centred snapshots (all are kept): the running form θ²̄ − θ̄² cancels to ≤ 0 in
+    # float32 for weights that move little
+    variance = (snapshots - mean).pow(2).mean(0)
     deviations = (snapshots[-min(rank, len(snapshots)):] - mean).T.contiguous()
     return {"mean": mean, "variance": variance, "deviations": deviations}
 
@@ -119,6 +121,28 @@ class SWAGGuide(PointThenPosterior):
             for name, value in self.split(moments["mean"]).items():
                 self.values[param_key(name)].copy_(value)
         self._posterior = moments
+
+    def _flat_distribution(self) -> torch.distributions.Distribution:
+        """q over the flat unconstrained weights: N(θ̄, ½ Σ_diag + ½ D Dᵀ / (K − 1)) as torch's
+        low-rank-plus-diagonal Gaussian (a diagonal one when K = 1)."""
+        post = self._posterior
+        mean, var, dev = post["mean"], post["variance"], post["deviations"]
+        k = dev.shape[1]
+        if k > 1:
+            return torch.distributions.LowRankMultivariateNormal(
+                mean, dev / math.sqrt(2.0 * (k - 1)), var / 2.0)
+        return torch.distributions.Independent(torch.distributions.Normal(
+            mean, (var / 2.0).sqrt()), 1)
+
+    def _flat_density_reason(self) -> str | None:
+        zero = int((self._posterior["variance"] <= 0).sum())
+        if zero:
+            return (f"{zero} weights did not move during SWAG's collection (zero variance): "
+                    "the covariance is singular, so q(w) has no density")
+        return None
+
+    def _flat_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
+        return self._flat_distribution().log_prob(flat)
 
     def _flat_draws(self, count: int) -> torch.Tensor:
         post = self._posterior

@@ -15,7 +15,7 @@ log q(w_k) give
 * the relative importance-sampling effective sample size (Σ r)² / (K Σ r²).
 
 These need log q(w): guides with a density only (mean field, flows, autoguides, the MetaPrior's
-Q(Z)). A point estimate (MAP, MC dropout) and an implicit generator (Bayes by Hypernet, the
+Q(Z), and once fitted the Laplace and SWAG Gaussians, whose density is joint over the sites). A point estimate (MAP, MC dropout) and an implicit generator (Bayes by Hypernet, the
 diversity hypernetwork) have none; :func:`vi_quality` says so instead of returning numbers.
 Sites that the model draws from its own prior with the density masked (the MetaPrior's
 P(W | Z)) have q = p and cancel.
@@ -23,6 +23,7 @@ P(W | Z)) have q = p and cancel.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -55,7 +56,14 @@ def _no_density_reason(guide) -> str | None:
     if is_implicit(guide):
         return (f"{type(guide).__name__} is an implicit generator: q(w) has no density to "
                 "evaluate, so importance weights (IWAE, k̂) cannot be formed")
-    return None
+    declared = getattr(guide, "density_reason", None)
+    return declared() if callable(declared) else None
+
+
+def _joint_density(guide) -> bool:
+    """Whether ``guide`` gives log q(w) jointly over its sites (``joint_log_density``: the
+    Laplace and SWAG Gaussians, whose sites are drawn as point masses at a joint draw)."""
+    return callable(getattr(guide, "joint_log_density", None))
 
 
 def _per_particle(log_p: torch.Tensor, count: int) -> torch.Tensor:
@@ -84,8 +92,9 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
         raise NoDensityError(reason)
     num_samples = check_count("num_samples", num_samples, 2)
     chunk = check_count("chunk", chunk)
-    parts, point_only = [], True
-    with torch.no_grad():
+    parts, joint = [], _joint_density(guide)
+    point_only = not joint
+    with torch.no_grad(), _eval_mode(guide):
         done = 0
         while done < num_samples:
             count = min(chunk, num_samples - done)
@@ -112,6 +121,10 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
                     continue  # drawn from its prior with the density masked: q = p, cancels
                 else:
                     raise ValueError(f"latent site {name!r} of the model is not in the guide")
+            if joint:
+                log_q = guide.joint_log_density({name: guide_trace.nodes[name]["value"]
+                                                 for name in guide.site_names})
+                log_r = log_r - log_q.reshape(count).double()
             for site in guide_trace.nodes.values():  # e.g. a flow's latent vector
                 if site["type"] == "sample" and site["infer"].get("is_auxiliary"):
                     point_only = False
@@ -124,6 +137,20 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
             parts.append(log_r.cpu())
             done += count
     return torch.cat(parts)
+
+
+@contextlib.contextmanager
+def _eval_mode(guide):
+    """The guide in eval mode (guides that build a posterior after training, Laplace and SWAG,
+    draw from it only then), restored afterwards."""
+    was_training = getattr(guide, "training", False)
+    if was_training:
+        guide.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            guide.train()
 
 
 def psis_khat(log_weights) -> float:
