@@ -72,7 +72,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import datasets, methods
+from .. import datasets
 from ..datasets import Split
 from ..inference import checkpoint, metrics, resolve_device
 from . import zoo
@@ -80,12 +80,13 @@ from .common import (
     ExperimentResult,
     checkpoint_key,
     experiment,
+    finish,
+    header,
     machine_info,
     plotting,
     recipes_used,
     write_json,
     write_metrics,
-    write_text,
 )
 from .suite import render_tables, table
 
@@ -606,11 +607,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start_time = time.perf_counter()
-    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
-                                overrides)
-    names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
-    for name in names:
-        methods.get(name)  # unknown names raise with the list of known ones
+    settings, names = zoo.task_settings(Settings, settings, quick, overrides, methods_to_run)
     excluded = {name: EXCLUDED[name] for name in names if name in EXCLUDED}
     names = [name for name in names if name not in EXCLUDED]
     if settings.net not in NETS:
@@ -633,14 +630,12 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                    for a in settings.acquisitions} for n in names}
     timing = {n: {"train_s": 0.0, "score_s": 0.0, "steps": 0, "trainings": 0} for n in names}
     acquired = [r * settings.acquire for r in range(settings.rounds + 1)]
-    payload = {"experiment": "active-learning", "seed": seed, "seeds": seeds, "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(names, "classification", overrides),
-               "machine": machine_info(),
-               "pool_size": None, "test_examples": len(test), "acquired": acquired,
-               "inputs": math.prod(train_split.x.shape[1:]),
-               "labelled": [settings.initial_per_class * num_classes + a for a in acquired],
-               "methods": results, "timing": timing, "excluded": excluded}
+    payload = header("active-learning", seed=seed, quick=quick, device=device, settings=settings,
+                     seeds=seeds, recipes=recipes_used(names, "classification", overrides),
+                     pool_size=None, test_examples=len(test), acquired=acquired,
+                     inputs=math.prod(train_split.x.shape[1:]),
+                     labelled=[settings.initial_per_class * num_classes + a for a in acquired],
+                     methods=results, timing=timing, excluded=excluded)
     part_dir = (Path(checkpoints) if checkpoints is not None
                 else zoo.default_checkpoints(out)) / "active-learning"
     reused = payload["reused"] = []
@@ -688,10 +683,8 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     figures = [out / "active_learning.png"]
     _figure(figures[0], results, names, settings, acquired)
-    payload["wall_time_s"] = time.perf_counter() - start_time
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("active-learning", payload, out, figures, payload["wall_time_s"])
+    return finish("active-learning", out, start_time, payload=payload, figures=figures,
+                  report=lambda p: _report(p, [f.name for f in figures]))
 
 
 @experiment
@@ -960,8 +953,7 @@ def _report(payload: dict, figures: list[str]) -> str:
                 f"`{r['method']}` seed {r['seed']}" for r in payload["reused"]) + "."
             if payload.get("reused") else ""),
         "",
-        f"quick={payload['quick']}, device {payload['device']}, wall time "
-        f"{payload['wall_time_s']:.0f} s ({payload['compute_s']:.0f} s of training and scoring "
-        "over every method and seed, reused results included).",
+        f"Training and scoring took {payload['compute_s']:.0f} s over every method and seed, "
+        "reused results included.",
         "",
     ])

@@ -33,22 +33,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .. import datasets, methods
+from .. import datasets
 from ..inference import metrics, resolve_device, sample_posterior, set_seed
 from . import zoo
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
+    header,
     plotting,
     recipes_used,
     write_metrics,
-    write_text,
 )
 from .suite import render_tables, table
 
@@ -215,11 +215,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
-                                overrides)
-    names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
-    for name in names:
-        methods.get(name)  # unknown names raise with the list of known ones
+    settings, names = zoo.task_settings(Settings, settings, quick, overrides, methods_to_run)
     epsilons = [float(e) for e in settings.epsilons]
     if not names or not epsilons or any(e < 0 for e in epsilons):
         raise ValueError(f"adversarial needs methods and step sizes ≥ 0, got {names}, "
@@ -233,11 +229,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     out = Path(out)
     checkpoint_dir = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
     results: dict = {}
-    payload = {"experiment": "adversarial", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(names, "classification", overrides),
-               "machine": machine_info(),
-               "attack_examples": n, "epsilons": epsilons, "methods": results}
+    payload = header("adversarial", seed=seed, quick=quick, device=device, settings=settings,
+                     seeds=[seed], recipes=recipes_used(names, "classification", overrides),
+                     attack_examples=n, epsilons=epsilons, methods=results)
     for name in names:
         fitted = zoo.train(name, settings.zoo, train, val, device=device, seed=seed,
                            checkpoint_dir=checkpoint_dir, progress=progress,
@@ -274,10 +268,8 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "adversarial.png"
     _figure(figure, results, names, epsilons)
-    payload["wall_time_s"] = time.perf_counter() - start
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, settings, figure.name))
-    return ExperimentResult("adversarial", payload, out, [figure], payload["wall_time_s"])
+    return finish("adversarial", out, start, payload=payload, figures=[figure],
+                  report=lambda p: _report(p, settings, figure.name))
 
 
 def _table_epsilons(settings: Settings, epsilons) -> list[float]:
@@ -479,7 +471,5 @@ def _report(payload: dict, settings: Settings, figure: str) -> str:
     if payload["quick"] or z.train_limit:
         lines += ["These are the quick models (small nets, 1,000 training images): their "
                   "uncertainty is not the paper's, so the comparison is indicative only.", ""]
-    lines += [f"![{figure}]({figure})", "",
-              f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, "
-              f"wall time {payload['wall_time_s']:.0f} s.", ""]
+    lines += [f"![{figure}]({figure})", ""]
     return "\n".join(lines)

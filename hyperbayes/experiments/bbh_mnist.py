@@ -44,13 +44,13 @@ from .common import (
     ExperimentResult,
     checkpoint_name,
     experiment,
-    machine_info,
+    finish,
+    header,
     markdown_table,
     plotting,
     recipes_used,
     train_method,
     write_metrics,
-    write_text,
 )
 
 __all__ = ["run", "run_rotated", "Settings", "DEFAULT_METHODS", "PAPER_ACCURACY"]
@@ -157,11 +157,9 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     out = Path(out)
     checkpoint_dir = Path(checkpoints) if checkpoints is not None else out / "checkpoints"
     rows, curves = {}, {}
-    payload = {"experiment": "bbh-mnist", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings),
-               "recipes": recipes_used(methods_to_run, "classification", overrides),
-               "machine": machine_info(), "train_examples": len(train_split),
-               "test_examples": len(test), "methods": rows}
+    payload = header("bbh-mnist", seed=seed, quick=quick, device=device, settings=settings,
+                     recipes=recipes_used(methods_to_run, "classification", overrides),
+                     train_examples=len(train_split), test_examples=len(test), methods=rows)
     steps_per_epoch = math.ceil(len(train_split) / settings.batch_size)
     for name in methods_to_run:
         model, guide, result, reused, loss = train(
@@ -191,10 +189,8 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     figures = [out / "accuracy.png", out / "validation.png"]
     _accuracy_figure(figures[0], rows)
     _validation_figure(figures[1], curves, steps_per_epoch)
-    payload["wall_time_s"] = time.perf_counter() - start
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("bbh-mnist", payload, out, figures, payload["wall_time_s"])
+    return finish("bbh-mnist", out, start, payload=payload, figures=figures,
+                  report=lambda p: _report(p, [f.name for f in figures]))
 
 
 def _check(methods_to_run, overrides: dict | None) -> dict:
@@ -319,9 +315,6 @@ def _report(payload: dict, figures: list[str]) -> str:
           for line in _scale_lines(r.get("scale_posterior"))],
         *[f"![{f}]({f})" for f in figures],
         "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
-        "",
     ])
 
 
@@ -382,13 +375,11 @@ def run_rotated(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="
     out.mkdir(parents=True, exist_ok=True)
     figures = [out / "rotated.png"]
     _rotated_figure(figures[0], results, angles, images.x)
-    payload = {"experiment": "bbh-rotated", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings), "machine": machine_info(),
-               "checkpoints": str(checkpoint_dir), "digit": settings.digit, "angles": angles,
-               "methods": results, "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _rotated_report(payload, [f.name for f in figures]))
-    return ExperimentResult("bbh-rotated", payload, out, figures, payload["wall_time_s"])
+    return finish("bbh-rotated", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, figures=figures,
+                  report=lambda p: _rotated_report(p, [f.name for f in figures]),
+                  checkpoints=str(checkpoint_dir), digit=settings.digit, angles=angles,
+                  methods=results)
 
 
 def _rotated_figure(path: Path, results: dict, angles, images: torch.Tensor) -> None:
@@ -461,8 +452,5 @@ def _rotated_report(payload: dict, figures: list[str]) -> str:
         markdown_table(per_angle, ["angle", *payload["methods"]]),
         "",
         *[f"![{f}]({f})" for f in figures],
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
         "",
     ])

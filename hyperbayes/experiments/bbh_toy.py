@@ -32,12 +32,10 @@ from ..inference import resolve_device
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 from .toy_regression import ToyStudy, WideSettings, study
 
@@ -76,14 +74,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     figures = [out / "bands.png", out / "std.png"]
     _bands_figure(figures[0], toy)
     _std_figure(figures[1], toy)
-    payload = {"experiment": "bbh-toy", "dataset": "cubic", "seed": seed, "quick": quick,
-               "device": str(device), "settings": settings.__dict__,
-               "recipes": recipes_used(methods_to_run, "regression", overrides),
-               "machine": machine_info(), "methods": toy.results,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("bbh-toy", payload, out, figures, payload["wall_time_s"])
+    return finish("bbh-toy", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, [f.name for f in figures]),
+                  figures=figures, dataset="cubic",
+                  recipes=recipes_used(methods_to_run, "regression", overrides),
+                  methods=toy.results)
 
 
 def _moments(toy: ToyStudy, pred):
@@ -215,7 +210,5 @@ def _report(payload: dict, figures: list[str]) -> str:
         text += [f"NUTS: {n['num_chains']} chains × {n['num_draws']} draws, function-space "
                  f"R-hat {n['max_rhat']:.3f}, bulk ESS ≥ {n['min_ess_bulk']:.0f}, "
                  f"{n['divergences']} divergences.", ""]
-    text += [*[f"![{f}]({f})" for f in figures], "",
-             f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
-             f"wall time {payload['wall_time_s']:.0f} s.", ""]
+    text += [*[f"![{f}]({f})" for f in figures], ""]
     return "\n".join(text)

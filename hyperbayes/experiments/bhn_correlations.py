@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,12 +24,10 @@ from ..models import Categorical, priors
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "pearson_pvalues"]
@@ -139,14 +137,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     figures = [out / "pvalues.png", out / "scatter.png"]
     _pvalue_figure(figures[0], scales)
     _scatter_matrix(figures[1], scales, settings.scatter_params)
-    payload = {"experiment": "bhn-correlations", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(methods_to_run, "classification", overrides),
-               "machine": machine_info(),
-               "methods": results, "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("bhn-correlations", payload, out, figures, payload["wall_time_s"])
+    return finish("bhn-correlations", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, [f.name for f in figures]),
+                  figures=figures,
+                  recipes=recipes_used(methods_to_run, "classification", overrides),
+                  methods=results)
 
 
 def _pvalue_figure(path: Path, scales: dict) -> None:
@@ -208,8 +203,5 @@ def _report(payload: dict, figures: list[str]) -> str:
                               "wall_time_s"]),
         "",
         *[f"![{f}]({f})" for f in figures],
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
         "",
     ])

@@ -38,13 +38,13 @@ from .common import (
     ExperimentResult,
     checkpoint_name,
     experiment,
-    machine_info,
+    finish,
+    header,
     markdown_table,
     plotting,
     recipes_used,
     train_method,
     write_metrics,
-    write_text,
 )
 
 __all__ = ["run", "Settings", "DEFAULT_CONFIGS", "PAPER_ACCURACY", "parse_config"]
@@ -211,11 +211,10 @@ def run(methods_to_run=DEFAULT_CONFIGS, *, quick: bool = False, device="auto", s
     checkpoint_dir = out / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     rows, curves = {}, {}
-    payload = {"experiment": "bhn-mnist", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings),
-               "recipes": recipes_used(sorted({c.method for c in parsed}), "classification",
-                                       overrides),
-               "machine": machine_info(), "methods": rows}
+    payload = header("bhn-mnist", seed=seed, quick=quick, device=device, settings=settings,
+                     recipes=recipes_used(sorted({c.method for c in parsed}), "classification",
+                                          overrides),
+                     methods=rows)
     for config in parsed:
         rows[config.name], curves[config.name] = _run_config(
             config, settings, full, device, seed, checkpoint_dir, progress, overrides)
@@ -225,10 +224,8 @@ def run(methods_to_run=DEFAULT_CONFIGS, *, quick: bool = False, device="auto", s
     figures = [out / "accuracy.png", out / "validation.png"]
     _accuracy_figure(figures[0], rows)
     _validation_figure(figures[1], curves, settings.batch_size, rows)
-    payload["wall_time_s"] = time.perf_counter() - start
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("bhn-mnist", payload, out, figures, payload["wall_time_s"])
+    return finish("bhn-mnist", out, start, payload=payload, figures=figures,
+                  report=lambda p: _report(p, [f.name for f in figures]))
 
 
 def _accuracy_figure(path: Path, rows: dict) -> None:
@@ -308,8 +305,5 @@ def _report(payload: dict, figures: list[str]) -> str:
                        digits=2),
         "",
         *[f"![{f}]({f})" for f in figures],
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
         "",
     ])

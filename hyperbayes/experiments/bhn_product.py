@@ -22,13 +22,11 @@ from ..models import BNN, MLP, Gaussian, priors
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
     trust_lines,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS"]
@@ -114,14 +112,10 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "scatter.png"
     _scatter(figure, samples)
-    payload = {"experiment": "bhn-product", "seed": seed, "quick": quick, "device": str(device),
-               "settings": settings.__dict__,
-               "recipes": recipes_used(methods_to_run, "regression/product", overrides),
-               "machine": machine_info(), "methods": results,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, figure.name))
-    return ExperimentResult("bhn-product", payload, out, [figure], payload["wall_time_s"])
+    return finish("bhn-product", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, figure.name), figures=[figure],
+                  recipes=recipes_used(methods_to_run, "regression/product", overrides),
+                  methods=results)
 
 
 def _scatter(path: Path, samples: dict) -> None:
@@ -157,8 +151,5 @@ def _report(payload: dict, figure: str) -> str:
         "",
         *trust_lines(payload["methods"]),
         f"![(a, b) samples]({figure})",
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, wall time "
-        f"{payload['wall_time_s']:.0f} s.",
         "",
     ])

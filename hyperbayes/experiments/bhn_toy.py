@@ -25,12 +25,10 @@ from ..inference import resolve_device
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 from .toy_regression import Settings, band_axes, study
 
@@ -70,15 +68,10 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "bands.png"
     _figure(figure, studies)
-    payload = {"experiment": "bhn-toy", "seed": seed, "quick": quick, "device": str(device),
-               "settings": settings.__dict__,
-               "recipes": recipes_used(methods_to_run, "regression", overrides),
-               "machine": machine_info(),
-               "methods": {toy: s.results for toy, s in studies.items()},
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, figure.name))
-    return ExperimentResult("bhn-toy", payload, out, [figure], payload["wall_time_s"])
+    return finish("bhn-toy", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, figure.name), figures=[figure],
+                  recipes=recipes_used(methods_to_run, "regression", overrides),
+                  methods={toy: s.results for toy, s in studies.items()})
 
 
 def _figure(path: Path, studies: dict) -> None:
@@ -119,7 +112,5 @@ def _report(payload: dict, figure: str) -> str:
             text += [f"NUTS: {n['num_chains']} chains × {n['num_draws']} draws, function-space "
                      f"R-hat {n['max_rhat']:.3f}, bulk ESS ≥ {n['min_ess_bulk']:.0f}, "
                      f"{n['divergences']} divergences.", ""]
-    text += [f"![predictive bands]({figure})", "",
-             f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
-             f"wall time {payload['wall_time_s']:.0f} s.", ""]
+    text += [f"![predictive bands]({figure})", ""]
     return "\n".join(text)

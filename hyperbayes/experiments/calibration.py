@@ -12,7 +12,7 @@ names a method except :data:`PAPER_ACCURACY`, which says which of ours each pape
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..inference import metrics, resolve_device
@@ -20,11 +20,9 @@ from . import papers, zoo
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 from .suite import render_tables, table
 
@@ -64,9 +62,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
-                                overrides)
-    names = zoo.check_methods(methods_to_run)
+    settings, names = zoo.task_settings(Settings, settings, quick, overrides, methods_to_run)
     device = resolve_device(device)
     out = Path(out)
     checkpoints = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
@@ -88,17 +84,12 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     source = "MNIST" if data is None else getattr(data, "name", "custom")
     _reliability_figure(figure, bins, rows)
     tables = [_table(rows, settings)]
-    payload = {"experiment": "calibration", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(names, "classification", overrides),
-               "machine": machine_info(),
-               "checkpoints": str(checkpoints), "data": source, "train_examples": len(train),
-               "test_examples": len(test), "methods": rows, "tables": tables,
-               "worse_than_paper": _worse_than_paper(rows),
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, figure.name))
-    return ExperimentResult("calibration", payload, out, [figure], payload["wall_time_s"])
+    return finish("calibration", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, figure.name), figures=[figure],
+                  seeds=[seed], recipes=recipes_used(names, "classification", overrides),
+                  checkpoints=str(checkpoints), data=source, train_examples=len(train),
+                  test_examples=len(test), methods=rows, tables=tables,
+                  worse_than_paper=_worse_than_paper(rows))
 
 
 def _net(settings: Settings, inputs: str = "784") -> str:
@@ -208,8 +199,5 @@ def _report(payload: dict, figure: str) -> str:
         "accuracy is not expected.",
         "",
         f"![reliability diagrams]({figure})",
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
         "",
     ])

@@ -24,7 +24,7 @@ __all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markd
            "machine_info", "recipes_used", "plotting", "data_fingerprint", "checkpoint_key",
            "checkpoint_name", "experiment", "output_dir", "settings_class", "apply_settings",
            "write_metrics", "methods_table", "parse_value", "single_method", "train_method",
-           "Fitted"]
+           "Fitted", "header", "finish", "run_line"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -201,6 +201,49 @@ def write_metrics(out: Path, payload: dict) -> Path:
         made = methods_table(payload.get("methods") or {})
         payload = {**payload, "tables": [made] if made else []}
     return write_json(Path(out) / "metrics.json", payload)
+
+
+def run_line(payload: dict) -> str:
+    """The closing line of every report: seed, quick, device and wall time of the run."""
+    return (f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, "
+            f"wall time {payload['wall_time_s']:.0f} s.")
+
+
+def header(name: str, *, seed, quick: bool, device, settings, **fields) -> dict:
+    """The start of every metrics.json: ``experiment``, ``seed``, ``quick``, ``device``,
+    ``settings`` (a dataclass or a dict), ``machine``, then the experiment's own ``fields``."""
+    settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
+    return {"experiment": name, "seed": seed, "quick": quick, "device": str(device),
+            "settings": settings, "machine": machine_info(), **fields}
+
+
+def finish(name: str, out: Path, start: float, *, report, figures=(), payload: dict | None = None,
+           **header_fields) -> ExperimentResult:
+    """End an experiment: its metrics.json and report.md, written atomically into ``out``.
+
+    Args:
+        name: the experiment's name.
+        out: its output folder.
+        start: a ``time.perf_counter()`` reading at its start (``wall_time_s`` is since then).
+        report: ``report(payload) -> str``, the report's text (:func:`run_line` is appended).
+        figures: the figures it wrote.
+        payload: the metrics built so far (from :func:`header`, for runners that save partial
+            results while they run); otherwise ``header_fields`` (``seed``, ``quick``,
+            ``device``, ``settings`` and the experiment's own fields) make one.
+
+    Returns:
+        The run's :class:`ExperimentResult`.
+    """
+    if payload is None:
+        payload = header(name, **header_fields)
+    elif header_fields:
+        raise TypeError("give the payload or its header fields, not both")
+    payload["wall_time_s"] = time.perf_counter() - start
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_metrics(out, payload)
+    text = report(payload).rstrip("\n") + "\n\n" + run_line(payload) + "\n"
+    write_text(Path(out) / "report.md", text)
+    return ExperimentResult(name, payload, Path(out), list(figures), payload["wall_time_s"])
 
 
 def _clean(value):

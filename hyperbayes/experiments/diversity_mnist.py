@@ -24,13 +24,12 @@ from .common import (
     ExperimentResult,
     checkpoint_name,
     experiment,
-    machine_info,
+    finish,
+    header,
     markdown_table,
     plotting,
     single_method,
     write_json,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run_mnist", "MnistSettings", "train_mnist", "build_mnist", "generate_nets",
@@ -430,10 +429,9 @@ def run_mnist(methods_to_run=None, *, quick: bool = False, device="auto", seed: 
     attack = fgsm_attack(model, guide, test, settings, gen)
     analysis_s = time.perf_counter() - t0
 
-    payload = {
-        "experiment": "diversity-mnist", "seed": seed, "quick": quick, "device": str(device),
-        "settings": asdict(settings), "machine": machine_info(), "checkpoint": str(ckpt),
-        "train_examples": len(train), "test_examples": len(test),
+    payload = header("diversity-mnist", seed=seed, quick=quick, device=device, settings=settings)
+    payload |= {
+        "checkpoint": str(ckpt), "train_examples": len(train), "test_examples": len(test),
         "guide_parameters": sum(p.numel() for p in guide.parameters()),
         "target_parameters": model.net.num_params,
         "median_sample_accuracy": float(accs.median()),
@@ -462,10 +460,8 @@ def run_mnist(methods_to_run=None, *, quick: bool = False, device="auto", seed: 
     _paths_figure(figures[3], paths)
     _attack_figure(figures[4], attack)
     _training_figure(figures[5], result, track, settings)
-    payload["wall_time_s"] = time.perf_counter() - start
-    write_metrics(out, payload)
-    write_text(out / "report.md", _mnist_report(payload, [f.name for f in figures]))
-    return ExperimentResult("diversity-mnist", payload, out, figures, payload["wall_time_s"])
+    return finish("diversity-mnist", out, start, payload=payload, figures=figures,
+                  report=lambda p: _mnist_report(p, [f.name for f in figures]))
 
 
 def _save(fig, path: Path) -> None:
@@ -639,9 +635,8 @@ def _mnist_report(payload: dict, figures: list[str]) -> str:
         "",
         *[f"![{f}]({f})" for f in figures],
         "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}; training "
-        f"{payload['train_s']:.0f} s (over every resumed part), analysis "
-        f"{payload['analysis_s']:.0f} s, wall time {payload['wall_time_s']:.0f} s.",
+        f"Training {payload['train_s']:.0f} s (over every resumed part), analysis "
+        f"{payload['analysis_s']:.0f} s.",
         "",
     ])
 

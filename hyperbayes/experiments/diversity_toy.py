@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,12 +25,11 @@ from ..inference.estimators import (
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
+    header,
     markdown_table,
     plotting,
     single_method,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run_toy", "ToySettings", "train_toy", "batched_curve_entropy"]
@@ -228,18 +227,15 @@ def run_toy(methods_to_run=None, *, quick: bool = False, device="auto", seed: in
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"experiment": "diversity-toy", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
-               "num_peaks": len(means), "by_lambda": summary(True, settings.lams),
-               "ablation_constant_lambda": summary(False, settings.ablation_lams),
-               "runs": rows, "loss_curves_every_50_steps": curves, "train_s": train_s}
+    payload = header("diversity-toy", seed=seed, quick=quick, device=device, settings=settings,
+                     num_peaks=len(means), by_lambda=summary(True, settings.lams),
+                     ablation_constant_lambda=summary(False, settings.ablation_lams),
+                     runs=rows, loss_curves_every_50_steps=curves, train_s=train_s)
     figures = [out / "curves.png", out / "lambda.png"]
     _toy_curves_figure(figures[0], params, runs, settings, means, std, seeds[0])
     _toy_lambda_figure(figures[1], rows)
-    payload["wall_time_s"] = time.perf_counter() - start
-    write_metrics(out, payload)
-    write_text(out / "report.md", _toy_report(payload, [f.name for f in figures]))
-    return ExperimentResult("diversity-toy", payload, out, figures, payload["wall_time_s"])
+    return finish("diversity-toy", out, start, payload=payload, figures=figures,
+                  report=lambda p: _toy_report(p, [f.name for f in figures]))
 
 
 def _toy_curves_figure(path: Path, params, runs, settings: ToySettings, means, std,
@@ -343,8 +339,5 @@ def _toy_report(payload: dict, figures: list[str]) -> str:
         "reaching another peak means crossing a low-density barrier.",
         "",
         *[f"![{f}]({f})" for f in figures],
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
         "",
     ])

@@ -10,7 +10,7 @@ distance between predictive distributions of f(x), test log-likelihood); on the 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,13 +26,11 @@ from .common import (
     VI_QUALITY_NOTE,
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     plotting,
     recipes_used,
     trust_lines,
     vi_quality_cells,
-    write_metrics,
-    write_text,
 )
 from .suite import render_tables, table
 from .zoo import suite_methods
@@ -110,14 +108,10 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     figure = out / "fidelity.png"
     _figure(figure, results, names, product)
     tables = _tables(results, names)
-    payload = {"experiment": "fidelity", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(names, "regression", overrides), "machine": machine_info(),
-               "toys": results, "tables": tables,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, figure.name))
-    return ExperimentResult("fidelity", payload, out, [figure], payload["wall_time_s"])
+    return finish("fidelity", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, figure.name), figures=[figure],
+                  seeds=[seed], recipes=recipes_used(names, "regression", overrides),
+                  toys=results, tables=tables)
 
 
 def _product(names, settings: Settings, *, seed, device, progress, overrides) -> dict:
@@ -263,6 +257,4 @@ def _report(payload: dict, figure: str) -> str:
         render_tables(payload["tables"]),
         *trust_lines({f"{toy}/{name}": vals for toy, per in payload["toys"].items()
                       for name, vals in per.items() if isinstance(vals, dict)}),
-        f"![{figure}]({figure})", "",
-        f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.", ""])
+        f"![{figure}]({figure})", ""])

@@ -33,13 +33,11 @@ from .common import (
     ExperimentResult,
     checkpoint_name,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
     train_method,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run_mnist", "run_fewshot", "run_surgery", "Settings", "MNIST_METHODS"]
@@ -140,14 +138,15 @@ def run_mnist(methods_to_run=MNIST_METHODS, *, quick: bool = False, device="auto
         figures += [out / "codes_tsne.png", out / "input_codes.png"]
         _tsne_figure(figures[0], codes, seed)
         _input_codes_figure(figures[1], codes["codes.0"])
-    payload = {"experiment": "metaprior-mnist", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(methods_to_run, "classification", overrides),
-               "machine": machine_info(), "train_examples": len(data.train), "methods": results,
-               "wall_time_s": time.perf_counter() - start}
-    out.mkdir(parents=True, exist_ok=True)
-    write_metrics(out, payload)
-    rows = [{"method": m, **v} for m, v in results.items()]
+    return finish("metaprior-mnist", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, figures=figures,
+                  report=lambda p: _report(p, settings, [f.name for f in figures]),
+                  recipes=recipes_used(methods_to_run, "classification", overrides),
+                  train_examples=len(data.train), methods=results)
+
+
+def _report(payload: dict, settings, figures: list[str]) -> str:
+    rows = [{"method": m, **v} for m, v in payload["methods"].items()]
     meta = next((r["options"] for r in payload["recipes"].values()
                  if r["method"] == "metaprior"), {})
     text = ["# metaprior-mnist: MetaPrior on MNIST 50,000 (Karaletsos et al. 2018, Fig. 4)", "",
@@ -159,11 +158,8 @@ def run_mnist(methods_to_run=MNIST_METHODS, *, quick: bool = False, device="auto
             "(Fig. 4d) is an image in our copy; its numbers are not legible there.", "",
             markdown_table(rows, ["method", "test_accuracy", "test_nll", "test_ece",
                                   "wall_time_s"]), "",
-            *[f"![{f.name}]({f.name})" for f in figures], "",
-            f"Seed {seed}, device {device}, quick={quick}, wall time "
-            f"{payload['wall_time_s']:.0f} s.", ""]
-    write_text(out / "report.md", "\n".join(text))
-    return ExperimentResult("metaprior-mnist", payload, out, figures, payload["wall_time_s"])
+            *[f"![{f}]({f})" for f in figures], ""]
+    return "\n".join(text)
 
 
 def _tsne_figure(path: Path, codes: dict, seed: int) -> None:
@@ -253,13 +249,10 @@ def _adaptation(kind: str, methods_to_run, *, quick, device, seed, out, settings
     figure = out / "adaptation.png"
     out.mkdir(parents=True, exist_ok=True)
     _adaptation_figure(figure, results, baseline_clean, settings, kind)
-    payload = {"experiment": f"metaprior-{kind}", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings), "machine": machine_info(),
-               "clean_accuracy_before": baseline_clean, "methods": results,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _adaptation_report(payload, kind, figure.name))
-    return ExperimentResult(f"metaprior-{kind}", payload, out, [figure], payload["wall_time_s"])
+    return finish(f"metaprior-{kind}", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, figures=[figure],
+                  report=lambda p: _adaptation_report(p, kind, figure.name),
+                  clean_accuracy_before=baseline_clean, methods=results)
 
 
 def _adapt(kind, name, task, model, guide, shots_data, test, clean_test, settings, device,
@@ -377,8 +370,6 @@ def _adaptation_report(payload, kind, figure):
                   f"{payload['clean_accuracy_before'][name]:.3f})", "",
                   markdown_table(rows, ["task", "shots", "permuted_accuracy",
                                         "clean_accuracy"]), ""]
-    lines += [f"![adaptation]({figure})", "",
-              f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
-              f"wall time {payload['wall_time_s']:.0f} s.", ""]
+    lines += [f"![adaptation]({figure})", ""]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ codes, mean-field Q over the codes; ``meanfield``: Bayes by Backprop with a N(0,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,12 +29,10 @@ from . import papers
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "PAPER_ACCURACY"]
@@ -113,14 +111,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     if "metaprior" in results and "map" in results:
         results["metaprior"]["accuracy_minus_map"] = (results["metaprior"]["test_accuracy"]
                                                       - results["map"]["test_accuracy"])
-    payload = {"experiment": "metaprior-moons", "seed": seed, "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(methods_to_run, "classification/moons", overrides),
-               "machine": machine_info(), "methods": results,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("metaprior-moons", payload, out, figures, payload["wall_time_s"])
+    return finish("metaprior-moons", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, [f.name for f in figures]),
+                  figures=figures,
+                  recipes=recipes_used(methods_to_run, "classification/moons", overrides),
+                  methods=results)
 
 
 @torch.no_grad()
@@ -206,6 +201,4 @@ def _report(payload: dict, figures: list[str]) -> str:
         text += [f"MetaPrior minus MLP accuracy: {100 * meta['accuracy_minus_map']:+.1f} "
                  "points.", ""]
     text += [f"![{name}]({name})" for name in figures]
-    text += ["", f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
-             f"wall time {payload['wall_time_s']:.0f} s.", ""]
     return "\n".join(text)

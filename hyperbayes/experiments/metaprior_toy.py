@@ -27,12 +27,10 @@ from ..models import priors
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 from .toy_regression import WideSettings, band_axes, study
 
@@ -85,14 +83,11 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
         _codes_figure(figures[-1], toy, meta, settings, seed, overrides or {})
         figures.append(out / "function_draws.png")
         _draws_figure(figures[-1], toy, meta, seed)
-    payload = {"experiment": "metaprior-toy", "dataset": "cubic", "seed": seed, "quick": quick,
-               "device": str(device), "settings": settings.__dict__,
-               "recipes": recipes_used(methods_to_run, "regression", overrides),
-               "machine": machine_info(),
-               "methods": toy.results, "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("metaprior-toy", payload, out, figures, payload["wall_time_s"])
+    return finish("metaprior-toy", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, [f.name for f in figures]),
+                  figures=figures, dataset="cubic",
+                  recipes=recipes_used(methods_to_run, "regression", overrides),
+                  methods=toy.results)
 
 
 def _initial_codes(label: str, settings: Settings, seed: int,
@@ -239,6 +234,4 @@ def _report(payload: dict, figures: list[str]) -> str:
                      "change from a single code is not reproduced.")
         text += [line, ""]
     text += [f"![{name}]({name})" for name in figures]
-    text += ["", f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
-             f"wall time {payload['wall_time_s']:.0f} s.", ""]
     return "\n".join(text)

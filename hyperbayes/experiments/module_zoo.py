@@ -13,7 +13,7 @@ maximum probability (ROC-AUC). Nothing here names a method.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,11 +24,9 @@ from . import zoo
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 from .ood import MAIN_SCORE, detection, ood_sets
 from .suite import render_tables, table
@@ -99,9 +97,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
-                                overrides)
-    names = zoo.check_methods(methods_to_run)
+    settings, names = zoo.task_settings(Settings, settings, quick, overrides, methods_to_run)
     unknown = [n for n in settings.nets if n not in NETS]
     if unknown or not settings.nets:
         raise ValueError(f"unknown nets {unknown}; choose from {list(NETS)}")
@@ -138,16 +134,11 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     figure = out / "module_zoo.png"
     _figure(figure, runs, settings.nets)
     tables = [_table(runs, names, settings)]
-    payload = {"experiment": "module-zoo", "seed": seed, "quick": quick, "device": str(device),
-               "settings": asdict(settings),
-               "recipes": recipes_used(names, "classification", overrides),
-               "machine": machine_info(),
-               "checkpoints": str(checkpoints), "train_examples": len(train),
-               "test_examples": len(test), "runs": runs, "skipped": skipped, "tables": tables,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, figure.name))
-    return ExperimentResult("module-zoo", payload, out, [figure], payload["wall_time_s"])
+    return finish("module-zoo", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, figure.name), figures=[figure],
+                  recipes=recipes_used(names, "classification", overrides),
+                  checkpoints=str(checkpoints), train_examples=len(train),
+                  test_examples=len(test), runs=runs, skipped=skipped, tables=tables)
 
 
 def _table(runs: dict, names: list[str], settings: Settings) -> dict:
@@ -219,7 +210,5 @@ def _report(payload: dict, figure: str) -> str:
     lines += [f"![accuracy, ECE and Fashion-MNIST ROC-AUC per method and net]({figure})", "",
               "*Figure: MNIST test accuracy (left), expected calibration error (middle, lower is "
               "better) and Fashion-MNIST detection ROC-AUC by maximum probability (right) of "
-              "every method, one bar per net; a missing bar is a pair that did not run.*", "",
-              f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, "
-              f"wall time {payload['wall_time_s']:.0f} s.", ""]
+              "every method, one bar per net; a missing bar is a pair that did not run.*", ""]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ for the claim "a hypernetwork beats the MAP MLP against Fashion-MNIST") and
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,11 +40,9 @@ from . import papers, zoo
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     plotting,
     recipes_used,
-    write_metrics,
-    write_text,
 )
 from .suite import render_tables, table
 
@@ -163,9 +161,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
-                                overrides)
-    names = zoo.check_methods(methods_to_run)
+    settings, names = zoo.task_settings(Settings, settings, quick, overrides, methods_to_run)
     device = resolve_device(device)
     out = Path(out)
     checkpoints = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
@@ -205,23 +201,17 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     _roc_figure(figures[0], scores, results, roc_set)
     source = "MNIST" if data is None else getattr(data, "name", "custom")
     _scores_figure(figures[1], scores, list(sets), source)
-    payload = {"experiment": "ood", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(names, "classification", overrides),
-               "machine": machine_info(),
-               "checkpoints": str(checkpoints), "in_distribution": source,
-               "train_examples": len(train), "in_distribution_examples": len(test),
-               "ood_sets": {s: len(split) for s, split in sets.items()},
-               "units": "percent; pr_plus: in-distribution positive (ood_auc's pr_auc_in), "
+    return finish("ood", out, start, seed=seed, quick=quick, device=device, settings=settings,
+                  report=lambda p: _report(p, [f.name for f in figures]), figures=figures,
+                  seeds=[seed], recipes=recipes_used(names, "classification", overrides),
+                  checkpoints=str(checkpoints), in_distribution=source,
+                  train_examples=len(train), in_distribution_examples=len(test),
+                  ood_sets={s: len(split) for s, split in sets.items()},
+                  units="percent; pr_plus: in-distribution positive (ood_auc's pr_auc_in), "
                         "pr_minus: anomalies positive (pr_auc_out)",
-               "methods": results,
-               "hypernet_beats_map_fashion_roc": hypernets_against_map(results),
-               "worse_than_paper": _worse_than_paper(results),
-               "tables": _tables(results, list(sets), settings),
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, [f.name for f in figures]))
-    return ExperimentResult("ood", payload, out, figures, payload["wall_time_s"])
+                  methods=results, hypernet_beats_map_fashion_roc=hypernets_against_map(results),
+                  worse_than_paper=_worse_than_paper(results),
+                  tables=_tables(results, list(sets), settings))
 
 
 def _label(ood_set: str) -> str:
@@ -393,8 +383,5 @@ def _report(payload: dict, figures: list[str]) -> str:
         "net; ours differ (see the notes).",
         "",
         *[f"![{f}]({f})" for f in figures],
-        "",
-        f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, wall "
-        f"time {payload['wall_time_s']:.0f} s.",
         "",
     ])

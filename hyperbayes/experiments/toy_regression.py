@@ -30,14 +30,12 @@ from .common import (
     VI_QUALITY_NOTE,
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
     markdown_table,
     plotting,
     recipes_used,
     trust_lines,
     vi_quality_cells,
-    write_metrics,
-    write_text,
 )
 
 __all__ = ["run", "study", "band_axes", "ToyStudy", "Settings", "WideSettings",
@@ -258,14 +256,10 @@ def run(methods_to_run=DEFAULT_METHODS, *, quick: bool = False, device="auto", s
     fig.tight_layout()
     fig.savefig(figure, dpi=120)
     plt.close(fig)
-    payload = {"experiment": "toy-regression", "dataset": "cubic", "seed": seed, "quick": quick,
-               "device": str(device), "settings": settings.__dict__,
-               "recipes": recipes_used(methods_to_run, "regression", overrides),
-               "machine": machine_info(), "methods": toy.results,
-               "wall_time_s": time.perf_counter() - start}
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, figure.name))
-    return ExperimentResult("toy-regression", payload, out, [figure], payload["wall_time_s"])
+    return finish("toy-regression", out, start, seed=seed, quick=quick, device=device,
+                  settings=settings, report=lambda p: _report(p, figure.name), figures=[figure],
+                  dataset="cubic", recipes=recipes_used(methods_to_run, "regression", overrides),
+                  methods=toy.results)
 
 
 def _report(payload: dict, figure: str) -> str:
@@ -308,7 +302,5 @@ def _report(payload: dict, figure: str) -> str:
             "",
         ]
     text += trust_lines(payload["methods"])
-    text += [f"![predictive bands]({figure})", "",
-             f"Seed {payload['seed']}, device {payload['device']}, quick={payload['quick']}, "
-             f"wall time {payload['wall_time_s']:.0f} s.", ""]
+    text += [f"![predictive bands]({figure})", ""]
     return "\n".join(text)

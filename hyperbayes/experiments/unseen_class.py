@@ -37,23 +37,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .. import datasets, methods
+from .. import datasets
 from ..datasets import Split, transforms
 from ..inference import metrics, resolve_device
 from . import papers, zoo
 from .common import (
     ExperimentResult,
     experiment,
-    machine_info,
+    finish,
+    header,
     plotting,
     recipes_used,
     write_metrics,
-    write_text,
 )
 from .suite import render_tables, table
 
@@ -161,11 +161,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             <hyperbayes.experiments.zoo.with_options>`), recorded under ``recipes``.
     """
     start = time.perf_counter()
-    settings = zoo.with_options(settings or (Settings.quick() if quick else Settings()),
-                                overrides)
-    names = list(methods_to_run) if methods_to_run is not None else zoo.suite_methods()
-    for name in names:
-        methods.get(name)  # unknown names raise with the list of known ones
+    settings, names = zoo.task_settings(Settings, settings, quick, overrides, methods_to_run)
     if not names or not settings.digits:
         raise ValueError("unseen-class needs at least one method and one held-out digit")
     device = resolve_device(device)
@@ -181,12 +177,10 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     out = Path(out)
     checkpoint_dir = Path(checkpoints) if checkpoints is not None else zoo.default_checkpoints(out)
     results: dict = {}
-    payload = {"experiment": "unseen-class", "seed": seed, "seeds": [seed], "quick": quick,
-               "device": str(device), "settings": asdict(settings),
-               "recipes": recipes_used(names, "classification", overrides),
-               "machine": machine_info(),
-               "methods": names, "digits": results, "test_examples": n_test,
-               "inputs": math.prod(data.train.x.shape[1:]), "num_classes": num_classes}
+    payload = header("unseen-class", seed=seed, quick=quick, device=device, settings=settings,
+                     seeds=[seed], recipes=recipes_used(names, "classification", overrides),
+                     methods=names, digits=results, test_examples=n_test,
+                     inputs=math.prod(data.train.x.shape[1:]), num_classes=num_classes)
     for digit in settings.digits:
         digit = int(digit)
         train_d, _ = split_by_digit(train_all, digit)
@@ -226,10 +220,8 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     figures = [out / "unseen_class_heatmap.png", out / "unseen_class_scores.png"]
     _heatmap(figures[0], results, names, settings.digits, best)
     _bars(figures[1], payload["mean_roc"], names, settings.digits)
-    payload["wall_time_s"] = time.perf_counter() - start
-    write_metrics(out, payload)
-    write_text(out / "report.md", _report(payload, settings, [f.name for f in figures]))
-    return ExperimentResult("unseen-class", payload, out, figures, payload["wall_time_s"])
+    return finish("unseen-class", out, start, payload=payload, figures=figures,
+                  report=lambda p: _report(p, settings, [f.name for f in figures]))
 
 
 def _mean(values) -> float:
@@ -434,7 +426,5 @@ def _report(payload: dict, settings: Settings, figures: list[str]) -> str:
               "of 90–97 suggests more held-out images per in-distribution image than ours, so "
               "its PR columns are comparable with ours only loosely and the comparison above "
               "uses ROC-AUC only.", "",
-              *[f"![{f}]({f})" for f in figures], "",
-              f"Seed {payload['seed']}, quick={payload['quick']}, device {payload['device']}, "
-              f"wall time {payload['wall_time_s']:.0f} s.", ""]
+              *[f"![{f}]({f})" for f in figures], ""]
     return "\n".join(lines)

@@ -159,6 +159,15 @@ def check_methods(methods_to_run) -> list[str]:
     return names
 
 
+def task_settings(settings_type: type, settings, quick: bool, overrides: dict | None,
+                  methods_to_run) -> tuple:
+    """The start of every suite task: its settings (``settings``, else the type's quick or full
+    ones) with ``overrides`` laid over (:func:`with_options`), and the method names to run
+    (:func:`check_methods`); both checked before any work."""
+    settings = settings or (settings_type.quick() if quick else settings_type())
+    return with_options(settings, overrides), check_methods(methods_to_run)
+
+
 def train_all(names, settings: ZooSettings, train_split: Split, val: Split | None, *, device,
               seed: int, checkpoints, progress) -> dict[str, Trained]:
     """Train (or reuse the finished checkpoint of) every method in ``names``."""

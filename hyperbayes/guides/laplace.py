@@ -171,6 +171,8 @@ class LaplaceGuide(PointThenPosterior):
             raise ValueError("LaplaceGuide needs a BNN over the library's MLP or a user's module "
                              f"(TorchNet), without weight norm; got {net!r}")
         self.subset, self.hessian, self.prior_precision = subset, hessian, prior_precision
+        #: the library's MLP (linear in its last layer), not a user's module
+        self._library_mlp = hasattr(net, "sizes")
 
     def after_fit(self, model, x, y, *, batch_size: int = 128, **_) -> None:
         """Compute the Laplace posterior at the trained ŵ on the training data ``(x, y)``."""
@@ -248,6 +250,8 @@ class LaplaceGuide(PointThenPosterior):
         net (``predictive="glm"``, once the posterior is built); None: evaluate the net itself."""
         if self.predictive != "glm" or self._posterior is None:
             return None
+        if self.subset == "last_layer" and self._library_mlp:
+            return None  # the library's MLP is linear in its last layer: the GLM is the net
         with torch.no_grad():
             return {s.name: self.values[param_key(s.name)].detach() if s.transform is None else
                     s.transform(self.values[param_key(s.name)].detach()) for s in self.sites}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import pyro
@@ -137,7 +138,11 @@ def _linearized_net(model, around: dict[str, torch.Tensor]):
         base = {k: (around[k].to(v).expand_as(v) if k in around else v).contiguous().clone()
                 for k, v in params.items()}
         tangents = {k: params[k] - base[k] for k in params}
-        value, change = torch.func.jvp(lambda p: model.net(p, chunk), (base,), (tangents,))
+        with warnings.catch_warnings():
+            # torch loads its forward-mode decompositions through torch.jit.script on first use
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                                    category=DeprecationWarning)
+            value, change = torch.func.jvp(lambda p: model.net(p, chunk), (base,), (tangents,))
         return value + change
 
     return net

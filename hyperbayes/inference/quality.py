@@ -15,7 +15,8 @@ log q(w_k) give
 * the relative importance-sampling effective sample size (Σ r)² / (K Σ r²).
 
 These need log q(w): guides with a density only (mean field, flows, autoguides, the MetaPrior's
-Q(Z), and once fitted the Laplace and SWAG Gaussians, whose density is joint over the sites). A point estimate (MAP, MC dropout) and an implicit generator (Bayes by Hypernet, the
+Q(Z), and once fitted the Laplace and SWAG Gaussians, whose density is joint over the sites). A
+point estimate (MAP, MC dropout, the ensemble) and an implicit generator (Bayes by Hypernet, the
 diversity hypernetwork) have none; :func:`vi_quality` says so instead of returning numbers.
 Sites that the model draws from its own prior with the density masked (the MetaPrior's
 P(W | Z)) have q = p and cancel.
