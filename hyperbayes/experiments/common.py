@@ -351,19 +351,24 @@ class Fitted:
     reused: bool
 
 
-def train_method(name: str, family: str, net, prior, likelihood, train, *, epochs: float,
-                 batch_size: int, lr: float, seed: int = 0, device="auto",
-                 lr_schedule: str | None = None, clip_norm: float | None = None, val=None,
+def train_method(name: str, family: str, net, prior, likelihood, train, *,
+                 epochs: float | None = None, steps: int | None = None, batch_size: int,
+                 lr: float, seed: int = 0, device="auto",
+                 lr_schedule=None, clip_norm: float | None = None, val=None,
                  validations: int = 0, val_samples: int = 10, checkpoint: Path | None = None,
                  progress: bool | None = None, overrides: dict | None = None,
                  lr_multipliers: dict | None = None, built: tuple | None = None,
-                 checkpoint_every: int | None = None) -> Fitted:
+                 checkpoint_every: int | None = None, select_best: bool | None = None,
+                 callback=None) -> Fitted:
     """Set up method ``name`` by its recipe for ``family`` and train it: the one training
     wrapper of the experiments.
 
-    ``epochs`` passes over ``train`` (batches of ``batch_size``, the recipe's ``steps_factor``
-    applied); ``lr`` unless the recipe sets its own; with ``val``, ``validations`` checks of
-    the validation accuracy (``val_samples`` MC samples) and its best parameters kept;
+    ``epochs`` passes over ``train`` (batches of ``batch_size``) or ``steps`` steps (give one;
+    the recipe's ``steps_factor`` applied); ``lr`` (a constant, or the start of
+    ``lr_schedule``: a name or a function of the step) unless the recipe sets its own; with
+    ``val``, ``validations`` checks of the validation accuracy (``val_samples`` MC samples)
+    and its best parameters kept (unless ``select_best`` is False); ``callback(step, loss)``
+    runs after every step (see :func:`~hyperbayes.inference.fit`);
     ``checkpoint`` (a file) saved as often (or every ``checkpoint_every`` steps) and resumed,
     or reused when finished. ``overrides``
     are build options over the recipe's; ``built`` is an already built
@@ -381,9 +386,12 @@ def train_method(name: str, family: str, net, prior, likelihood, train, *, epoch
     else:
         model, guide, loss, options = built
         options = dict(options)
+    if (epochs is None) == (steps is None):
+        raise ValueError("give train_method epochs or steps, not both or neither")
     batch = min(batch_size, len(train))
-    options = methods.fit_options(options, max(1, math.ceil(epochs * math.ceil(len(train) /
-                                                                                 batch))))
+    if steps is None:
+        steps = max(1, math.ceil(epochs * math.ceil(len(train) / batch)))
+    options = methods.fit_options(options, steps)
     steps = options.pop("steps")
     # the recipe's own schedule, clipping and multipliers win over the task's defaults
     lr_schedule = options.pop("lr_schedule", lr_schedule)
@@ -395,9 +403,10 @@ def train_method(name: str, family: str, net, prior, likelihood, train, *, epoch
     result = fit(model, guide, train, steps=steps, batch_size=batch, loss=loss,
                  lr_schedule=lr_schedule, clip_norm=clip_norm, lr_multipliers=lr_multipliers,
                  val=val, val_every=every if val is not None else None, val_samples=val_samples,
-                 select_best=val is not None, select_by="val_accuracy", checkpoint=checkpoint,
+                 select_best=val is not None if select_best is None else select_best,
+                 select_by="val_accuracy", checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every or every, device=device, seed=seed,
-                 progress=progress, **options)
+                 progress=progress, callback=callback, **options)
     used = {**options, "lr_schedule": lr_schedule, "clip_norm": clip_norm}
     return Fitted(model, guide, loss, result, used, result.resumed_from == result.steps)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import datasets, methods
 from ..datasets import transforms
-from ..inference import fit, metrics, predict_from_samples, resolve_device, set_seed
+from ..inference import metrics, predict_from_samples, resolve_device, set_seed
 from ..models import CNN, Categorical, priors
 from ..models.gauge import gauge_fix
 from .common import (
@@ -29,6 +29,7 @@ from .common import (
     markdown_table,
     plotting,
     single_method,
+    train_method,
     write_json,
 )
 
@@ -229,12 +230,14 @@ def train_mnist(settings: MnistSettings, train, val, device, seed: int, checkpoi
     tracker = _Tracker(model, guide, val.x.to(device), val.y.to(device), settings, every,
                        checkpoint.with_suffix(".track.json"))
     steps, final = settings.steps, settings.lr_final
-    result = fit(model, guide, train, steps=steps, batch_size=settings.batch_size,
-                 lr=settings.lr, lr_schedule=lambda t: final ** (min(t, steps) / steps),
-                 clip_norm=settings.clip_norm, loss=loss, val=val, val_every=every,
-                 val_samples=settings.val_nets, select_best=False, checkpoint=checkpoint,
-                 checkpoint_every=settings.checkpoint_every, device=device, seed=seed,
-                 progress=progress, callback=tracker)
+    result = train_method(
+        "diversity", "classification", None, None, None, train, steps=steps,
+        batch_size=settings.batch_size, lr=settings.lr,
+        lr_schedule=lambda t: final ** (min(t, steps) / steps), clip_norm=settings.clip_norm,
+        val=val, validations=settings.validations, val_samples=settings.val_nets,
+        select_best=False, checkpoint=checkpoint, checkpoint_every=settings.checkpoint_every,
+        device=device, seed=seed, progress=progress, callback=tracker,
+        built=(model, guide, loss, {"lr": settings.lr})).result
     if tracker.first and result.resumed_from is not None:  # nothing ran: a finished checkpoint
         tracker.records = [r for r in tracker.records if r["step"] <= result.resumed_from]
     return model, guide, result, tracker.records
