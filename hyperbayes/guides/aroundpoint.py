@@ -14,11 +14,17 @@ from .base import SiteGuide
 __all__ = ["PointThenPosterior", "sample_plate", "plate_sample"]
 
 
+#: the plates that vectorize guide draws: the ELBO's particles, the samples of
+#: :func:`~hyperbayes.inference.predict` and the importance draws of
+#: :func:`~hyperbayes.inference.vi_quality`
+DRAW_PLATES = ("_particles", "_mc_samples", "_iw_particles")
+
+
 def sample_plate() -> tuple[int, int] | None:
-    """``(size, dim)`` of the innermost plate that vectorizes guide draws (the ELBO's particles
-    or :func:`~hyperbayes.inference.predict`'s samples), or None outside one."""
+    """``(size, dim)`` of the innermost plate that vectorizes guide draws (one of
+    :data:`DRAW_PLATES`), or None outside one."""
     for frame in reversed(_PYRO_STACK):
-        if isinstance(frame, PlateMessenger) and frame.name in ("_particles", "_mc_samples"):
+        if isinstance(frame, PlateMessenger) and frame.name in DRAW_PLATES:
             return frame.size, frame.dim
     return None
 
