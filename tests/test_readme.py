@@ -1,6 +1,6 @@
-"""Every ```python block of the README and of the getting-started page runs, in order, at small
-sizes (so the first example a user copies never breaks), and the README names only registered
-methods."""
+"""Every ```python block of the README, the getting-started page and the CLI page runs, in
+order, at small sizes (so the first example a user copies never breaks), and the README names
+only registered methods."""
 
 import re
 import warnings
@@ -15,7 +15,7 @@ from hyperbayes.inference.trust import PosteriorWarning
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: documents whose python blocks are run, each in a fresh namespace
-DOCUMENTS = [README, ROOT / "docs" / "getting-started.md"]
+DOCUMENTS = [README, ROOT / "docs" / "getting-started.md", ROOT / "docs" / "cli.md"]
 
 #: sizes cut to keep the test fast: keyword → largest value kept
 SMALL = {"steps": 40, "num_samples": 30, "warmup": 30, "epochs": 1}

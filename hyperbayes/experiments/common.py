@@ -239,6 +239,9 @@ def finish(name: str, out: Path, start: float, *, report, figures=(), payload: d
     elif header_fields:
         raise TypeError("give the payload or its header fields, not both")
     payload["wall_time_s"] = time.perf_counter() - start
+    if "tables" not in payload:  # as write_metrics would: the returned metrics are the file's
+        made = methods_table(payload.get("methods") or {})
+        payload["tables"] = [made] if made else []
     Path(out).mkdir(parents=True, exist_ok=True)
     write_metrics(out, payload)
     text = report(payload).rstrip("\n") + "\n\n" + run_line(payload) + "\n"
