@@ -71,3 +71,32 @@ def _assert_same_rows(merged: dict, alone: dict) -> None:
             for column, value in b.items():
                 if isinstance(value, float) and not column.endswith(" s"):  # not timings
                     assert abs(a[column] - value) <= 1e-4 * max(1.0, abs(value)), (column, a, b)
+
+
+def test_a_table_with_a_column_per_method_merges_by_columns(tmp_path):
+    """unseen-class's per-digit tables hold one column per method: merged, each job's column
+    sits beside the others on the rows of the same digit, the papers' columns once."""
+    def job(method, values):
+        folder = tmp_path / method
+        folder.mkdir()
+        rows = [{"metric": "ROC", "held-out digit": str(d), method: v, "paper: MLP": 90.0 + d}
+                for d, v in enumerate(values)]
+        payload = {"experiment": "unseen-class", "methods": [method],
+                   "recipes": {method: {"method": method}}, "wall_time_s": 1.0,
+                   "tables": [{"title": "by digit", "columns": ["metric", "held-out digit",
+                                                                method, "paper: MLP"],
+                               "rows": rows, "note": ""},
+                              {"title": "mean", "columns": ["method", "ROC"],
+                               "rows": [{"method": method, "ROC": sum(values) / 2},
+                                        {"method": "paper: MLP", "ROC": 90.5}], "note": ""}]}
+        (folder / "metrics.json").write_text(json.dumps(payload))
+        return folder
+
+    merged = jobs.merge_task([job("map", [95.0, 96.0]), job("flow", [97.0, 98.0])],
+                             tmp_path / "out")
+    by_digit, mean = merged["tables"]
+    assert by_digit["columns"] == ["metric", "held-out digit", "map", "flow", "paper: MLP"]
+    assert [(r["map"], r["flow"], r["paper: MLP"]) for r in by_digit["rows"]] == [
+        (95.0, 97.0, 90.0), (96.0, 98.0, 91.0)]
+    assert [r["method"] for r in mean["rows"]] == ["map", "flow", "paper: MLP"]
+    assert merged["methods"] == ["map", "flow"]

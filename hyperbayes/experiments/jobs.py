@@ -78,22 +78,61 @@ def _is_paper_row(table: dict, row: dict) -> bool:
     return str(row.get(table["columns"][0], "")).startswith("paper")
 
 
+def _part_methods(part: dict) -> list[str]:
+    """The methods one job's metrics.json ran: its recipes' names, else its ``methods``."""
+    names = part.get("recipes") or part.get("methods") or {}
+    return list(names)
+
+
+def _merge_rows(table: dict, tables: list[dict]) -> dict:
+    """A table with one row per method: every job's method rows, then the papers' rows once."""
+    rows = [row for part in tables for row in part["rows"] if not _is_paper_row(table, row)]
+    rows += [row for row in table["rows"] if _is_paper_row(table, row)]
+    return {**table, "rows": rows}
+
+
+def _merge_columns(table: dict, tables: list[dict], methods: list[list[str]]) -> dict:
+    """A table with one column per method (e.g. unseen-class's per-digit tables): rows matched
+    on the columns before the first method's, every job's method columns side by side, the
+    remaining (papers') columns once."""
+    columns = table["columns"]
+    first = min(columns.index(m) for m in methods[0] if m in columns)
+    keys = columns[:first]
+    own = [m for names in methods for m in names]
+    merged_columns = keys + own + [c for c in columns[first:] if c not in methods[0]]
+    rows = [dict(row) for row in table["rows"]]
+    index = {tuple(str(row.get(k)) for k in keys): row for row in rows}
+    for part, names in zip(tables[1:], methods[1:], strict=True):
+        for row in part["rows"]:
+            target = index.get(tuple(str(row.get(k)) for k in keys))
+            if target is not None:
+                target.update({m: row.get(m) for m in names})
+    return {**table, "columns": merged_columns, "rows": rows}
+
+
 def merge_task(folders: list[Path], out: Path) -> dict:
     """One task's metrics.json in ``out`` from the metrics.json of its per-method job
-    ``folders`` (in method order): each table's method rows from every job, then the papers'
-    rows once; the per-method records side by side; wall times added."""
+    ``folders`` (in method order): a table with one row per method gets each job's method
+    rows, then the papers' rows once; a table with one column per method gets each job's
+    method columns, rows matched on the columns before them; the per-method records side by
+    side; wall times added. Tables computed across methods (a task's paper-claims table)
+    keep each job's rows, which compare that job's method alone."""
     parts = [json.loads((f / "metrics.json").read_text()) for f in folders]
     first = parts[0]
+    methods = [_part_methods(part) for part in parts]
     tables = []
     for i, table in enumerate(first["tables"]):
-        rows = [row for part in parts for row in part["tables"][i]["rows"]
-                if not _is_paper_row(table, row)]
-        rows += [row for row in table["rows"] if _is_paper_row(table, row)]
-        tables.append({**table, "rows": rows})
+        each = [part["tables"][i] for part in parts]
+        if any(m in table["columns"] for m in methods[0]):
+            tables.append(_merge_columns(table, each, methods))
+        else:
+            tables.append(_merge_rows(table, each))
     merged = {key: value for key, value in first.items() if key not in ("tables", "methods")}
     merged.update({
         "tables": tables,
-        "methods": {k: v for part in parts for k, v in (part.get("methods") or {}).items()},
+        "methods": ({k: v for part in parts for k, v in part["methods"].items()}
+                    if isinstance(first.get("methods"), dict) else
+                    [m for names in methods for m in names]),
         "wall_time_s": sum(float(p.get("wall_time_s", 0.0)) for p in parts),
         "merged_from": [str(f) for f in folders],
         "jobs": [json.loads((f / "job.json").read_text()) for f in folders
