@@ -9,7 +9,7 @@ import torch
 
 from hyperbayes import methods
 from hyperbayes.experiments import bhn_product, toy_regression
-from hyperbayes.experiments.common import checkpoint_key, recipes_used
+from hyperbayes.experiments.common import checkpoint_key, methods_table, recipes_used
 from hyperbayes.guides import FlowGuide, ImplicitGuide, MeanField
 from hyperbayes.models import MLP, Gaussian, priors
 
@@ -199,3 +199,15 @@ def test_a_new_base_method_joins_every_method_experiment(scratch_registry, tmp_p
     assert "point_copy" in result.metrics["methods"]
     rows = [row["method"] for row in result.metrics["tables"][0]["rows"]]
     assert "point_copy" in rows and "map" in rows
+
+
+def test_a_methods_metric_group_becomes_columns_not_a_method_row():
+    """An experiment's default table: a method's nested numbers (e.g. its ``vi_quality``) are
+    ``group.metric`` columns of its row; only a grouping without numbers of its own (toy →
+    method) gives ``toy/method`` rows, so every row is a method."""
+    table = methods_table({"meanfield": {"rmse": 1.0, "vi_quality": {"elbo": -3.0}},
+                                  "nuts": {"rmse": 0.5}})
+    assert [r["method"] for r in table["rows"]] == ["meanfield", "nuts"]
+    assert table["rows"][0]["vi_quality.elbo"] == -3.0
+    grouped = methods_table({"cubic": {"flow": {"rmse": 1.0}}})
+    assert [r["method"] for r in grouped["rows"]] == ["cubic/flow"]

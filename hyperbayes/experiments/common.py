@@ -166,25 +166,33 @@ def apply_settings(settings_type: type, assignments, *, quick: bool = False):
 
 def methods_table(methods: dict, title: str = "Per-method results") -> dict | None:
     """A results table (as :func:`hyperbayes.experiments.suite.table` makes) of every number
-    in ``methods`` (label → metrics; one level of nesting, e.g. toy → label → metrics, gives
-    ``toy/label`` rows); None when there are no numbers."""
+    in ``methods`` (label → metrics, a metric group such as ``vi_quality`` giving
+    ``group.metric`` columns; a grouping with no numbers of its own, e.g. toy → label →
+    metrics, gives ``toy/label`` rows); None when there are no numbers."""
     rows = []
     if not isinstance(methods, dict):
         return None
 
+    def numbers(values: dict) -> dict:
+        return {k: v for k, v in values.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}
+
     def add(label, values):
-        cells = {k: v for k, v in values.items()
-                 if isinstance(v, int | float) and not isinstance(v, bool)}
+        cells = numbers(values)
+        for inner, nested in values.items():
+            if isinstance(nested, dict):
+                cells.update({f"{inner}.{k}": v for k, v in numbers(nested).items()})
         if cells:
             rows.append({"method": label, **cells})
 
     for label, values in methods.items():
         if not isinstance(values, dict):
             continue
-        add(label, values)
-        for inner, nested in values.items():
-            if isinstance(nested, dict) and any(isinstance(v, int | float)
-                                                for v in nested.values()):
+        if numbers(values):
+            add(label, values)
+            continue
+        for inner, nested in values.items():  # a grouping: one row per label inside it
+            if isinstance(nested, dict):
                 add(f"{label}/{inner}", nested)
     if not rows:
         return None
