@@ -20,9 +20,10 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else
 _SUITE_FILES = {"test_fidelity", "test_registry", "test_suite"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
-    """One xdist group per test file (module fixtures are built once), the suite's users in
-    one group."""
+    """One xdist group per test file (module fixtures are built once; the docs site, built in
+    the source tree, by one worker only), the suite's users in one group."""
     for item in items:
         stem = item.path.stem
         item.add_marker(pytest.mark.xdist_group("suite" if stem in _SUITE_FILES else stem))

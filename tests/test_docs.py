@@ -136,3 +136,12 @@ def test_results_pages_are_generated_from_the_metrics(tmp_path):
     task = (out / "task.md").read_text()
     assert "| map | 98.500 |" in task and "97.250" not in task
     assert "task" in (out / "index.md").read_text()
+
+
+def test_the_site_tests_run_in_one_worker_group(request):
+    """Under `make test` (pytest-xdist, --dist loadgroup) every test of this file is sent to one
+    worker, which alone builds the site in the source tree: the group must reach the test's
+    id (pytest 9 with pytest-xdist 3.8 silently dropped it, and two workers raced)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run under pytest-xdist --dist loadgroup")
+    assert request.node.nodeid.endswith("@test_docs"), request.node.nodeid
