@@ -206,9 +206,14 @@ def write_metrics(out: Path, payload: dict) -> Path:
     ``methods``, ``wall_time_s``, ...) with ``tables``; an experiment that made no tables of its
     own gets one of the numbers in its ``methods``."""
     if "tables" not in payload:
-        made = methods_table(payload.get("methods") or {})
-        payload = {**payload, "tables": [made] if made else []}
+        payload = {**payload, "tables": _default_tables(payload)}
     return write_json(Path(out) / "metrics.json", payload)
+
+
+def _default_tables(payload: dict) -> list[dict]:
+    """The tables of an experiment that made none: one of the numbers in its ``methods``."""
+    made = methods_table(payload.get("methods") or {})
+    return [made] if made else []
 
 
 def run_line(payload: dict) -> str:
@@ -247,9 +252,8 @@ def finish(name: str, out: Path, start: float, *, report, figures=(), payload: d
     elif header_fields:
         raise TypeError("give the payload or its header fields, not both")
     payload["wall_time_s"] = time.perf_counter() - start
-    if "tables" not in payload:  # as write_metrics would: the returned metrics are the file's
-        made = methods_table(payload.get("methods") or {})
-        payload["tables"] = [made] if made else []
+    if "tables" not in payload:  # the returned metrics are the file's
+        payload["tables"] = _default_tables(payload)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_metrics(out, payload)
     text = report(payload).rstrip("\n") + "\n\n" + run_line(payload) + "\n"

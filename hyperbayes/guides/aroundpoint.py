@@ -89,8 +89,8 @@ class PointThenPosterior(SiteGuide):
     def _flat_density_reason(self) -> str | None:
         return None
 
-    def _flat_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
-        """log q of unconstrained vectors (count, D) laid out site after site, (count,)."""
+    def _log_prob(self, unconstrained: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q of unconstrained values ``{site: (count, numel)}``, (count,)."""
         raise NotImplementedError
 
     def joint_log_density(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -103,16 +103,16 @@ class PointThenPosterior(SiteGuide):
         if reason:
             raise ValueError(reason)
         count = next(iter(values.values())).shape[0]
-        flats, log_jacobian = [], 0.0
+        unconstrained, log_jacobian = {}, 0.0
         for site in self.sites:
             value = values[site.name].reshape(count, *site.shape)
             if site.transform is not None:
-                unconstrained = site.transform.inv(value)
+                inverse = site.transform.inv(value)
                 log_jacobian = log_jacobian + site.transform.log_abs_det_jacobian(
-                    unconstrained, value).reshape(count, -1).sum(-1)
-                value = unconstrained
-            flats.append(value.reshape(count, -1))
-        return self._flat_log_prob(torch.cat(flats, -1)) - log_jacobian
+                    inverse, value).reshape(count, -1).sum(-1)
+                value = inverse
+            unconstrained[site.name] = value.reshape(count, -1)
+        return self._log_prob(unconstrained) - log_jacobian
 
     def forward(self, *args, **kwargs):
         """Sample every site: a posterior draw (in eval mode, once built), else ŵ."""

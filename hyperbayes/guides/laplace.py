@@ -252,9 +252,9 @@ class LaplaceGuide(PointThenPosterior):
             return None
         if self.subset == "last_layer" and self._library_mlp:
             return None  # the library's MLP is linear in its last layer: the GLM is the net
-        with torch.no_grad():
-            return {s.name: self.values[param_key(s.name)].detach() if s.transform is None else
-                    s.transform(self.values[param_key(s.name)].detach()) for s in self.sites}
+        point = self.point_estimate()
+        return {s.name: point[s.name] if s.transform is None else s.transform(point[s.name])
+                for s in self.sites}
 
     def _flat_density_reason(self) -> str | None:
         post = self._posterior
@@ -265,13 +265,11 @@ class LaplaceGuide(PointThenPosterior):
                     "masses, so q(w) has no density over all of them")
         return None
 
-    def _flat_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
-        """log N(w; ŵ, (H + P)⁻¹) of vectors in site order: whitened as z = A⁻¹(w − ŵ) for
-        the draw map w = ŵ + A z, log q = log N(z; 0, I) − log |det A|."""
+    def _log_prob(self, unconstrained: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log N(w; ŵ, (H + P)⁻¹), whitened as z = A⁻¹(w − ŵ) for the draw map w = ŵ + A z:
+        log q = log N(z; 0, I) − log |det A|."""
         post = self._posterior
-        parts = self.split(flat)
-        delta = torch.cat([parts[name].reshape(len(flat), -1) for name in post["covered"]],
-                          -1) - post["mean"]
+        delta = torch.cat([unconstrained[name] for name in post["covered"]], -1) - post["mean"]
         if "scale_tril" in post:
             tril = post["scale_tril"]
             z = torch.linalg.solve_triangular(tril, delta.T, upper=False).T
@@ -280,7 +278,7 @@ class LaplaceGuide(PointThenPosterior):
             z, log_det = delta / post["std"], post["std"].log().sum()
         else:  # A = P^(-1/2) with P the Kronecker-factored posterior precision
             factors = self._kron_factors()
-            z = factors.bmm(delta, exponent=0.5).reshape(len(flat), -1)
+            z = factors.bmm(delta, exponent=0.5).reshape(len(delta), -1)
             log_det = -0.5 * factors.logdet()
         standard = torch.distributions.Normal(torch.zeros((), dtype=z.dtype, device=z.device), 1.0)
         return standard.log_prob(z).sum(-1) - log_det

@@ -141,8 +141,9 @@ class SWAGGuide(PointThenPosterior):
                     "the covariance is singular, so q(w) has no density")
         return None
 
-    def _flat_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
-        return self._flat_distribution().log_prob(flat)
+    def _log_prob(self, unconstrained: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._flat_distribution().log_prob(
+            torch.cat([unconstrained[s.name] for s in self.sites], -1))
 
     def _flat_draws(self, count: int) -> torch.Tensor:
         post = self._posterior

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -11,7 +12,8 @@ import torch
 
 from .checks import check_count, check_inputs, model_dtype
 
-__all__ = ["Prediction", "sample_posterior", "sample_prior", "predict", "predict_from_samples"]
+__all__ = ["Prediction", "sample_posterior", "sample_prior", "predict", "predict_from_samples",
+           "eval_mode"]
 
 
 @dataclass
@@ -72,6 +74,21 @@ class Prediction:
                           {k: move(v) for k, v in self.extras.items()})
 
 
+@contextlib.contextmanager
+def eval_mode(module):
+    """``module`` (a model or guide) in eval mode for the block, its training mode restored
+    afterwards: normalization layers use their running statistics, and guides that build a
+    posterior after training (Laplace, SWAG) draw from it."""
+    was_training = getattr(module, "training", False)
+    if was_training:
+        module.eval()
+    try:
+        yield module
+    finally:
+        if was_training:
+            module.train()
+
+
 def sample_posterior(model, guide, num_samples: int, *args, **kwargs) -> dict[str, torch.Tensor]:
     """Draw ``num_samples`` joint samples of every latent site of ``model`` in one pass.
 
@@ -80,16 +97,10 @@ def sample_posterior(model, guide, num_samples: int, *args, **kwargs) -> dict[st
     hierarchical prior given guided codes) are drawn from the model, vectorized.
     Returns ``{site: tensor of shape (S, *site_shape)}``.
     """
-    was_training = guide.training if hasattr(guide, "training") else None
-    if was_training:
-        guide.eval()
-    try:
-        with torch.no_grad(), poutine.block(), pyro.plate("_mc_samples", num_samples, dim=-1):
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            params = poutine.replay(model.sample_params, trace=guide_trace)()
-    finally:
-        if was_training:
-            guide.train()
+    with torch.no_grad(), eval_mode(guide), poutine.block(), pyro.plate(
+            "_mc_samples", num_samples, dim=-1):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        params = poutine.replay(model.sample_params, trace=guide_trace)()
     # detached: a point-mass guide's draw is its parameter itself, which must not leak out
     return {name: value.detach() for name, value in params.items()}
 
@@ -166,16 +177,10 @@ def _evaluate(model, samples: dict[str, torch.Tensor], x: torch.Tensor,
     device = next(iter(params.values())).device
     x = x.to(device)
     chunks = [x] if not batch_size or len(x) <= batch_size else torch.split(x, batch_size)
-    was_training = getattr(model, "training", False)
-    if was_training:  # normalization layers use their running statistics
-        model.eval()
-    try:
-        with torch.no_grad():
-            net = model.net if around is None else _linearized_net(model, around)
-            outputs = torch.cat([net(params, chunk) for chunk in chunks], dim=-2)
-    finally:
-        if was_training:
-            model.train()
+    # in eval mode, normalization layers use their running statistics
+    with torch.no_grad(), eval_mode(model):
+        net = model.net if around is None else _linearized_net(model, around)
+        outputs = torch.cat([net(params, chunk) for chunk in chunks], dim=-2)
     likelihood = model.likelihood
     if likelihood.task == "classification":
         return Prediction(outputs, "classification", logits=likelihood.logits(outputs))

@@ -24,7 +24,6 @@ P(W | Z)) have q = p and cancel.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
@@ -39,6 +38,7 @@ from ..guides.contract import is_implicit
 from .checks import check_count, check_data
 from .device import resolve_device
 from .elbo import replayed_traces
+from .predict import eval_mode
 
 __all__ = ["vi_quality", "log_importance_weights", "psis_khat", "khat_reading", "NoDensityError",
            "KHAT_GOOD", "KHAT_UNRELIABLE"]
@@ -95,7 +95,7 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
     chunk = check_count("chunk", chunk)
     parts, joint = [], _joint_density(guide)
     point_only = not joint
-    with torch.no_grad(), _eval_mode(guide):
+    with torch.no_grad(), eval_mode(guide):
         done = 0
         while done < num_samples:
             count = min(chunk, num_samples - done)
@@ -138,20 +138,6 @@ def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor,
             parts.append(log_r.cpu())
             done += count
     return torch.cat(parts)
-
-
-@contextlib.contextmanager
-def _eval_mode(guide):
-    """The guide in eval mode (guides that build a posterior after training, Laplace and SWAG,
-    draw from it only then), restored afterwards."""
-    was_training = getattr(guide, "training", False)
-    if was_training:
-        guide.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            guide.train()
 
 
 def psis_khat(log_weights) -> float:
