@@ -323,6 +323,9 @@ def test_seeds_are_averaged_and_absent_methods_leave_claims_unrun(images, tmp_pa
     claims = {r["claim"]: r["holds"] for r in saved["paper_claims"]}
     assert claims["Warm starting is essential for BHN (helps it)"] == "not run"  # no flow
     assert next(v for k, v in claims.items() if k.startswith("The MLP baseline")) != "not run"
+    # the file's own settings and records give its tables back (as merging per-method jobs does)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert al.payload_tables(written) == (written["paper_claims"], written["tables"])
 
 
 def test_unknown_names_are_errors(images, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperbayes.experiments import calibration, jobs
+from hyperbayes.experiments import adversarial, calibration, jobs
 from hyperbayes.inference import distributed
 
 TASKS, METHODS = ("calibration",), ["map", "meanfield"]
@@ -53,6 +53,24 @@ def test_several_seeds_get_a_folder_each(tmp_path, mnist):
     assert seeds == [0, 1]
     assert jobs.plan(METHODS, (0, 1)) == [jobs.Job("map", 0), jobs.Job("meanfield", 0),
                                           jobs.Job("map", 1), jobs.Job("meanfield", 1)]
+
+
+def test_claims_comparing_the_methods_are_recomputed_when_jobs_merge(tmp_path, mnist,
+                                                                     one_thread):
+    """The adversarial paper claims compare the flow (BHN) with MC dropout: each job alone has
+    no such claim; merged, the claims are what one run of both methods writes."""
+    methods, smoke = ["flow", "mcdropout"], adversarial.Settings.smoke()
+    jobs.run_jobs(("adversarial",), methods, (0,), device="cpu", out=tmp_path / "jobs",
+                  progress=False, settings={"adversarial": smoke})
+    merged = json.loads((tmp_path / "jobs" / "adversarial" / "metrics.json").read_text())
+    alone = adversarial.run(methods, device="cpu", out=tmp_path / "one", progress=False,
+                            settings=smoke).metrics
+    each = json.loads((tmp_path / "jobs" / "jobs" / "seed0" / "adversarial" / "flow" /
+                       "metrics.json").read_text())["paper_claims"]
+    compared = [c["claim"] for c in alone["paper_claims"] if "dropout" in c["claim"]]
+    assert compared and not [c for c in each if c["claim"] in compared]
+    assert merged["paper_claims"] == alone["paper_claims"]
+    _assert_same_rows(merged, alone)
 
 
 def _one_run(out: Path) -> dict:

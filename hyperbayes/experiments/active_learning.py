@@ -78,6 +78,7 @@ from ..inference import checkpoint, metrics, resolve_device
 from . import zoo
 from .common import (
     ExperimentResult,
+    apply_settings,
     checkpoint_key,
     experiment,
     finish,
@@ -90,9 +91,9 @@ from .common import (
 )
 from .suite import render_tables, table
 
-__all__ = ["run", "run_paper", "Settings", "ACQUISITIONS", "REGIMES", "PAPER_ROLES", "EXCLUDED",
-           "GalCNN", "initial_and_pool", "select", "round_steps", "learning_curve",
-           "area_under_curve", "part_path", "load_part"]
+__all__ = ["run", "run_paper", "payload_tables", "Settings", "ACQUISITIONS", "REGIMES",
+           "PAPER_ROLES", "EXCLUDED", "GalCNN", "initial_and_pool", "select", "round_steps",
+           "learning_curve", "area_under_curve", "part_path", "load_part"]
 
 #: acquisition name → score of each pool item from (S, N, C) MC probabilities (None: random)
 ACQUISITIONS = {"random": None, "bald": metrics.bald, "entropy": metrics.predictive_entropy}
@@ -672,14 +673,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
     # gathers finished results has a short wall time but stands for this much work
     payload["compute_s"] = sum(t["train_s"] + t["score_s"] for t in timing.values())
     _summarize(results, acquired, settings.budgets)
-    payload["tables"] = _tables(results, names, settings, acquired)
-    payload["paper_claims"] = paper_claims(results, names, settings, acquired)
-    payload["tables"].append(table(
-        "Paper claims (Fig. 4, §4.3; the paper has no table) beside ours",
-        ["claim", "ours", "holds"], payload["paper_claims"],
-        note="Late / early: mean test accuracy (%) over the second / first half of the rounds; "
-             "AUC: mean accuracy over the budget. Method names of the paper: "
-             + ", ".join(f"{k} = `{v}`" for k, v in PAPER_ROLES.items()) + "."))
+    payload["paper_claims"], payload["tables"] = payload_tables(payload, settings)
     out.mkdir(parents=True, exist_ok=True)
     figures = [out / "active_learning.png"]
     _figure(figures[0], results, names, settings, acquired)
@@ -702,6 +696,22 @@ def run_paper(methods_to_run=("mcdropout", "flow"), *, quick: bool = False, devi
                                acquisitions=settings.acquisitions, regimes=settings.regimes)
     return run(methods_to_run, quick=quick, device=device, seed=seed, out=out,
                settings=settings, progress=progress, data=data, checkpoints=checkpoints)
+
+
+def payload_tables(payload: dict, settings: Settings | None = None) -> tuple[list, list]:
+    """``(paper_claims, tables)`` from a metrics.json payload's summarized ``methods`` records
+    (its ``settings`` unless given): what :func:`run` writes, and what :func:`jobs.merge_task
+    <hyperbayes.experiments.jobs.merge_task>` recomputes when per-method jobs merge, since
+    the claims compare the methods with one another."""
+    settings = settings or apply_settings(Settings, payload["settings"])
+    results, acquired = payload["methods"], payload["acquired"]
+    claims = paper_claims(results, list(results), settings, acquired)
+    return claims, _tables(results, list(results), settings, acquired) + [table(
+        "Paper claims (Fig. 4, §4.3; the paper has no table) beside ours",
+        ["claim", "ours", "holds"], claims,
+        note="Late / early: mean test accuracy (%) over the second / first half of the rounds; "
+             "AUC: mean accuracy over the budget. Method names of the paper: "
+             + ", ".join(f"{k} = `{v}`" for k, v in PAPER_ROLES.items()) + ".")]
 
 
 def _summarize(results: dict, acquired: list[int], budgets) -> None:

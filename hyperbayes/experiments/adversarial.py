@@ -43,6 +43,7 @@ from ..inference import metrics, resolve_device, sample_posterior, set_seed
 from . import zoo
 from .common import (
     ExperimentResult,
+    apply_settings,
     experiment,
     finish,
     header,
@@ -53,7 +54,8 @@ from .common import (
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "SCORES", "SCORE_LABELS", "PAPER_ROLES", "RISE_FACTOR", "MIN_RISE",
-           "sample_weights", "input_gradient", "fgs", "attack_metrics", "paper_claims"]
+           "sample_weights", "input_gradient", "fgs", "attack_metrics", "paper_claims",
+           "payload_tables"]
 
 #: uncertainty scores (keys of :func:`hyperbayes.inference.metrics.ood_scores`)
 SCORES = ("max_prob", "entropy", "mean_std", "bald")
@@ -263,13 +265,24 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         del fitted, probs, grad, attacked
         payload["wall_time_s"] = time.perf_counter() - start
         write_metrics(out, payload)
-    payload["paper_claims"] = paper_claims(results, names, epsilons)
-    payload["tables"] = _tables(results, names, epsilons, settings, payload["paper_claims"], n)
+    payload["paper_claims"], payload["tables"] = payload_tables(payload, settings)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "adversarial.png"
     _figure(figure, results, names, epsilons)
     return finish("adversarial", out, start, payload=payload, figures=[figure],
                   report=lambda p: _report(p, settings, figure.name))
+
+
+def payload_tables(payload: dict, settings: Settings | None = None) -> tuple[list, list]:
+    """``(paper_claims, tables)`` from a metrics.json payload's ``methods`` records (its
+    ``settings`` unless given): what :func:`run` writes, and what :func:`jobs.merge_task
+    <hyperbayes.experiments.jobs.merge_task>` recomputes when per-method jobs merge, since
+    the claims compare the methods with one another."""
+    settings = settings or apply_settings(Settings, payload["settings"])
+    results, epsilons = payload["methods"], [float(e) for e in payload["epsilons"]]
+    claims = paper_claims(results, list(results), epsilons)
+    return claims, _tables(results, list(results), epsilons, settings, claims,
+                           payload["attack_examples"])
 
 
 def _table_epsilons(settings: Settings, epsilons) -> list[float]:

@@ -126,6 +126,8 @@ def _coerce(name: str, value, hint):
         origin = typing.get_origin(option) or option
         if value is None and option is type(None):
             return None
+        if dataclasses.is_dataclass(origin) and isinstance(value, dict):
+            return apply_settings(origin, value)  # a nested group, e.g. metrics.json's "zoo"
         if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if origin is tuple and isinstance(value, list | tuple):
@@ -143,7 +145,9 @@ def _coerce(name: str, value, hint):
 def apply_settings(settings_type: type, assignments, *, quick: bool = False):
     """The settings ``settings_type.quick()`` (or the defaults) with ``assignments``
     (``"key=value"`` strings or a dict) applied, every key and value checked against the
-    dataclass before any work: an unknown key lists the known ones."""
+    dataclass before any work: an unknown key lists the known ones. A dict value of a nested
+    settings group (``zoo``) is applied to that group's defaults, so a metrics.json's
+    ``settings`` gives back the settings it was run with."""
     if isinstance(assignments, dict):
         pairs = dict(assignments)
     else:

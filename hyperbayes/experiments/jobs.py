@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,13 +111,23 @@ def _merge_columns(table: dict, tables: list[dict], methods: list[list[str]]) ->
     return {**table, "columns": merged_columns, "rows": rows}
 
 
+def _payload_tables(task: str | None):
+    """The task module's ``payload_tables`` (tables recomputed from a payload), if it has one."""
+    from . import EXPERIMENTS
+
+    runner = EXPERIMENTS.get(task) if task else None
+    module = sys.modules.get(inspect.unwrap(runner).__module__) if runner else None
+    return getattr(module, "payload_tables", None)
+
+
 def merge_task(folders: list[Path], out: Path) -> dict:
     """One task's metrics.json in ``out`` from the metrics.json of its per-method job
     ``folders`` (in method order): a table with one row per method gets each job's method
     rows, then the papers' rows once; a table with one column per method gets each job's
     method columns, rows matched on the columns before them; the per-method records side by
-    side; wall times added. Tables computed across methods (a task's paper-claims table)
-    keep each job's rows, which compare that job's method alone."""
+    side; wall times added. A task whose tables compare the methods with one another (its
+    paper claims: adversarial, active learning) has them recomputed from the merged records
+    by its ``payload_tables``, as one run of every method would write them."""
     parts = [json.loads((f / "metrics.json").read_text()) for f in folders]
     first = parts[0]
     methods = [_part_methods(part) for part in parts]
@@ -137,6 +148,10 @@ def merge_task(folders: list[Path], out: Path) -> dict:
         "merged_from": [str(f) for f in folders],
         "jobs": [json.loads((f / "job.json").read_text()) for f in folders
                  if (f / "job.json").exists()]})
+    recompute = _payload_tables(first.get("experiment"))
+    if recompute is not None:
+        merged["paper_claims"], merged["tables"] = recompute(merged)
+        tables = merged["tables"]
     write_json(out / "metrics.json", merged)
     from .suite import render_tables
 
