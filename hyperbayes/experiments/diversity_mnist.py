@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .. import datasets, methods
 from ..datasets import transforms
 from ..inference import metrics, predict_from_samples, resolve_device, set_seed
+from ..inference.predict import eval_mode
 from ..models import CNN, Categorical, priors
 from ..models.gauge import gauge_fix
 from .common import (
@@ -114,13 +115,8 @@ def build_mnist(settings: MnistSettings, seed: int = 0):
 
 def generate_nets(guide, noise: torch.Tensor) -> dict[str, torch.Tensor]:
     """The nets G(z) for noise (S, noise_dim), with batch norm in evaluation mode, no gradient."""
-    was_training = guide.training
-    guide.eval()
-    try:
-        with torch.no_grad():
-            return guide.generate(noise)
-    finally:
-        guide.train(was_training)
+    with eval_mode(guide), torch.no_grad():
+        return guide.generate(noise)
 
 
 def _device(guide) -> torch.device:

@@ -49,16 +49,14 @@ def num_outputs(model, x: torch.Tensor) -> int:
     device = getattr(model, "device", x.device)
     params = {n: torch.zeros(s.shape, device=device, dtype=x.dtype)
               for n, s in net.param_specs.items()}
-    was_training = getattr(model, "training", False)
-    model.eval()
+    from .predict import eval_mode  # predict imports this module
+
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = net(params, x[:2].to(device))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ValueError(f"the net cannot evaluate inputs of shape (N, "
                          f"{', '.join(map(str, x.shape[1:]))}): {err}") from err
-    finally:
-        model.train(was_training)
     if out.dim() != 2:
         raise ValueError(f"the net's outputs have shape {tuple(out.shape)} for 2 inputs; "
                          "hyperbayes nets return (N, outputs)")
