@@ -64,6 +64,11 @@ def test_bhn_mnist_tiny_run_reports_the_table_and_resumes(mnist, tmp_path):
     assert rows["5k-24/flow-0"]["hidden"] == 24
     report = (tmp_path / "report.md").read_text()
     assert "98.39" in report and "accuracy.png" in report
+    (table,) = first.metrics["tables"]  # one schema: the paper's figure beside ours, in a table
+    assert [r["configuration"] for r in table["rows"]] == list(configs)
+    flow = table["rows"][0]
+    assert flow["paper %"] == 98.39
+    assert flow["difference (points)"] == pytest.approx(flow["test accuracy %"] - 98.39)
     assert (tmp_path / "accuracy.png").stat().st_size > 5_000
     # a second run resumes every configuration from its finished checkpoint: same numbers
     again = bhn_mnist.run(configs, settings=settings, data=mnist, out=tmp_path, device="cpu",
