@@ -158,6 +158,28 @@ def test_steps_per_round_and_area_under_curve():
     assert al.area_under_curve([0], [0.4]) == 0.4
 
 
+def test_the_versus_random_table_pairs_the_seeds():
+    """BALD − random AUC per seed (same initial set and pool): 'yes' only when it wins on
+    every seed, 'mixed' when on some."""
+    acquired = [0, 10, 20]
+
+    def entry(*curves):
+        return {"seeds": {str(i): {"accuracy": c} for i, c in enumerate(curves)}}
+
+    results = {"a": {"random": {"warm": entry([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])},
+                     "bald": {"warm": entry([0.5, 0.7, 0.8], [0.4, 0.6, 0.6])}},
+               "b": {"random": {"warm": entry([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])},
+                     "bald": {"warm": entry([0.5, 0.5, 0.7], [0.4, 0.6, 0.7])}}}
+    settings = small(acquisitions=("random", "bald"), regimes=("warm",))
+    (versus,) = al._versus_random(results, ["a", "b"], settings, acquired)
+    a, b = versus["rows"]
+    # AUC over [0, 10, 20] is (c0 + 2 c1 + c2) / 4: a gains 0.075 on seed 0 and 0.05 on seed 1
+    assert a["AUC − random (points)"] == pytest.approx(100 * (0.075 + 0.05) / 2)
+    assert (a["seeds it wins"], a["beats random"]) == ("2 of 2", "yes")
+    assert (b["seeds it wins"], b["beats random"]) == ("1 of 2", "mixed")
+    assert al._versus_random(results, ["a"], small(acquisitions=("bald",)), acquired) == []
+
+
 def test_bald_and_entropy_acquire_the_top_scores(images, monkeypatch):
     """With a stub score, every round takes the best-scoring items still in the pool."""
     settings = small(rounds=3, pool_subset=None)
@@ -300,7 +322,9 @@ def test_every_registered_method_runs_through(images, tmp_path):
         starts = {e["mean"][0] for a in saved["methods"][name].values() for e in a.values()}
         assert len(starts) == 1, name
         assert saved["timing"][name]["trainings"] == 1 + 6 * settings.rounds
-    long, pivot, claims = saved["tables"]
+    versus, long, pivot, claims = saved["tables"]
+    assert len(versus["rows"]) == len(names) * 4  # bald and entropy, warm and reinit
+    assert {r["beats random"] for r in versus["rows"]} <= {"yes", "no", "mixed"}
     assert len(long["rows"]) == len(names) * 6
     assert [r["method"] for r in pivot["rows"]] == names
     assert {r["holds"] for r in claims["rows"]} <= {"yes", "partly", "no", "not run"}

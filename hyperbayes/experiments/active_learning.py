@@ -768,6 +768,7 @@ def _tables(results: dict, names, settings: Settings, acquired: list[int]) -> li
     n_seeds = len(next(iter(results[names[0]].values()))[settings.regimes[0]]["seeds"]) \
         if names else 0
     return [
+        *_versus_random(results, names, settings, acquired),
         table(f"Test accuracy (%) after k acquired images (mean over {n_seeds} seed(s))", cols,
               rows, note=f"{settings.initial_per_class} initial images per class, "
                          f"{settings.acquire} acquired per round; final = after {acquired[-1]}"
@@ -780,6 +781,35 @@ def _tables(results: dict, names, settings: Settings, acquired: list[int]) -> li
               pivot_cols, pivot, note="warm: continue training the same model each round; "
                                       "reinit: a fresh model each round (Gal et al. 2017)."),
     ]
+
+
+def _versus_random(results: dict, names, settings: Settings, acquired: list[int]) -> list[dict]:
+    """Whether each scored acquisition beats random, per method and regime: the AUC difference
+    (mean over seeds) and on how many seeds it is positive (the seeds share their initial set
+    and pool, so the difference is paired)."""
+    scored = [a for a in settings.acquisitions if a != "random"]
+    if "random" not in settings.acquisitions or not scored:
+        return []
+    rows = []
+    for name in names:
+        for acq in scored:
+            for regime in settings.regimes:
+                mine, rand = results[name][acq][regime]["seeds"], results[name]["random"][regime][
+                    "seeds"]
+                gaps = [area_under_curve(acquired, mine[s]["accuracy"])
+                        - area_under_curve(acquired, rand[s]["accuracy"]) for s in mine]
+                mean = 100 * sum(gaps) / len(gaps)
+                wins = sum(g > 0 for g in gaps)
+                rows.append({"method": name, "acquisition": acq, "regime": regime,
+                             "AUC − random (points)": mean, "seeds it wins": f"{wins} of "
+                             f"{len(gaps)}", "beats random": "yes" if wins == len(gaps) else
+                             "no" if wins == 0 else "mixed"})
+    return [table("Does the acquisition beat random? (AUC difference, paired by seed)",
+                  ["method", "acquisition", "regime", "AUC − random (points)", "seeds it wins",
+                   "beats random"], rows,
+                  note="AUC: mean test accuracy over the budget. Every seed starts both curves "
+                       "from the same labelled set and pool. 'yes' / 'no': on every seed / on "
+                       "none; a point estimate's BALD is random (see below).", digits=2)]
 
 
 def _half_means(entry: dict) -> tuple[float, float]:
