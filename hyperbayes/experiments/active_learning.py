@@ -773,10 +773,8 @@ def _tables(results: dict, names, settings: Settings, acquired: list[int]) -> li
               rows, note=f"{settings.initial_per_class} initial images per class, "
                          f"{settings.acquire} acquired per round; final = after {acquired[-1]}"
                          "; final std over seeds; AUC: mean accuracy (%) over the budget "
-                         "(trapezoid area under the curve divided by its width). A point "
-                         "estimate's BALD is 0 everywhere: ties are broken with the random "
-                         "acquisition's seeded generator, so its BALD and random rows "
-                         "coincide.", digits=3),
+                         "(trapezoid area under the curve divided by its width). "
+                         + _point_estimate_note(settings), digits=3),
         table("Area under the accuracy curve (mean accuracy %, by acquisition and regime)",
               pivot_cols, pivot, note="warm: continue training the same model each round; "
                                       "reinit: a fresh model each round (Gal et al. 2017)."),
@@ -809,7 +807,17 @@ def _versus_random(results: dict, names, settings: Settings, acquired: list[int]
                    "beats random"], rows,
                   note="AUC: mean test accuracy over the budget. Every seed starts both curves "
                        "from the same labelled set and pool. 'yes' / 'no': on every seed / on "
-                       "none; a point estimate's BALD is random (see below).", digits=2)]
+                       "none. " + _point_estimate_note(settings), digits=2)]
+
+
+def _point_estimate_note(settings: Settings) -> str:
+    """How to read a point estimate's (``map``'s) BALD and entropy-free rows."""
+    if settings.pool_subset is None:
+        return ("A point estimate's BALD is 0 everywhere: ties are broken with the random "
+                "acquisition's seeded generator, so its BALD and random rows coincide.")
+    return ("A point estimate's BALD is 0 everywhere, so its BALD curve acquires at random "
+            "among each round's scored subset: the same distribution as random acquisition, "
+            "another draw. Its gap to random is chance alone, a yardstick for the other rows.")
 
 
 def _half_means(entry: dict) -> tuple[float, float]:
