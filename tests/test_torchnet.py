@@ -266,6 +266,63 @@ def test_mc_dropout_on_a_module_gives_independent_masks_per_sample():
         TorchNet(nn.Sequential(nn.Linear(1, 1))).with_dropout(0.2)
 
 
+class _NoisyBody(nn.Module):
+    """conv body → a draw in the module's own forward → a dense head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten())
+        self.mid = nn.Linear(256, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.body(x)
+        h = h + 0.1 * torch.randn_like(h)  # every sample must see its own noise
+        return self.head(torch.relu(self.mid(h)))
+
+
+@pytest.mark.parametrize("case", ["mc_dropout", "last_layer", "point", "draw_in_forward"])
+def test_chunked_samples_replay_the_shared_start_exactly(case, monkeypatch):
+    """Sample by sample (convolutions on the CPU), what all samples share runs once and is
+    replayed: the outputs equal those of S full passes with the same random numbers, samples
+    still differ where they should, and a draw in the module's own forward stops the replay."""
+    from hyperbayes.models import module
+
+    S, x = 6, _images(n=10)[0]
+    if case == "draw_in_forward":
+        net = TorchNet(_NoisyBody(), bayesian="head.*")
+    elif case == "last_layer":
+        net = TorchNet(TinyResNet(), bayesian="fc.*")
+    else:
+        net = TorchNet(TinyResNet())
+        net = net.with_dropout(0.5) if case == "mc_dropout" else net
+    gen = torch.Generator().manual_seed(3)
+    values = dict(net.module.named_parameters())
+    params = {n: (values[n].detach().expand(S, *s.shape) if case in ("mc_dropout", "point")
+                  else values[n].detach() + 0.1 * torch.randn(S, *s.shape, generator=gen))
+              for n, s in net.param_specs.items()}
+    net.eval()
+    recorded = []
+    real = module._deterministic_prefix
+    monkeypatch.setattr(module, "_deterministic_prefix",
+                        lambda *a: recorded.append(real(*a)) or recorded[-1])
+    torch.manual_seed(0)
+    replayed = net(params, x)
+    monkeypatch.setattr(module, "_deterministic_prefix", lambda *a: {})
+    torch.manual_seed(0)
+    full = net({n: v.contiguous().clone() for n, v in params.items()}, x)
+    assert replayed.shape == full.shape == (S, 10, 3)
+    assert torch.allclose(replayed, full, atol=1e-6)
+    differ = (replayed[0] - replayed[-1]).abs().max()
+    assert differ == 0 if case == "point" else differ > 1e-3
+    expected = {"mc_dropout": {"stem", "block", "pool"}, "last_layer": {"stem", "block", "pool"},
+                "point": None, "draw_in_forward": {"body"}}[case]
+    if expected is None:  # a point estimate's expanded draws are one value: a single pass
+        assert recorded == []
+    else:
+        assert set(recorded[0]) == expected
+
+
 # ------------------------------------------------------------------------------------------------
 # the API refuses bad input before any work
 # ------------------------------------------------------------------------------------------------

@@ -119,6 +119,12 @@ class TorchNet(Net, nn.Module):
             convolutions and pooling over S-times-larger activations, which measured 2.3× slower
             than S plain passes on 2 cores (LeNet-5, 256 images, S = 100); on a GPU the
             stacked pass is the fast one.
+        replay_shared: when chunks are evaluated one after another at prediction, run the
+            module's top-level children that come before anything differs between samples
+            (a convolutional body under MC dropout or under a Bayesian last layer) once, and
+            replay their outputs in every chunk; the outputs are the same as without. Turn it
+            off for a child whose forward has side effects beyond its output. A point
+            estimate's expanded draws count as one value either way (one pass, not S).
 
     Example::
 
@@ -129,7 +135,8 @@ class TorchNet(Net, nn.Module):
     """
 
     def __init__(self, module: nn.Module, *, bayesian="*", frozen=(), weight_norm: bool = False,
-                 init: str = "module", sample_chunk: int | str | None = "auto"):
+                 init: str = "module", sample_chunk: int | str | None = "auto",
+                 replay_shared: bool = True):
         nn.Module.__init__(self)
         if not isinstance(module, nn.Module):
             raise TypeError(f"TorchNet wraps a torch.nn.Module, got {type(module).__name__}")
@@ -140,7 +147,7 @@ class TorchNet(Net, nn.Module):
                 and sample_chunk >= 1)):
             raise ValueError(f"sample_chunk must be 'auto', None or a positive integer, got "
                              f"{sample_chunk!r}")
-        self.sample_chunk = sample_chunk
+        self.sample_chunk, self.replay_shared = sample_chunk, bool(replay_shared)
         self.module = copy.deepcopy(module)
         self.bayesian, self.frozen = _patterns(bayesian, "bayesian"), _patterns(frozen, "frozen")
         self.weight_norm, self.init = bool(weight_norm), init
@@ -279,22 +286,36 @@ class TorchNet(Net, nn.Module):
         for name, (loc, _) in lrt.items():
             values[f"{name}.weight"] = loc
         batched = {n: v for n, v in values.items() if v.dim() > self._ndim(n)}
-        shared = {n: v for n, v in values.items() if n not in batched}
+        # a value expanded over the samples (a point estimate's S draws) is one value: shared
+        same = {n: v[0] for n, v in batched.items() if v.shape[0] > 1 and v.stride(0) == 0}
+        batched = {n: v for n, v in batched.items() if n not in same}
+        shared = {**{n: v for n, v in values.items() if n not in batched}, **same}
         with _patched(self.module, lrt, self._mc_dropout_layers(), self.dropout):
             if not batched and not (num_samples and (lrt or self._random())):
                 out = functional_call(self.module, shared, (x,))
                 return out.expand(num_samples, *out.shape) if num_samples else out
+            prefix, chunk = {}, self._chunk(x.device)
+            # vmap runs what does not depend on the sample once, but a chunk at a time it runs
+            # it once per chunk: there, replay the deterministic start of the pass
+            if (self.replay_shared and chunk is not None and chunk < num_samples
+                    and not self.training and not lrt
+                    and not any("." not in n for n in batched)):
+                prefix = _deterministic_prefix(self.module, shared, set(batched), x)
             if not batched:  # shared weights, random layers: still one draw per sample
                 batched = {"": torch.empty(num_samples, 0, device=x.device)}
             buffers = self._sample_buffers(num_samples)
 
+            replay = _replayed(self.module, prefix)
+
             def one_sample(sample_values, sample_buffers):
                 sample_values = {k: v for k, v in sample_values.items() if k}
+                replay.rewind()
                 return functional_call(self.module, {**shared, **sample_values,
                                                      **sample_buffers}, (x,))
 
-            out = vmap(one_sample, randomness="different",
-                       chunk_size=self._chunk(x.device))(batched, buffers)
+            with replay:
+                out = vmap(one_sample, randomness="different", chunk_size=chunk)(batched,
+                                                                                  buffers)
             self._merge_buffers(buffers)
         return out
 
@@ -368,6 +389,104 @@ class TorchNet(Net, nn.Module):
         clone = copy.deepcopy(self)
         clone.dropout = float(p)
         return clone
+
+
+class _StopProbe(Exception):
+    """Raised in a probe pass at the first child module that draws random numbers."""
+
+
+def _rng_states(x: torch.Tensor) -> list[torch.Tensor]:
+    states = [torch.get_rng_state()]
+    if x.is_cuda:
+        states.append(torch.cuda.get_rng_state(x.device))
+    return states
+
+
+def _deterministic_prefix(module: nn.Module, shared: dict, sampled: set, x: torch.Tensor
+                          ) -> dict:
+    """The outputs of ``module``'s top-level children that run before anything differs between
+    weight samples (in call order, ``{child: [output, ...]}``), from one pass with the
+    ``shared`` values.
+
+    Every weight sample would compute exactly these (same weights, same input, no random
+    number), so the sampled passes replay them (:func:`_replayed`) instead of recomputing them
+    S times: for MC dropout on a convolutional body with a dense head, or a Bayesian last
+    layer, the body runs once. The pass stops before the first child that holds a ``sampled``
+    parameter or after one during which the generator's state moved (MC dropout masks, an
+    ``nn.Dropout`` in training, any draw of a custom layer), and also when the state moved
+    between children (a draw in the module's own forward); the generator is put back as it
+    was, so the sampled passes draw the same numbers as without the replay. The caller
+    excludes sampled parameters of the module itself (they could enter any child's input)."""
+    children = dict(module.named_children())
+    if not children:
+        return {}
+    outputs: dict[str, list] = {name: [] for name in children}
+    handles, last = [], [_rng_states(x)]
+
+    def moved() -> bool:
+        return any(not torch.equal(a, b) for a, b in zip(last[0], _rng_states(x), strict=True))
+
+    def pre_hook(name):
+        holds_sampled = any(n.startswith(f"{name}.") for n in sampled)
+
+        def hook(_mod, _args):
+            if holds_sampled or moved():
+                raise _StopProbe
+        return hook
+
+    def post_hook(name):
+        def hook(_mod, _args, out):
+            if moved():
+                raise _StopProbe
+            outputs[name].append(out)
+        return hook
+
+    for name, child in children.items():
+        handles += [child.register_forward_pre_hook(pre_hook(name)),
+                    child.register_forward_hook(post_hook(name))]
+    states = last[0]
+    try:
+        functional_call(module, shared, (x,))
+    except _StopProbe:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+        torch.set_rng_state(states[0])
+        if x.is_cuda:
+            torch.cuda.set_rng_state(states[1], x.device)
+    return {name: out for name, out in outputs.items() if out}
+
+
+class _replayed:
+    """Within the block, the children in ``prefix`` return their recorded outputs on their
+    first calls of each pass (in order) instead of running; later calls run them.
+    :meth:`rewind` starts a pass (one weight sample, or one chunk of them)."""
+
+    def __init__(self, module: nn.Module, prefix: dict):
+        self.module, self.prefix = module, prefix
+        self.calls = dict.fromkeys(prefix, 0)
+
+    def rewind(self) -> None:
+        self.calls = dict.fromkeys(self.prefix, 0)
+
+    def __enter__(self):
+        for name, recorded in self.prefix.items():
+            child = self.module.get_submodule(name)
+            real = child.forward
+
+            def forward(*args, _name=name, _recorded=recorded, _real=real, **kwargs):
+                call = self.calls[_name]
+                self.calls[_name] = call + 1
+                return _recorded[call] if call < len(_recorded) else _real(*args, **kwargs)
+
+            child.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        for name in self.prefix:
+            del self.module.get_submodule(name).forward
+        return False
 
 
 class _patched:
