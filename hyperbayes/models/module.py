@@ -392,7 +392,7 @@ class TorchNet(Net, nn.Module):
 
 
 class _StopProbe(Exception):
-    """Raised in a probe pass at the first child module that draws random numbers."""
+    """Ends a probe pass (:func:`_deterministic_prefix`) where samples start to differ."""
 
 
 def _rng_states(x: torch.Tensor) -> list[torch.Tensor]:
@@ -421,10 +421,10 @@ def _deterministic_prefix(module: nn.Module, shared: dict, sampled: set, x: torc
     if not children:
         return {}
     outputs: dict[str, list] = {name: [] for name in children}
-    handles, last = [], [_rng_states(x)]
+    handles, start = [], _rng_states(x)
 
     def moved() -> bool:
-        return any(not torch.equal(a, b) for a, b in zip(last[0], _rng_states(x), strict=True))
+        return any(not torch.equal(a, b) for a, b in zip(start, _rng_states(x), strict=True))
 
     def pre_hook(name):
         holds_sampled = any(n.startswith(f"{name}.") for n in sampled)
@@ -444,7 +444,6 @@ def _deterministic_prefix(module: nn.Module, shared: dict, sampled: set, x: torc
     for name, child in children.items():
         handles += [child.register_forward_pre_hook(pre_hook(name)),
                     child.register_forward_hook(post_hook(name))]
-    states = last[0]
     try:
         functional_call(module, shared, (x,))
     except _StopProbe:
@@ -452,9 +451,9 @@ def _deterministic_prefix(module: nn.Module, shared: dict, sampled: set, x: torc
     finally:
         for handle in handles:
             handle.remove()
-        torch.set_rng_state(states[0])
+        torch.set_rng_state(start[0])
         if x.is_cuda:
-            torch.cuda.set_rng_state(states[1], x.device)
+            torch.cuda.set_rng_state(start[1], x.device)
     return {name: out for name, out in outputs.items() if out}
 
 
