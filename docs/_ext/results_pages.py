@@ -29,7 +29,8 @@ from hyperbayes.experiments.suite import render_tables
 
 DATED = re.compile(r"^(?P<name>.+?)_metrics_(?P<date>\d{4}-\d{2}-\d{2})$")
 BENCHMARK = re.compile(r"^(?P<name>.+?)_(?P<date>\d{4}-\d{2}-\d{2})$")
-HEADER_KEYS = ("experiment", "dataset", "seed", "seeds", "quick", "device", "wall_time_s")
+HEADER_KEYS = ("experiment", "dataset", "seed", "seeds", "quick", "device", "wall_time_s",
+               "compute_s")  # compute_s: the work a gathered run stands for
 
 
 def _cell(value) -> str:
