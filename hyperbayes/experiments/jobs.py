@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,13 +110,27 @@ def _merge_columns(table: dict, tables: list[dict], methods: list[list[str]]) ->
     return {**table, "columns": merged_columns, "rows": rows}
 
 
+def _merge_tables(parts: list[dict], methods: list[list[str]]) -> list[dict]:
+    """The jobs' tables side by side: by columns where a table has one per method, else by
+    rows (each job's method rows, then the papers' rows once)."""
+    tables = []
+    for i, table in enumerate(parts[0]["tables"]):
+        each = [part["tables"][i] for part in parts]
+        if any(m in table["columns"] for m in methods[0]):
+            tables.append(_merge_columns(table, each, methods))
+        else:
+            tables.append(_merge_rows(table, each))
+    return tables
+
+
 def _payload_tables(task: str | None):
     """The task module's ``payload_tables`` (tables recomputed from a payload), if it has one."""
     from . import EXPERIMENTS
 
     runner = EXPERIMENTS.get(task) if task else None
-    module = sys.modules.get(inspect.unwrap(runner).__module__) if runner else None
-    return getattr(module, "payload_tables", None)
+    if runner is None:
+        return None
+    return getattr(inspect.getmodule(inspect.unwrap(runner)), "payload_tables", None)
 
 
 def merge_task(folders: list[Path], out: Path) -> dict:
@@ -131,16 +144,8 @@ def merge_task(folders: list[Path], out: Path) -> dict:
     parts = [json.loads((f / "metrics.json").read_text()) for f in folders]
     first = parts[0]
     methods = [_part_methods(part) for part in parts]
-    tables = []
-    for i, table in enumerate(first["tables"]):
-        each = [part["tables"][i] for part in parts]
-        if any(m in table["columns"] for m in methods[0]):
-            tables.append(_merge_columns(table, each, methods))
-        else:
-            tables.append(_merge_rows(table, each))
     merged = {key: value for key, value in first.items() if key not in ("tables", "methods")}
     merged.update({
-        "tables": tables,
         "methods": ({k: v for part in parts for k, v in part["methods"].items()}
                     if isinstance(first.get("methods"), dict) else
                     [m for names in methods for m in names]),
@@ -151,14 +156,15 @@ def merge_task(folders: list[Path], out: Path) -> dict:
     recompute = _payload_tables(first.get("experiment"))
     if recompute is not None:
         merged["paper_claims"], merged["tables"] = recompute(merged)
-        tables = merged["tables"]
+    else:
+        merged["tables"] = _merge_tables(parts, methods)
     write_json(out / "metrics.json", merged)
     from .suite import render_tables
 
     links = "\n".join(f"- `{f}/report.md`" for f in folders)
     write_text(out / "report.md", f"# {first.get('experiment', out.name)}: merged from "
-               f"{len(folders)} jobs\n\n{render_tables(tables)}\nEach job's report:\n\n"
-               f"{links}\n")
+               f"{len(folders)} jobs\n\n{render_tables(merged['tables'])}\nEach job's "
+               f"report:\n\n{links}\n")
     return merged
 
 
