@@ -470,9 +470,12 @@ class _replayed:
         self.calls = dict.fromkeys(self.prefix, 0)
 
     def __enter__(self):
+        self.own = {}  # forwards set on a child instance before ours, put back on exit
         for name, recorded in self.prefix.items():
             child = self.module.get_submodule(name)
             real = child.forward
+            if "forward" in vars(child):
+                self.own[name] = real
 
             def forward(*args, _name=name, _recorded=recorded, _real=real, **kwargs):
                 call = self.calls[_name]
@@ -484,7 +487,10 @@ class _replayed:
 
     def __exit__(self, *exc):
         for name in self.prefix:
-            del self.module.get_submodule(name).forward
+            child = self.module.get_submodule(name)
+            del child.forward
+            if name in self.own:
+                child.forward = self.own[name]
         return False
 
 
