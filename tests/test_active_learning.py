@@ -10,6 +10,8 @@ import torch
 import hyperbayes as hb
 from hyperbayes.experiments import active_learning as al
 from hyperbayes.experiments import zoo
+from hyperbayes.inference import acquisition as acq
+from hyperbayes.models.architectures import GalCNN
 from tests.common import assert_close
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,52 +39,52 @@ def small(**changes) -> al.Settings:
 
 def test_initial_set_has_two_per_class_and_the_pool_is_disjoint(images):
     labels = images.train.y
-    initial, pool = al.initial_and_pool(labels, per_class=2, pool_size=50, seed=3)
+    initial, pool = acq.initial_and_pool(labels, per_class=2, pool_size=50, seed=3)
     assert len(initial) == 20 and len(pool) == 50
     assert torch.bincount(labels[initial], minlength=10).tolist() == [2] * 10
     assert len(set(initial.tolist()) | set(pool.tolist())) == 70  # disjoint, no duplicates
-    again = al.initial_and_pool(labels, per_class=2, pool_size=50, seed=3)
+    again = acq.initial_and_pool(labels, per_class=2, pool_size=50, seed=3)
     assert torch.equal(again[0], initial) and torch.equal(again[1], pool)
-    other = al.initial_and_pool(labels, per_class=2, pool_size=50, seed=4)
+    other = acq.initial_and_pool(labels, per_class=2, pool_size=50, seed=4)
     assert not torch.equal(other[0], initial)
-    everything = al.initial_and_pool(labels, per_class=2, seed=3)[1]
+    everything = acq.initial_and_pool(labels, per_class=2, seed=3)[1]
     assert len(everything) == len(labels) - 20  # no pool_size: every other image
-    with pytest.raises(ValueError, match="class 1 has 1 training images"):
-        al.initial_and_pool(torch.tensor([0, 0, 1, 2, 2]), per_class=2)
+    with pytest.raises(ValueError, match="class 1 has 1 training examples"):
+        acq.initial_and_pool(torch.tensor([0, 0, 1, 2, 2]), per_class=2)
 
 
 def test_select_takes_the_highest_scores_among_the_available():
     gen = torch.Generator().manual_seed(0)
     scores = torch.tensor([0.5, 0.9, 0.1, 0.8, 0.7, 0.95])
     available = torch.tensor([True, True, True, True, True, False])
-    assert al.select(scores, available, 3, gen).tolist() == [1, 3, 4]  # 5 is taken already
+    assert acq.select(scores, available, 3, gen).tolist() == [1, 3, 4]  # 5 is taken already
     # random: seeded, available only, no repeats
-    first = al.select(None, available, 4, torch.Generator().manual_seed(1))
-    again = al.select(None, available, 4, torch.Generator().manual_seed(1))
+    first = acq.select(None, available, 4, torch.Generator().manual_seed(1))
+    again = acq.select(None, available, 4, torch.Generator().manual_seed(1))
     assert torch.equal(first, again) and 5 not in first.tolist()
     assert len(set(first.tolist())) == 4
     # equal scores (BALD of a point estimate) are ties broken at random, not by position
-    picks = {tuple(al.select(torch.zeros(50), torch.ones(50, dtype=torch.bool), 3,
+    picks = {tuple(acq.select(torch.zeros(50), torch.ones(50, dtype=torch.bool), 3,
                              torch.Generator().manual_seed(s)).tolist()) for s in range(5)}
     assert len(picks) > 1
     with pytest.raises(ValueError, match="cannot acquire 6 items from a pool of 5"):
-        al.select(scores, available, 6, gen)
+        acq.select(scores, available, 6, gen)
 
 
 def test_each_round_acquires_the_best_of_a_fresh_random_pool_subset(images, monkeypatch):
     settings = small(rounds=3, pool_subset=15)
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
     stub = torch.randn(len(pool), generator=torch.Generator().manual_seed(7))
     monkeypatch.setitem(al.ACQUISITIONS, "bald", lambda probs: stub)
     subsets = []
-    draw = al._subset
+    draw = al.random_subset
 
     def recording(available, size, generator):
         mask = draw(available, size, generator)
         subsets.append((available.clone(), mask))
         return mask
 
-    monkeypatch.setattr(al, "_subset", recording)
+    monkeypatch.setattr(al, "random_subset", recording)
     curve = al.learning_curve("map", "bald", "warm", settings, images.train,
                               images.test.subset(slice(0, 30)), initial, pool, seed=0,
                               device="cpu", progress=False)
@@ -98,7 +100,7 @@ def test_each_round_acquires_the_best_of_a_fresh_random_pool_subset(images, monk
 @pytest.mark.parametrize("regime", ["warm", "reinit"])
 def test_an_interrupted_curve_resumes_at_its_next_round_as_if_never_stopped(images, tmp_path,
                                                                              regime):
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
     test = images.test.subset(slice(0, 30))
 
     def curve(rounds, state=None):
@@ -144,7 +146,7 @@ def test_the_paper_protocol_runs_mc_dropout_and_the_flow_on_gal_cnn(images, tmp_
 
 
 def test_gal_cnn_shape_and_size():
-    net = al.GalCNN()
+    net = GalCNN()
     assert sum(p.numel() for p in net.parameters()) == 513_994
     assert net(torch.zeros(3, 784)).shape == net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
@@ -153,9 +155,9 @@ def test_steps_per_round_and_area_under_curve():
     settings = replace(al.Settings(), epochs_per_round=50, min_steps=100)
     assert al.round_steps(20, settings) == 100         # 50 full-batch epochs < the minimum
     assert al.round_steps(300, settings) == 150        # 50 epochs of 3 batches of 128
-    assert_close(al.area_under_curve([0, 10, 20], [0.5, 0.7, 0.9]), 0.7)
-    assert_close(al.area_under_curve([0, 10, 30], [0.5, 0.7, 0.7]), (6 + 14) / 30)
-    assert al.area_under_curve([0], [0.4]) == 0.4
+    assert_close(acq.area_under_curve([0, 10, 20], [0.5, 0.7, 0.9]), 0.7)
+    assert_close(acq.area_under_curve([0, 10, 30], [0.5, 0.7, 0.7]), (6 + 14) / 30)
+    assert acq.area_under_curve([0], [0.4]) == 0.4
 
 
 def test_the_versus_random_table_pairs_the_seeds():
@@ -183,7 +185,7 @@ def test_the_versus_random_table_pairs_the_seeds():
 def test_bald_and_entropy_acquire_the_top_scores(images, monkeypatch):
     """With a stub score, every round takes the best-scoring items still in the pool."""
     settings = small(rounds=3, pool_subset=None)
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
     stub = torch.randn(len(pool), generator=torch.Generator().manual_seed(7))
     seen = []
 
@@ -213,7 +215,7 @@ def test_bald_and_entropy_acquire_the_top_scores(images, monkeypatch):
 def test_random_acquisition_is_seeded_and_ignores_the_model(images):
     settings = small(rounds=2)
     test = images.test.subset(slice(0, 30))
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
 
     def picks(name, regime, seed):
         curve = al.learning_curve(name, "random", regime, settings, images.train, test,
@@ -244,7 +246,7 @@ def test_warm_start_continues_and_reinit_starts_afresh(images, monkeypatch):
 
     monkeypatch.setattr(zoo, "train", recording)
     settings = small(rounds=3, min_steps=4)
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
     test = images.test.subset(slice(0, 30))
     for regime in ("warm", "reinit"):
         calls.clear()
@@ -270,7 +272,7 @@ def test_warm_start_continues_and_reinit_starts_afresh(images, monkeypatch):
 
 def test_a_shared_first_model_is_not_changed_by_warm_starts(images):
     settings = small(rounds=1)
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
     test = images.test.subset(slice(0, 30))
     first = al.learning_curve("map", "entropy", "reinit", replace(settings, rounds=0),
                               images.train, test, initial, pool, seed=0, device="cpu",
@@ -286,7 +288,7 @@ def test_a_shared_first_model_is_not_changed_by_warm_starts(images):
 
 def test_shared_candidates_give_the_same_curve_and_a_wrong_size_is_an_error(images):
     settings = small(rounds=2)
-    initial, pool = al.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
     test = images.test.subset(slice(0, 30))
     candidates = torch.cat([images.train.x[pool], test.x])
     args = ("map", "bald", "warm", settings, images.train, test, initial, pool)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hyperbayes.experiments import adversarial, zoo
-from hyperbayes.inference import metrics
+from hyperbayes.inference import metrics, sample_posterior
+from hyperbayes.inference.attacks import fgsm, input_gradient
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,16 +25,16 @@ def _trained(name, images, settings, tmp_path):
                      checkpoint_dir=tmp_path, progress=False)
 
 
-def test_fgs_moves_within_eps_inside_the_pixel_range():
+def test_fgsm_moves_within_eps_inside_the_pixel_range():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(20, 1, 4, 4, generator=gen)
     x[:, :, 0] = 0.0  # pixels at the bounds stay inside them
     x[:, :, 1] = 1.0
     grad = torch.randn(20, 1, 4, 4, generator=gen)
     grad[:, :, 2, 0] = 0.0  # no gradient: no move
-    assert torch.equal(adversarial.fgs(x, grad, 0.0), x)
+    assert torch.equal(fgsm(x, grad, 0.0), x)
     for eps in (0.01, 0.1, 0.5):
-        adv = adversarial.fgs(x, grad, eps)
+        adv = fgsm(x, grad, eps)
         assert (adv - x).abs().max() <= eps + 1e-6
         assert adv.min() >= 0 and adv.max() <= 1
         assert torch.equal(adv[:, :, 2, 0], x[:, :, 2, 0])
@@ -41,7 +42,13 @@ def test_fgs_moves_within_eps_inside_the_pixel_range():
         # a step up the loss −log p is a step down the log-likelihood's gradient
         assert torch.allclose((adv - x)[inner], -eps * grad.sign()[inner], atol=1e-6)
     with pytest.raises(ValueError, match="≥ 0"):
-        adversarial.fgs(x, grad, -0.1)
+        fgsm(x, grad, -0.1)
+    with pytest.raises(ValueError, match="shape"):
+        fgsm(x, grad[:, :, :2], 0.1)
+    # targeted: a step up the target's log-likelihood, the mirror image of the untargeted step
+    towards = fgsm(x, grad, 0.1, targeted=True)
+    inner = (x > 0.1) & (x < 0.9) & (grad != 0)
+    assert torch.allclose((towards - x)[inner], 0.1 * grad.sign()[inner], atol=1e-6)
 
 
 def test_one_sample_gradient_raises_the_likelihood_and_draws_one_sample(images, tmp_path):
@@ -49,10 +56,10 @@ def test_one_sample_gradient_raises_the_likelihood_and_draws_one_sample(images, 
     fitted = {name: _trained(name, images, settings, tmp_path) for name in ("map", "meanfield")}
     x, y = images.test.x[:50], images.test.y[:50]
     model, guide = fitted["map"].model, fitted["map"].guide
-    grad = adversarial.input_gradient(model, guide, x, y, batch_size=16)
+    grad = input_gradient(model, guide, x, y, batch_size=16)
     assert grad.shape == x.shape and grad.abs().sum() > 0
     # a point estimate: every draw is the same, so the gradient is deterministic
-    assert torch.equal(grad, adversarial.input_gradient(model, guide, x, y, batch_size=16))
+    assert torch.equal(grad, input_gradient(model, guide, x, y, batch_size=16))
 
     def log_lik(images_):
         probs = zoo.sample_probs(fitted["map"], images_, 1)[0]
@@ -62,10 +69,10 @@ def test_one_sample_gradient_raises_the_likelihood_and_draws_one_sample(images, 
     assert (log_lik(x + step) >= log_lik(x) - 1e-5).float().mean() > 0.95
     # a mean-field posterior: one fresh weight draw per batch, so two calls differ
     mf = fitted["meanfield"]
-    g1 = adversarial.input_gradient(mf.model, mf.guide, x, y)
-    g2 = adversarial.input_gradient(mf.model, mf.guide, x, y)
+    g1 = input_gradient(mf.model, mf.guide, x, y)
+    g2 = input_gradient(mf.model, mf.guide, x, y)
     assert not torch.equal(g1, g2)
-    assert adversarial.sample_weights(mf.model, mf.guide)["fc0.weight"].shape[0] == 1
+    assert sample_posterior(mf.model, mf.guide, 1)["fc0.weight"].shape[0] == 1
 
 
 def test_attack_metrics_known_answers():

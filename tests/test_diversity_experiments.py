@@ -8,6 +8,7 @@ import torch
 
 from hyperbayes.cli import main
 from hyperbayes.experiments import EXPERIMENTS, diversity_mnist, diversity_toy
+from hyperbayes.inference import metrics
 from hyperbayes.inference.estimators import entropy_kl
 
 
@@ -39,13 +40,19 @@ def test_toy_lambda_warmup_schedule():
 
 def test_majority_vote_and_disagreement():
     votes = torch.tensor([[0, 1, 2], [0, 1, 3], [1, 2, 3]])
-    assert diversity_mnist.majority_vote(votes, 4).tolist() == [0, 1, 3]
+    assert metrics.majority_vote(votes, 4).tolist() == [0, 1, 3]
     tie = torch.tensor([[0], [1]])
-    voted = diversity_mnist.majority_vote(tie, 2, tie_break=torch.tensor([[0.2, 0.8]]))
+    voted = metrics.majority_vote(tie, 2, tie_break=torch.tensor([[0.2, 0.8]]))
     assert voted.tolist() == [1]
     # pairs (0,1), (0,2), (1,2): column-wise disagreements 2/3, 2/3, 2/3
-    assert diversity_mnist.disagreement(votes, 4) == pytest.approx(2 / 3)
-    assert diversity_mnist.disagreement(torch.zeros(4, 5, dtype=torch.long)) == 0.0
+    assert metrics.disagreement(votes, 4) == pytest.approx(2 / 3)
+    assert metrics.disagreement(torch.zeros(4, 5, dtype=torch.long)) == 0.0
+    with pytest.raises(ValueError, match="class indices"):
+        metrics.majority_vote(votes.float(), 4)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        metrics.majority_vote(votes, 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.disagreement(votes[:1], 4)
 
 
 def test_diversity_toy_small_lambda_spreads_large_lambda_collapses(tmp_path):

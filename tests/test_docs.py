@@ -124,7 +124,12 @@ def test_results_pages_are_generated_from_the_metrics(tmp_path):
         (results / f"demo_metrics_{date}.json").write_text(json.dumps(
             {"experiment": "demo", "methods": {"map": {"nll": nll}, "meanfield": {"nll": 0.25}}}))
     (notes / "demo.md").write_text("Our reading.\n")
+    (notes / "costs.md").write_text("# What runs cost\n\nFigures.\n")  # a titled note: a page
+    (notes / "lost-run.md").write_text("A run whose metrics were not kept.\n")
     assert results_pages.write_pages(results, notes, out) == ["demo", "task"]
+    assert (out / "costs.md").read_text().startswith("```{include}")
+    assert "No metrics file" in (out / "lost-run.md").read_text()
+    assert "costs" in (out / "index.md").read_text()
     task = (out / "task.md").read_text()
     assert "| map | 97.250 |" in task and "curve.png" in task and "Accuracy" in task
     demo = (out / "demo.md").read_text()

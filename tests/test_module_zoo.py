@@ -8,16 +8,17 @@ import torch
 
 import hyperbayes as hb
 from hyperbayes.experiments import module_zoo, zoo
+from hyperbayes.models.architectures import LeNet5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lenet5_is_lenet5():
-    net = module_zoo.LeNet5()
+    net = LeNet5()
     assert sum(p.numel() for p in net.parameters()) == 61_706
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="at least 12×12"):
-        module_zoo.LeNet5(image_size=8)
+        LeNet5(image_size=8)
 
 
 def test_every_method_on_both_nets_writes_the_table(mnist, tmp_path):
@@ -48,7 +49,7 @@ def test_a_net_other_than_the_mlp_needs_a_tag(mnist):
     settings = zoo.ZooSettings.smoke()
     train, val, _ = zoo.mnist_splits(settings)
     with pytest.raises(ValueError, match="needs a tag"):
-        zoo.train("map", settings, train, val, net=module_zoo.LeNet5())
+        zoo.train("map", settings, train, val, net=LeNet5())
 
 
 def test_out_pointing_at_a_file_fails_before_training(tmp_path):

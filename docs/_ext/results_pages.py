@@ -227,12 +227,16 @@ def write_pages(results: Path, notes: Path, out: Path) -> list[str]:
                                     page.get("extra", ""), results.parent))
         sections[page["kind"]].append(slug)
     for note in sorted(notes.glob("*.md")):
-        if note.stem not in pages:  # a run whose metrics.json was not kept: its note only
+        if note.stem in pages:
+            continue
+        if note.read_text().startswith("# "):  # a note with its own title: a page of its own
+            (out / note.name).write_text(f"```{{include}} {_relative(note, out)}\n```\n")
+        else:  # a run whose metrics.json was not kept: its note only
             (out / note.name).write_text(
                 f"# {note.stem}\n\nNo metrics file of this run is in `docs/results`; what "
                 f"follows is the note written with it.\n\n```{{include}} "
                 f"{_relative(note, out)}\n```\n")
-            sections["experiment"].append(note.stem)
+        sections["experiment"].append(note.stem)
     index = ["# Results", "",
              "Every page here is generated at build time from the metrics.json files and figures "
              "under `docs/results/` (written by `hyperbayes run ...`, `hyperbayes suite` and "

@@ -23,38 +23,19 @@ Lean by construction: per round and model one set of ``pool_samples`` weight dra
 whole pool and the test images in one batched pass (random acquisition scores only the test
 images); items already acquired are masked, not copied out.
 
-The net: 784-128-10 (quick: 784-64-10), Adam at the zoo's 1e-3 (what every recipe was measured
-with). One hidden layer of 128 units is the dense layer of Gal et al.'s CNN without the
-convolutions (the zoo builds MLPs): it fits 20 images, has ~100k weights (so BALD has a
-posterior to work with), and keeps the ~6,300 trainings of the full run affordable. Each round
-trains at least ``min_steps`` = 500 steps (see the protocol changes below); a larger lr (3e-3)
-would converge sooner but makes ``bbh``'s warm-started adversarial KL jump between rounds
-(57 → 33% test accuracy in one round, measured). The pool
-is a random subset of ``pool_size`` = 10,000 of the 49,980 unlabelled training images:
-scoring 50,000 images with 20 samples for every method, acquisition, regime and round would
-make scoring five times slower on CPU. Test accuracy on 5,000 test images (± 0.4 points
-binomial error at 90%).
+The net: 784-128-10 (quick: 784-64-10), Adam at the zoo's 1e-3, or Gal et al.'s CNN
+(``net="gal_cnn"``, :meth:`Settings.paper`). One hidden layer of 128 units is the dense layer of
+Gal et al.'s CNN without the convolutions: it fits 20 images, has ~100k weights (so BALD has a
+posterior to work with), and keeps the ~6,300 trainings of the full run affordable. The pool is
+a random subset of ``pool_size`` = 10,000 of the 49,980 unlabelled training images; test
+accuracy on 5,000 test images (± 0.4 points binomial error at 90%).
 
-Protocol changes of 2026-12-02 (issue 18): each round trains at least 500 steps, not 150 (a
-re-initialised MC-dropout net reached only 95% on its own 220 labelled images at 150 steps and
-100% at 500); BALD and entropy score a fresh random subset of 2,000 pool images per round; MC
-dropout's recipe has weight decay; the MetaPrior is left out (:data:`EXCLUDED`). The costs
-below were measured under the earlier 150-step protocol: a full run now takes about 500/165 ≈
-3× longer in training.
-
-Cost (it grows as methods × acquisitions × regimes × seeds × rounds): the quick run (7
-methods, 3 acquisitions × 2 regimes, 1 seed, 3 rounds of 20 steps, 784-64-10, pool 1,000) took
-103 s on 2 shared CPU cores (load ~2–3), 69 s of it ``diversity`` (32 nets a step). The full run
-is 301 trainings per method and seed averaging 165 steps (49,650 steps) plus 234 pool-and-test
-scorings; with the per-step costs of 784-128-10 measured on the same machine (``map`` 5.5 ms,
-``mcdropout`` 4, ``meanfield`` 8.5, ``metaprior`` 13, ``bbh`` 20 plus 4 s of discriminator
-pre-training per fresh model, ``flow`` 23, ``diversity`` 495) and 0.2–2 s per scoring of 15,000
-images × 20 samples, the full run (3 seeds) takes about 25 h there: ~4.5 h for the six methods
-other than ``diversity`` and ~21 h for ``diversity`` alone. Measured (2026-12-01, one thread on
-that machine, a second job on the other core): seed 0 of the six took 4,307 s of training and
-scoring (``flow`` 1,228 s, ``metaprior`` 962, ``bbh`` 738, ``meanfield`` 701, ``mcdropout`` 405,
-``map`` 271). Run ``diversity`` separately (``--methods``) or on a GPU; finished (method, seed)
-results are kept (see ``checkpoints`` in :func:`run`), so the run can be spread over sessions.
+Protocol changes of 2026-12-02 (issue 18): each round trains at least ``min_steps`` = 500
+steps, not 150; BALD and entropy score a fresh random subset of ``pool_subset`` = 2,000 pool
+images per round; MC dropout's recipe has weight decay; the MetaPrior is left out
+(:data:`EXCLUDED`). Why these sizes, and what runs cost: the note *experiment-costs*. Finished
+(method, seed) results and each curve's per-round state are kept, so a run can be spread over
+sessions; run ``diversity`` separately (``--methods``) or on a GPU.
 """
 
 from __future__ import annotations
@@ -64,7 +45,6 @@ import json
 import math
 import shutil
 import time
-import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -75,6 +55,14 @@ from torch import nn
 from .. import datasets
 from ..datasets import Split
 from ..inference import checkpoint, metrics, resolve_device
+from ..inference.acquisition import (
+    area_under_curve,
+    initial_and_pool,
+    random_subset,
+    seeded_generator,
+    select,
+)
+from ..models.architectures import GalCNN
 from . import zoo
 from .common import (
     ExperimentResult,
@@ -92,8 +80,7 @@ from .common import (
 from .suite import render_tables, table
 
 __all__ = ["run", "run_paper", "payload_tables", "Settings", "ACQUISITIONS", "REGIMES",
-           "PAPER_ROLES", "EXCLUDED", "GalCNN", "initial_and_pool", "select", "round_steps",
-           "learning_curve", "area_under_curve", "part_path", "load_part"]
+           "PAPER_ROLES", "EXCLUDED", "round_steps", "learning_curve", "part_path", "load_part"]
 
 #: acquisition name → score of each pool item from (S, N, C) MC probabilities (None: random)
 ACQUISITIONS = {"random": None, "bald": metrics.bald, "entropy": metrics.predictive_entropy}
@@ -101,9 +88,6 @@ ACQUISITIONS = {"random": None, "bald": metrics.bald, "entropy": metrics.predict
 REGIMES = ("warm", "reinit")
 #: which of our methods the paper's Fig. 4 curves are (only the claims table uses this)
 PAPER_ROLES = {"BHN": "flow", "MC dropout": "mcdropout", "MLP baseline (no dropout)": "map"}
-#: scores (computed in float64) closer than this (nats) are ties, broken at random, so that
-#: round-off does not decide: BALD of a point estimate is 0, so its "BALD" picks are random
-SCORE_RESOLUTION = 1e-12
 #: methods left out of active learning, with the reason (written in the report)
 EXCLUDED = {
     "metaprior": "on 20 labelled images the MetaPrior's ELBO optimum is its prior (the KL of "
@@ -114,35 +98,11 @@ EXCLUDED = {
 }
 
 
-class GalCNN(nn.Module):
-    """The CNN of Gal, Islam & Ghahramani (2017) for MNIST active learning: conv 4×4×32, ReLU,
-    conv 4×4×32, ReLU, max-pool 2, dense 128, ReLU, dense ``classes`` (513,994 parameters on
-    28×28 images). Its dropout layers are left to the method (MC dropout puts p = 0.5 before
-    the last dense layer, as the paper does), so that every method trains the same net.
-    """
-
-    def __init__(self, classes: int = 10, image_size: int = 28):
-        super().__init__()
-        side = (image_size - 6) // 2
-        self.features = nn.Sequential(nn.Conv2d(1, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4),
-                                      nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * side * side, 128),
-                                        nn.ReLU(), nn.Linear(128, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, classes) for images (N, 1, H, W) or flattened (N, H·W)."""
-        if x.dim() == 2:
-            side = math.isqrt(x.shape[1])
-            x = x.reshape(-1, 1, side, side)
-        return self.classifier(self.features(x))
-
-
 #: the nets a run can train: "mlp" (the zoo's MLP of ``zoo.hidden``) or Gal et al.'s CNN
 NETS = ("mlp", "gal_cnn")
 
-#: fewer training steps per round leave a fresh net under-trained at lr 1e-3 (784-128-10 on 50
-#: images, measured: 25 steps ≈ 45–50% test accuracy, 100 ≈ 60%, 400 ≈ 62%), and then warm
-#: start wins over re-initialising merely by having trained longer
+#: fewer training steps per round leave a fresh net under-trained at lr 1e-3, and then warm
+#: start wins over re-initialising merely by having trained longer (note *experiment-costs*)
 ENOUGH_STEPS = 100
 
 
@@ -152,7 +112,8 @@ class Settings:
 
     ``zoo`` is how each model is trained (its ``epochs`` is unused: rounds train
     ``max(epochs_per_round × ⌈n / batch⌉, min_steps)`` steps, with the zoo's cosine decay
-    inside each round). ``net``: ``"mlp"`` (the zoo's MLP) or ``"gal_cnn"`` (:class:`GalCNN`).
+    inside each round). ``net``: ``"mlp"`` (the zoo's MLP) or ``"gal_cnn"``
+    (:class:`~hyperbayes.models.architectures.GalCNN`).
     ``pool_size``: a random subset of the unlabelled training images (None: all of them).
     ``pool_subset``: each round scores a fresh random subset of this many of the images still
     in the pool and acquires the best of them, as Gal et al. do (None: score the whole pool).
@@ -200,76 +161,9 @@ class Settings:
                    regimes=("warm",), budgets=(100, 300, 500))
 
 
-def _generator(*key) -> torch.Generator:
-    """A torch generator seeded by ``key`` (e.g. ``("pool", seed)``)."""
-    return torch.Generator().manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
-
-
 def _round_seed(seed: int, round_: int) -> int:
     """The training seed of round ``round_`` (round 0: ``seed`` itself)."""
     return seed + 1_000_003 * round_
-
-
-def initial_and_pool(labels: torch.Tensor, *, per_class: int = 2, pool_size: int | None = None,
-                     seed: int = 0, num_classes: int | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The initial labelled set (``per_class`` random images of each class) and the pool.
-
-    Args:
-        labels: (N,) class labels of the training split.
-        per_class: initial images per class.
-        pool_size: the pool is a random subset of this many of the other images (None: all).
-        seed: seeds both choices.
-        num_classes: the classes are 0 … num_classes − 1 (None: up to the largest label).
-
-    Returns:
-        ``(initial, pool)``: sorted training indices, disjoint.
-    """
-    gen = _generator("pool", seed)
-    labels = torch.as_tensor(labels)
-    chosen = []
-    for c in range(num_classes if num_classes is not None else int(labels.max()) + 1):
-        members = (labels == c).nonzero().squeeze(1)
-        if len(members) < per_class:
-            raise ValueError(f"class {c} has {len(members)} training images; the initial set "
-                             f"needs {per_class} per class")
-        chosen.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
-    initial = torch.cat(chosen).sort().values
-    rest = torch.ones(len(labels), dtype=torch.bool)
-    rest[initial] = False
-    rest = rest.nonzero().squeeze(1)
-    if pool_size is not None:
-        rest = rest[torch.randperm(len(rest), generator=gen)[:pool_size]]
-    return initial, rest.sort().values
-
-
-def select(scores: torch.Tensor | None, available: torch.Tensor, k: int,
-           generator: torch.Generator) -> torch.Tensor:
-    """Positions of the ``k`` available items with the highest scores (None: ``k`` at random).
-
-    Scores are compared at a resolution of :data:`SCORE_RESOLUTION`; ties are broken at random
-    with ``generator``. ``available`` is a boolean mask over the positions.
-    """
-    positions = available.nonzero().squeeze(1)
-    if k > len(positions):
-        raise ValueError(f"cannot acquire {k} items from a pool of {len(positions)}")
-    order = positions[torch.randperm(len(positions), generator=generator)]
-    if scores is None:
-        return order[:k]
-    key = torch.floor(scores[order].double() / SCORE_RESOLUTION)
-    return order[torch.argsort(key, descending=True, stable=True)][:k]
-
-
-def _subset(available: torch.Tensor, size: int | None,
-            generator: torch.Generator) -> torch.Tensor:
-    """A boolean mask of ``size`` random available positions (all of them when None or when
-    fewer are left)."""
-    positions = available.nonzero().squeeze(1)
-    if size is None or size >= len(positions):
-        return available.clone()
-    mask = torch.zeros_like(available)
-    mask[positions[torch.randperm(len(positions), generator=generator)[:size]]] = True
-    return mask
 
 
 def _save_state(path, round_: int, name, acquisition, regime, seed, labelled, available,
@@ -351,17 +245,6 @@ def _train(name: str, settings: Settings, split: Split, *, seed: int, device, pr
                      tag="" if net is None else settings.net)
 
 
-def area_under_curve(acquired, accuracy) -> float:
-    """Area under the accuracy curve (trapezoid) over the number acquired, divided by its
-    range: the mean accuracy over the budget (the accuracy itself for a one-point curve)."""
-    acquired = [float(a) for a in acquired]
-    if len(acquired) < 2 or acquired[-1] == acquired[0]:
-        return float(accuracy[-1])
-    area = sum((acquired[i + 1] - acquired[i]) * (accuracy[i] + accuracy[i + 1]) / 2
-               for i in range(len(acquired) - 1))
-    return area / (acquired[-1] - acquired[0])
-
-
 def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
                    train_split: Split, test: Split, initial: torch.Tensor, pool: torch.Tensor,
                    *, seed: int = 0, device="cpu", start=None, progress: bool | None = None,
@@ -375,7 +258,8 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
         regime: ``"warm"`` (continue training) or ``"reinit"`` (a fresh model every round).
         settings: the run's sizes.
         train_split, test: the images that ``initial`` / ``pool`` index, and the test images.
-        initial, pool: training indices (see :func:`initial_and_pool`).
+        initial, pool: training indices (see
+            :func:`~hyperbayes.inference.acquisition.initial_and_pool`).
         seed: seeds every round's training and the random picks (the random acquisition makes
             the same picks for every method and regime of a seed).
         device, progress: as in :func:`zoo.train`.
@@ -422,8 +306,8 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
     pool_probs, test_probs = probs[:, :n_pool], probs[:, n_pool:]
     labelled = initial.clone()
     available = torch.ones(n_pool, dtype=torch.bool)
-    gen = _generator("acquire", seed)
-    scored = _subset(available, settings.pool_subset, gen)  # round 1's candidates
+    gen = seeded_generator("acquire", seed)
+    scored = random_subset(available, settings.pool_subset, gen)  # round 1's candidates
     curve = {"acquired": [0], "labelled": [len(labelled)],
              "accuracy": [metrics.accuracy(test_probs, test.y)], "indices": [],
              "steps": [current.result.steps]}
@@ -458,7 +342,7 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
             probs = zoo.sample_probs(current, candidates, settings.pool_samples)
             pool_probs, test_probs = probs[:, :n_pool], probs[:, n_pool:]
         else:  # the next round's random subset of the pool, and the test images
-            scored = _subset(available, settings.pool_subset, gen)
+            scored = random_subset(available, settings.pool_subset, gen)
             positions = scored.nonzero().squeeze(1)
             probs = zoo.sample_probs(current, torch.cat([candidates[positions],
                                                          candidates[n_pool:]]),
@@ -582,7 +466,8 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
 
     metrics.json has ``methods[name][acquisition][regime]`` with ``seeds`` (per seed the
     accuracy curve and the class counts of the final labelled set), ``mean`` / ``std`` over
-    seeds, ``auc`` (mean accuracy over the budget, :func:`area_under_curve`), ``final`` and
+    seeds, ``auc`` (mean accuracy over the budget,
+    :func:`~hyperbayes.inference.acquisition.area_under_curve`), ``final`` and
     the accuracy at ``settings.budgets``; ``acquired`` / ``labelled`` (counts per round),
     ``timing`` per method, ``tables`` and ``paper_claims``.
 

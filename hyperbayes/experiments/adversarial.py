@@ -7,26 +7,20 @@ with the untargeted fast gradient sign method (Goodfellow et al. 2014),
     x' = clip(x + ε · sign(∇ₓ[−log p(y | x, w)]), 0, 1),   w ~ q(w) one posterior draw,
 
 at each step size ε of ``settings.epsilons`` (pixels in [0, 1]). As in the paper the gradient is
-estimated with ONE Monte Carlo sample of the weights (one draw from the guide per batch of
-``settings.attack_batch`` images; a dropout net draws its masks inside the net): see
-:func:`input_gradient`, which works for any guide. The attacked images are then scored like
-clean ones with ``settings.zoo.test_samples`` samples (one set of weight draws for the clean
-images and every ε): accuracy of the MC-averaged prediction, mean max-probability, predictive
-entropy, mean std and BALD; ROC-AUC for detecting adversarial inputs (the clean test images
-against their attacked versions, each score ranking by uncertainty) and for detecting errors
-(misclassified against correctly classified attacked images).
+estimated with ONE Monte Carlo sample of the weights per batch of ``settings.attack_batch``
+images (:func:`hyperbayes.inference.attacks.input_gradient`, any guide; a dropout net draws its
+masks inside the net). The attacked images are then scored like clean ones with
+``settings.zoo.test_samples`` samples (one set of weight draws for the clean images and every
+ε): accuracy of the MC-averaged prediction, mean max-probability, predictive entropy, mean std
+and BALD; ROC-AUC for detecting adversarial inputs (the clean test images against their attacked
+versions, each score ranking by uncertainty) and for detecting errors (misclassified against
+correctly classified attacked images).
 
 The models are the suite's MNIST models (:mod:`~hyperbayes.experiments.zoo`, tag ``""``), the
 same as ``calibration`` and ``ood`` use: with a shared checkpoint folder they are trained once.
 Nothing here names a method except :data:`PAPER_ROLES`, which says which of ours the paper's
 curves are (for the claims table). The paper has no table for this experiment (Fig. 5 only).
-
-Cost on 2 shared CPU cores: with the models already trained (by ``calibration`` / ``ood`` into
-the shared folder) the quick run (500 images, 8 step sizes, 20 samples) takes ~10 s for all
-seven methods, ~30 s when it trains them itself. In the full run the attack is negligible and
-scoring 9 × 1,000 images with 100 samples takes seconds per method (~1–2 min for ``diversity``);
-training the full-size models, if no other task has, is ~1 h for ``diversity`` and 1–2 minutes
-for each other method (see :mod:`~hyperbayes.experiments.unseen_class` for step times).
+What a run costs is in the notes (*experiment costs*).
 """
 
 from __future__ import annotations
@@ -39,7 +33,8 @@ from pathlib import Path
 import torch
 
 from .. import datasets
-from ..inference import metrics, resolve_device, sample_posterior, set_seed
+from ..inference import metrics, resolve_device, set_seed
+from ..inference.attacks import fgsm, input_gradient
 from . import zoo
 from .common import (
     ExperimentResult,
@@ -54,8 +49,7 @@ from .common import (
 from .suite import render_tables, table
 
 __all__ = ["run", "Settings", "SCORES", "SCORE_LABELS", "PAPER_ROLES", "RISE_FACTOR", "MIN_RISE",
-           "sample_weights", "input_gradient", "fgs", "attack_metrics", "paper_claims",
-           "payload_tables"]
+           "attack_metrics", "paper_claims", "payload_tables"]
 
 #: uncertainty scores (keys of :func:`hyperbayes.inference.metrics.ood_scores`)
 SCORES = ("max_prob", "entropy", "mean_std", "bald")
@@ -98,61 +92,6 @@ class Settings:
         return cls(zoo=zoo.ZooSettings.smoke(),
                    attack_examples=64, epsilons=(0.0, 0.05, 0.2), attack_batch=32,
                    table_epsilons=(0.05, 0.2))
-
-
-def sample_weights(model, guide) -> dict[str, torch.Tensor]:
-    """One joint posterior draw of every latent site, ``{site: (1, *shape)}`` (no gradient).
-
-    Any guide: :func:`~hyperbayes.inference.sample_posterior` with S = 1 (sites the guide does
-    not cover are drawn from the model given the guided ones).
-    """
-    return sample_posterior(model, guide, 1)
-
-
-def input_gradient(model, guide, x: torch.Tensor, y: torch.Tensor, *,
-                   batch_size: int | None = None) -> torch.Tensor:
-    """∇ₓ of the log-likelihood log p(y | x, w) under one posterior draw w per batch.
-
-    The model's own likelihood gives the log-likelihood (``likelihood.predictive(outputs,
-    latents).log_prob(y)``; for a classifier, log softmax with any clipping it applies), taken
-    in float64 so that a confident net's gradient does not round to 0. Examples do not
-    interact, so the gradient of the sum is each example's own gradient.
-
-    Args:
-        model, guide: a trained model and its guide (any method).
-        x: inputs (N, ...), on the model's device.
-        y: targets (N,).
-        batch_size: examples per weight draw (None: one draw for all).
-
-    Returns:
-        (N, ...) gradients, the shape of ``x``.
-    """
-    specs = model.net.param_specs
-    grads = []
-    size = len(x) if not batch_size else batch_size
-    for start in range(0, len(x), size):
-        xb = x[start:start + size].detach().clone().requires_grad_(True)
-        yb = y[start:start + size]
-        draw = sample_weights(model, guide)
-        params = {k: v for k, v in draw.items() if k in specs}
-        latents = {k: v for k, v in draw.items() if k not in specs}
-        with torch.enable_grad():
-            outputs = model.net(params, xb)
-            outputs = outputs.reshape(-1, *outputs.shape[-2:]).double()  # (1, N, out)
-            log_lik = model.likelihood.predictive(outputs, latents).log_prob(yb).sum()
-            (grad,) = torch.autograd.grad(log_lik, xb)
-        grads.append(grad)
-    return torch.cat(grads)
-
-
-def fgs(x: torch.Tensor, log_lik_grad: torch.Tensor, eps: float) -> torch.Tensor:
-    """The untargeted fast-gradient-sign image: clip(x − ε·sign(∇ₓ log p(y | x)), 0, 1), i.e. a
-    step of size ε up the loss −log p; ε = 0 gives ``x`` back."""
-    if eps < 0:
-        raise ValueError(f"the step size must be ≥ 0, got {eps}")
-    if eps == 0:
-        return x.clone()
-    return (x - eps * log_lik_grad.sign()).clamp(0.0, 1.0)
 
 
 def _roc(inside: torch.Tensor, outside: torch.Tensor) -> float | None:
@@ -242,7 +181,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
         set_seed(seed)
         x, y = test.x.to(fitted.device), test.y.to(fitted.device)
         grad = input_gradient(fitted.model, fitted.guide, x, y, batch_size=settings.attack_batch)
-        attacked = [fgs(x, grad, eps) for eps in epsilons]
+        attacked = [fgsm(x, grad, eps) for eps in epsilons]
         t1 = time.perf_counter()
         # one set of weight draws scores the clean images and every step size ε > 0 (ε = 0
         # gives the clean images back: their block is the clean one)

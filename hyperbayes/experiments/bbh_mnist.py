@@ -65,8 +65,7 @@ PAPER_ACCURACY = papers.BBH_MNIST
 class Settings:
     """Sizes of one run. ``quick`` (tests, notebooks) trains small nets on 1,000 images."""
 
-    # the paper trains ~50 epochs; 30 keeps the three methods within 8 minutes on one H100
-    # (measured there: bbh ≈ 8 s per epoch, mle ≈ 1.9 s, mcdropout ≈ 2.4 s)
+    # the paper trains ~50 epochs; 30 fits a GPU session (note *experiment-costs*)
     epochs: float = 30
     batch_size: int = 128
     lr: float = 1e-3

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from .. import datasets, methods
 from ..datasets import transforms
 from ..inference import metrics, predict_from_samples, resolve_device, set_seed
+from ..inference.attacks import fgsm
+from ..inference.metrics import disagreement, majority_vote
 from ..inference.predict import eval_mode
 from ..models import CNN, Categorical, priors
 from ..models.gauge import gauge_fix
@@ -35,7 +37,7 @@ from .common import (
 )
 
 __all__ = ["run_mnist", "MnistSettings", "train_mnist", "build_mnist", "generate_nets",
-           "draw_noise", "net_logits", "majority_vote", "disagreement", "fgsm_attack"]
+           "draw_noise", "net_logits", "fgsm_attack"]
 
 
 @dataclass(frozen=True)
@@ -145,25 +147,6 @@ def net_logits(model, params: dict, x: torch.Tensor, settings: MnistSettings) ->
         parts.append(predict_from_samples(model, group, x,
                                           batch_size=settings.images_per_pass).logits)
     return torch.cat(parts).log_softmax(-1)
-
-
-def majority_vote(votes: torch.Tensor, num_classes: int = 10,
-                  tie_break: torch.Tensor | None = None) -> torch.Tensor:
-    """The class most nets vote for: votes (K, N) → (N,); ties go to the larger ``tie_break``
-    score (N, C) (e.g. the mean probability), else to the smaller class index."""
-    counts = F.one_hot(votes, num_classes).sum(0).float()
-    if tie_break is not None:
-        counts = counts + 1e-3 * tie_break / tie_break.abs().max().clamp_min(1e-12)
-    return counts.argmax(-1)
-
-
-def disagreement(votes: torch.Tensor, num_classes: int = 10) -> float:
-    """Mean over pairs of nets of the fraction of inputs on which their predicted classes
-    differ; votes (S, N)."""
-    s = votes.shape[0]
-    counts = F.one_hot(votes, num_classes).sum(0).double()  # (N, C)
-    agreeing = (counts * (counts - 1) / 2).sum(-1)
-    return float(1 - (agreeing / (s * (s - 1) / 2)).mean())
 
 
 class _Tracker:
@@ -331,7 +314,7 @@ def fgsm_attack(model, guide, test, settings: MnistSettings, gen: torch.Generato
     attacker, other = _select(nets, slice(0, a)), _select(nets, slice(a, 2 * a))
     ensemble = _select(nets, slice(2 * a, 2 * a + e * k))
     which = torch.arange(n, device=device) % a
-    signs = torch.empty_like(x)
+    toward = torch.empty_like(x)  # ∇ₓ log p(t | x) under each image's attacking net
     for j in range(a):  # each attacking net crafts its images' perturbations
         idx = (which == j).nonzero().flatten()
         if len(idx) == 0:
@@ -340,7 +323,7 @@ def fgsm_attack(model, guide, test, settings: MnistSettings, gen: torch.Generato
         with torch.enable_grad():
             logits = model.net(_select(attacker, slice(j, j + 1)), xj)[0]
             F.cross_entropy(logits, target[idx]).backward()
-        signs[idx] = xj.grad.sign()
+        toward[idx] = -xj.grad
     rows = {"eps": list(settings.attack_eps), "white_box_single": [], "transfer_single": [],
             "ensemble": []}
 
@@ -348,7 +331,7 @@ def fgsm_attack(model, guide, test, settings: MnistSettings, gen: torch.Generato
         return net_logits(model, params, images, settings).argmax(-1)
 
     for eps in settings.attack_eps:
-        adv = (x - eps * signs).clamp(0, 1)
+        adv = fgsm(x, toward, eps, targeted=True)
         white, transfer, ens = (torch.zeros(n, dtype=torch.bool, device=device)
                                 for _ in range(3))
         for j in range(a):

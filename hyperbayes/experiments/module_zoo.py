@@ -1,12 +1,13 @@
 """module-zoo: a user's ``torch.nn`` LeNet-5 through every registered method, beside the MLP.
 
 Every method is trained on MNIST by :func:`zoo.train <hyperbayes.experiments.zoo.train>` (its
-``"classification"`` recipe and the zoo's shared schedule) twice: on :class:`LeNet5`, an ordinary
-``torch.nn.Module`` that hyperbayes wraps as a :class:`~hyperbayes.models.TorchNet` (the recipe
-adapts it: weight norm for the guides over scales, the ``nn.Linear`` layers for the MetaPrior,
-no gauge fixing for the diversity hypernetwork), and on the library's own MLP (the same models
-the ``calibration`` and ``ood`` tasks train, checkpoints shared). Each is scored on the MNIST test
-images (accuracy, NLL, ECE) and on detecting Fashion-MNIST test images by the predictive mean's
+``"classification"`` recipe and the zoo's shared schedule) twice: on
+:class:`~hyperbayes.models.architectures.LeNet5`, an ordinary ``torch.nn.Module`` that
+hyperbayes wraps as a :class:`~hyperbayes.models.TorchNet` (the recipe adapts it: weight norm
+for the guides over scales, the ``nn.Linear`` layers for the MetaPrior, no gauge fixing for the
+diversity hypernetwork), and on the library's own MLP (the same models the ``calibration`` and
+``ood`` tasks train, checkpoints shared). Each is scored on the MNIST test images (accuracy,
+NLL, ECE) and on detecting Fashion-MNIST test images by the predictive mean's
 maximum probability (ROC-AUC). Nothing here names a method.
 """
 
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..inference import metrics, resolve_device
+from ..models.architectures import LeNet5
 from . import zoo
 from .common import (
     ExperimentResult,
@@ -31,35 +32,7 @@ from .common import (
 from .ood import MAIN_SCORE, detection, ood_sets
 from .suite import render_tables, table
 
-__all__ = ["run", "Settings", "LeNet5", "NETS"]
-
-
-class LeNet5(nn.Module):
-    """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling: conv 5×5×6 (padding 2), pool,
-    conv 5×5×16, pool, fc 120, fc 84, fc ``classes`` (61,706 parameters on 28×28 images).
-
-    Args:
-        in_channels, image_size: inputs are (N, in_channels, image_size, image_size).
-        classes: number of outputs.
-    """
-
-    def __init__(self, in_channels: int = 1, image_size: int = 28, classes: int = 10):
-        super().__init__()
-        side = (image_size // 2 - 4) // 2
-        if side < 1:
-            raise ValueError(f"LeNet-5 needs images of at least 12×12 pixels, got {image_size}")
-        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * side * side, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, classes) for images (N, C, H, W)."""
-        h = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
-        h = nn.functional.max_pool2d(torch.relu(self.conv2(h)), 2)
-        h = torch.relu(self.fc1(h.flatten(1)))
-        return self.fc3(torch.relu(self.fc2(h)))
+__all__ = ["run", "Settings", "NETS"]
 
 
 #: the architectures compared: "mlp" is the zoo's own MLP (None: built by the zoo)

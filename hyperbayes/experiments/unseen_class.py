@@ -17,20 +17,9 @@ recipe, checkpointed under the tag ``without-<d>`` so they never mix with the fu
 of ``calibration`` / ``ood`` / ``adversarial``; nothing here names a method except
 :data:`PAPER_ROLES`, which says which of ours the paper's columns are.
 
-Cost on 2 shared CPU cores: the quick run (held-out digits 0 and 4, 7 methods, 784-64-10 on the
-first 1,000 training images minus the held-out digit, 10 epochs, 2,000 test images) took 36 s,
-2/3 of it in ``diversity`` (32 nets a step). The full run trains 10 digits × 7 methods on ~45,000
-images, 784-400-400-10, 10 epochs (3,530 steps each). Full-size steps timed on the same machine
-(difference of a 10- and a 50-step fit, so fixed costs drop out; the machine was shared, so
-±2×): meanfield ≈ 19 ms, flow ≈ 27 ms, bbh ≈ 22 ms (+ its 300 discriminator pre-training steps),
-metaprior ≈ 25 ms, map and mcdropout ≈ 9 ms, diversity ≈ 1.0 s. That is ~1–2 minutes of
-training per held-out digit for each of the first six and ~1 h for ``diversity``, plus
-validation and 100-sample scoring of the test set (≲ 1 min a model, ~3 min for ``diversity``):
-about 1 h 10 min per digit, **~12 h for the full run** (~1.5 h without ``diversity``; measured
-2026-12-01 with one thread while another job used the second core: 6,863 s for the six other
-methods, ~11 min a digit). Make it
-cheaper through ``settings.zoo`` (e.g. ``replace(Settings(), zoo=replace(ZooSettings(),
-hidden=(100,), epochs=3))``), fewer ``digits``, ``--methods`` without ``diversity``, or a GPU.
+The full run trains 10 digits × every method on ~45,000 images (784-400-400-10, 10 epochs); on
+2 CPU cores that is hours (the note *experiment-costs*). Make it cheaper through
+``settings.zoo``, fewer ``digits``, ``--methods`` without ``diversity``, or a GPU.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Inference: the SVI loop, vectorized prediction, metrics, checkpoints, NUTS and diagnostics."""
 
-from . import checkpoint, estimators, metrics
+from . import acquisition, attacks, checkpoint, estimators, metrics
 from .compare import compare
 from .device import resolve_device, set_seed
 from .elbo import ELBO
@@ -15,7 +15,7 @@ __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sampl
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
            "metrics", "illate", "fit_em", "estimators", "vi_quality", "psis_khat",
            "EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective",
-           "nuts", "NutsResult", "diagnostics"]
+           "nuts", "NutsResult", "diagnostics", "acquisition", "attacks"]
 
 
 def __getattr__(name: str):

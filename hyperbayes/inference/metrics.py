@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "variation_ratio",
     "mean_std",
     "bald",
+    "majority_vote",
+    "disagreement",
     "OOD_SCORES",
     "ood_scores",
     "ood_auc",
@@ -408,6 +411,43 @@ def bald(probs) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 OODScore = Literal["entropy", "max_prob", "mean_std", "bald"]
+
+
+def _check_votes(votes, num_classes: int) -> torch.Tensor:
+    """Votes as a (K, N) integer tensor of classes in [0, num_classes)."""
+    votes = _as_tensor(votes, "votes")
+    if votes.dim() != 2 or votes.dtype.is_floating_point or votes.dtype == torch.bool:
+        raise ValueError(f"votes must be a (K, N) tensor of class indices, got dtype "
+                         f"{votes.dtype} and shape {tuple(votes.shape)}")
+    if votes.numel() and (int(votes.min()) < 0 or int(votes.max()) >= num_classes):
+        raise ValueError(f"votes must be classes in [0, {num_classes}), got "
+                         f"{int(votes.min())} … {int(votes.max())}")
+    return votes.long()
+
+
+def majority_vote(votes, num_classes: int = 10, tie_break=None) -> torch.Tensor:
+    """The class most of K nets vote for: votes (K, N) → (N,).
+
+    Ties go to the class with the larger ``tie_break`` score (N, C), e.g. the mean probability;
+    without one, to the smaller class index.
+    """
+    counts = F.one_hot(_check_votes(votes, num_classes), num_classes).sum(0).float()
+    if tie_break is not None:
+        tie_break = _as_tensor(tie_break, "tie_break").to(counts)
+        counts = counts + 1e-3 * tie_break / tie_break.abs().max().clamp_min(1e-12)
+    return counts.argmax(-1)
+
+
+def disagreement(votes, num_classes: int = 10) -> float:
+    """Mean over the pairs of K nets of the fraction of inputs on which their classes differ
+    (votes (K, N), K ≥ 2): 0 for identical nets, the diversity of an ensemble's members."""
+    votes = _check_votes(votes, num_classes)
+    k = votes.shape[0]
+    if k < 2:
+        raise ValueError(f"disagreement needs at least 2 nets, got {k}")
+    counts = F.one_hot(votes, num_classes).sum(0).double()  # (N, C)
+    agreeing = (counts * (counts - 1) / 2).sum(-1)
+    return float(1 - (agreeing / (k * (k - 1) / 2)).mean())
 
 
 def _uncertainty_score(probs, score: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Models: functional primary nets, declarative priors, likelihoods and the BNN Pyro model."""
 
-from . import gauge, likelihoods, metaprior, module, nets, priors
+from . import architectures, gauge, likelihoods, metaprior, module, nets, priors
 from .bnn import BNN
 from .conjugate import ConjugateRegression, conjugate_regression
 from .gauge import gauge_fix
@@ -11,4 +11,5 @@ from .nets import CNN, MLP, ParamSpec
 
 __all__ = ["BNN", "conjugate_regression", "ConjugateRegression",
            "MetaPrior", "metaprior", "MLP", "CNN", "TorchNet", "ParamSpec", "Gaussian",
-           "Categorical", "likelihoods", "module", "nets", "priors", "gauge", "gauge_fix"]
+           "Categorical", "likelihoods", "module", "nets", "priors", "gauge", "gauge_fix",
+           "architectures"]
