@@ -323,6 +323,21 @@ def test_chunked_samples_replay_the_shared_start_exactly(case, monkeypatch):
         assert set(recorded[0]) == expected
 
 
+def test_a_forward_set_on_a_layer_instance_survives_replay_and_local_reparameterization():
+    """The library swaps layer forwards for a pass (replaying a shared start; local
+    reparameterization); a forward the user set on an instance is put back afterwards."""
+    x, y = _images(n=10)
+    net = TorchNet(TinyResNet(), bayesian="fc.*")
+    stem, fc = net.module.stem, net.module.fc
+    stem_forward, fc_forward = stem.forward, fc.forward  # bound methods, set on the instances
+    stem.forward, fc.forward = stem_forward, fc_forward
+    model = BNN(net, priors.Normal(1.0), Categorical())
+    fit(model, MeanField(model, local_reparameterization=True), (x, y), steps=2)
+    assert vars(fc)["forward"] is fc_forward
+    predict(model, MeanField(model), x, 6)  # sample by sample: the stem's output is replayed
+    assert vars(stem)["forward"] is stem_forward and vars(fc)["forward"] is fc_forward
+
+
 # ------------------------------------------------------------------------------------------------
 # the API refuses bad input before any work
 # ------------------------------------------------------------------------------------------------

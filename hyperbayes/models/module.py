@@ -504,9 +504,12 @@ class _patched:
 
     def __enter__(self):
         self.names = sorted(set(self.lrt) | set(self.dropout_layers))
+        self.own = {}  # forwards set on a layer instance before ours, put back on exit
         p = self.p
         for name in self.names:
             layer = self.module.get_submodule(name)
+            if "forward" in vars(layer):
+                self.own[name] = layer.forward
             scale = self.lrt[name][1] if name in self.lrt else None
             drop = name in self.dropout_layers
             layer._hb_called = False
@@ -517,9 +520,11 @@ class _patched:
     def __exit__(self, *exc):
         unused = [name for name, layer in zip(self.names, self.patched, strict=True)
                   if not layer._hb_called]
-        for layer in self.patched:
+        for name, layer in zip(self.names, self.patched, strict=True):
             del layer.forward
             del layer._hb_called
+            if name in self.own:
+                layer.forward = self.own[name]
         if unused and exc[0] is None:
             raise RuntimeError(
                 f"nn.Linear layers {unused} are read without calling their forward (e.g. by "
