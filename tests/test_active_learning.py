@@ -71,6 +71,23 @@ def test_select_takes_the_highest_scores_among_the_available():
         acq.select(scores, available, 6, gen)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: acq.initial_and_pool(torch.tensor([0.0, 1.0])), "class indices"),
+    (lambda: acq.initial_and_pool(torch.tensor([0, 1]), per_class=0), "per_class"),
+    (lambda: acq.initial_and_pool(torch.tensor([0, 1]), per_class=1, pool_size=-1), "pool_size"),
+    (lambda: acq.select(torch.zeros(3), torch.ones(4, dtype=torch.bool), 1,
+                        torch.Generator()), "one score per pool item"),
+    (lambda: acq.select(None, torch.ones(4), 1, torch.Generator()), "boolean"),
+    (lambda: acq.select(None, torch.ones(4, dtype=torch.bool), -1, torch.Generator()), "k must"),
+    (lambda: acq.random_subset(torch.ones(4, dtype=torch.bool), 2.5, torch.Generator()), "size"),
+    (lambda: acq.area_under_curve([0, 10], [0.5]), "as many accuracies"),
+    (lambda: acq.area_under_curve([10, 0], [0.5, 0.6]), "must not decrease"),
+])
+def test_acquisition_refuses_bad_input_naming_it(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
 def test_each_round_acquires_the_best_of_a_fresh_random_pool_subset(images, monkeypatch):
     settings = small(rounds=3, pool_subset=15)
     initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)

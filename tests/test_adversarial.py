@@ -60,6 +60,10 @@ def test_one_sample_gradient_raises_the_likelihood_and_draws_one_sample(images, 
     assert grad.shape == x.shape and grad.abs().sum() > 0
     # a point estimate: every draw is the same, so the gradient is deterministic
     assert torch.equal(grad, input_gradient(model, guide, x, y, batch_size=16))
+    with pytest.raises(ValueError, match="50 examples and y 3"):
+        input_gradient(model, guide, x, y[:3])
+    with pytest.raises(ValueError, match="batch_size"):
+        input_gradient(model, guide, x, y, batch_size=0)
 
     def log_lik(images_):
         probs = zoo.sample_probs(fitted["map"], images_, 1)[0]

@@ -32,6 +32,19 @@ __all__ = ["SCORE_RESOLUTION", "seeded_generator", "initial_and_pool", "select",
 SCORE_RESOLUTION = 1e-12
 
 
+def _check_count(value, name: str, minimum: int = 0) -> None:
+    """Refuse a count that is not an int ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
+def _check_mask(available) -> None:
+    """Refuse a pool mask that is not a 1-d boolean tensor."""
+    if not isinstance(available, torch.Tensor) or available.dtype != torch.bool \
+            or available.dim() != 1:
+        raise ValueError("available must be a 1-d boolean tensor (True: still in the pool)")
+
+
 def seeded_generator(*key) -> torch.Generator:
     """A CPU generator seeded by ``key`` (e.g. ``("pool", 3)``): one independent, reproducible
     random stream per purpose, so that adding a draw to one stream does not shift another."""
@@ -53,8 +66,16 @@ def initial_and_pool(labels: torch.Tensor, *, per_class: int = 2, pool_size: int
     Returns:
         ``(initial, pool)``: sorted indices into ``labels``, disjoint.
     """
-    gen = seeded_generator("pool", seed)
     labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-d tensor of class indices, got dtype "
+                         f"{labels.dtype} and shape {tuple(labels.shape)}")
+    if len(labels) == 0 or int(labels.min()) < 0:
+        raise ValueError("labels must be non-empty class indices ≥ 0")
+    _check_count(per_class, "per_class", minimum=1)
+    if pool_size is not None:
+        _check_count(pool_size, "pool_size")
+    gen = seeded_generator("pool", seed)
     chosen = []
     for c in range(num_classes if num_classes is not None else int(labels.max()) + 1):
         members = (labels == c).nonzero().squeeze(1)
@@ -78,6 +99,11 @@ def select(scores: torch.Tensor | None, available: torch.Tensor, k: int,
     Scores are compared at a resolution of :data:`SCORE_RESOLUTION`; ties are broken at random
     with ``generator``. ``available`` is a boolean mask over the positions.
     """
+    _check_mask(available)
+    _check_count(k, "k")
+    if scores is not None and tuple(scores.shape) != tuple(available.shape):
+        raise ValueError(f"scores have shape {tuple(scores.shape)}, the pool mask "
+                         f"{tuple(available.shape)}: one score per pool item")
     positions = available.nonzero().squeeze(1)
     if k > len(positions):
         raise ValueError(f"cannot acquire {k} items from a pool of {len(positions)}")
@@ -92,6 +118,9 @@ def random_subset(available: torch.Tensor, size: int | None,
                   generator: torch.Generator) -> torch.Tensor:
     """A boolean mask of ``size`` random available positions (all of them when None or when
     fewer are left): the pool subset that Gal et al. (2017) score in each round."""
+    _check_mask(available)
+    if size is not None:
+        _check_count(size, "size")
     positions = available.nonzero().squeeze(1)
     if size is None or size >= len(positions):
         return available.clone()
@@ -104,6 +133,11 @@ def area_under_curve(acquired, accuracy) -> float:
     """Area under the accuracy curve (trapezoid) over the number acquired, divided by its
     range: the mean accuracy over the budget (the accuracy itself for a one-point curve)."""
     acquired = [float(a) for a in acquired]
+    if not acquired or len(acquired) != len(accuracy):
+        raise ValueError(f"a curve needs as many accuracies as points, at least one; got "
+                         f"{len(acquired)} points and {len(accuracy)} accuracies")
+    if any(b < a for a, b in zip(acquired, acquired[1:], strict=False)):
+        raise ValueError(f"the numbers acquired must not decrease, got {acquired}")
     if len(acquired) < 2 or acquired[-1] == acquired[0]:
         return float(accuracy[-1])
     area = sum((acquired[i + 1] - acquired[i]) * (accuracy[i] + accuracy[i + 1]) / 2
