@@ -4,6 +4,7 @@ import copy
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,6 +59,7 @@ def test_select_takes_the_highest_scores_among_the_available():
     scores = torch.tensor([0.5, 0.9, 0.1, 0.8, 0.7, 0.95])
     available = torch.tensor([True, True, True, True, True, False])
     assert acq.select(scores, available, 3, gen).tolist() == [1, 3, 4]  # 5 is taken already
+    assert acq.select(scores.double(), available, np.int64(3), gen).tolist() == [1, 3, 4]
     # random: seeded, available only, no repeats
     first = acq.select(None, available, 4, torch.Generator().manual_seed(1))
     again = acq.select(None, available, 4, torch.Generator().manual_seed(1))

@@ -20,6 +20,7 @@ each from (S, N, C) Monte Carlo class probabilities of any method's
 
 from __future__ import annotations
 
+import numbers
 import zlib
 
 import torch
@@ -34,7 +35,7 @@ SCORE_RESOLUTION = 1e-12
 
 def _check_count(value, name: str, minimum: int = 0) -> None:
     """Refuse a count that is not an int ≥ ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
 
 
@@ -110,7 +111,7 @@ def select(scores: torch.Tensor | None, available: torch.Tensor, k: int,
     order = positions[torch.randperm(len(positions), generator=generator)]
     if scores is None:
         return order[:k]
-    key = torch.floor(scores[order].double() / SCORE_RESOLUTION)
+    key = torch.floor(scores.detach().cpu()[order].double() / SCORE_RESOLUTION)
     return order[torch.argsort(key, descending=True, stable=True)][:k]
 
 
