@@ -13,6 +13,7 @@ from hyperbayes.guides import Delta, FlowGuide, ImplicitGuide, MeanField
 from hyperbayes.inference import fit, nuts, predict
 from hyperbayes.inference.checkpoint import CheckpointError
 from hyperbayes.models import BNN, MLP, Categorical, Gaussian, TorchNet, priors
+from hyperbayes.models.module import _replayed as _real_replayed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -321,6 +322,51 @@ def test_chunked_samples_replay_the_shared_start_exactly(case, monkeypatch):
         assert recorded == []
     else:
         assert set(recorded[0]) == expected
+
+
+class _AddOneInPlace(nn.Module):
+    def forward(self, x):
+        return x.add_(1.0)
+
+
+class _InPlaceHead(nn.Module):
+    """A conv body whose output the (sampled) head changes in place."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.body = nn.Conv2d(1, 2, 3)
+        self.head = nn.Sequential(_AddOneInPlace() if in_place else nn.Identity(), nn.Flatten(),
+                                  nn.Linear(2 * 6 * 6, 3))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_replayed_output_changed_in_place_is_not_replayed_again(mode, in_place, monkeypatch):
+    """A head that changes the replayed body output in place would hand the next sample a
+    changed input: the replay sees it (version counters; copies in inference mode) and the
+    outputs stay those of S full passes. Without the change the replay goes on."""
+    from hyperbayes.models import module
+
+    torch.manual_seed(0)
+    net = TorchNet(_InPlaceHead(in_place), bayesian="head.*").eval()
+    values = dict(net.module.named_parameters())
+    params = {n: values[n].detach() + 0.1 * torch.randn(4, *s.shape)
+              for n, s in net.param_specs.items()}
+    x = torch.rand(5, 1, 8, 8)
+    made = []
+    monkeypatch.setattr(module, "_replayed",
+                        lambda *a: made.append(_real_replayed(*a)) or made[-1])
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        replayed = net(params, x)
+        net.replay_shared = False
+        full = net(params, x)
+    assert torch.allclose(replayed, full, atol=1e-6)
+    assert replayed[0].ne(replayed[1]).any()  # the head's samples differ
+    assert made[0].prefix  # the body was recorded
+    assert made[0].stale == (in_place and mode == "no_grad")
 
 
 def test_a_forward_set_on_a_layer_instance_survives_replay_and_local_reparameterization():

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .nets import Net, ParamSpec, gaussian_weights
 from .noise import dropout_mask, normal_noise
@@ -460,14 +461,28 @@ def _deterministic_prefix(module: nn.Module, shared: dict, sampled: set, x: torc
 class _replayed:
     """Within the block, the children in ``prefix`` return their recorded outputs on their
     first calls of each pass (in order) instead of running; later calls run them.
-    :meth:`rewind` starts a pass (one weight sample, or one chunk of them)."""
+    :meth:`rewind` starts a pass (one weight sample, or one chunk of them).
+
+    A pass may change a recorded output in place (``x.add_(1)``, ``nn.ReLU(inplace=True)``
+    on it): that pass is right (its child's output is its own to change), but the next pass
+    would read the changed value. The tensors' version counters tell, at each rewind; from then
+    on the children run again, so the outputs stay those of full passes."""
 
     def __init__(self, module: nn.Module, prefix: dict):
         self.module, self.prefix = module, prefix
         self.calls = dict.fromkeys(prefix, 0)
+        self.tensors = [t for outputs in prefix.values() for t in tree_leaves(outputs)
+                        if isinstance(t, torch.Tensor)]
+        # inference-mode tensors keep no version counter: then every pass gets copies
+        self.copies = any(t.is_inference() for t in self.tensors)
+        self.versions = None if self.copies else [t._version for t in self.tensors]
+        self.stale = False
 
     def rewind(self) -> None:
         self.calls = dict.fromkeys(self.prefix, 0)
+        if not (self.stale or self.copies) and any(
+                t._version != v for t, v in zip(self.tensors, self.versions, strict=True)):
+            self.stale = True  # changed in place by the last pass: run the children again
 
     def __enter__(self):
         self.own = {}  # forwards set on a child instance before ours, put back on exit
@@ -480,7 +495,12 @@ class _replayed:
             def forward(*args, _name=name, _recorded=recorded, _real=real, **kwargs):
                 call = self.calls[_name]
                 self.calls[_name] = call + 1
-                return _recorded[call] if call < len(_recorded) else _real(*args, **kwargs)
+                if self.stale or call >= len(_recorded):
+                    return _real(*args, **kwargs)
+                if self.copies:
+                    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t,
+                                    _recorded[call])
+                return _recorded[call]
 
             child.forward = forward
         return self
