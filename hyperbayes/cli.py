@@ -4,6 +4,8 @@ methods."""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -141,8 +143,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the environment variable that sets the CLI's log level (default INFO: long runs say what
+#: they did, e.g. each active-learning round, also where no progress bar shows)
+LOG_LEVEL_VARIABLE = "HYPERBAYES_LOG_LEVEL"
+
+
+def _configure_logging() -> None:
+    """Send the library's log records at ``$HYPERBAYES_LOG_LEVEL`` (default INFO) to stderr,
+    time-stamped (with the rank under torchrun); an unknown level is an error naming the
+    choices."""
+    name = os.environ.get(LOG_LEVEL_VARIABLE, "INFO").upper()
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        raise ValueError(f"{LOG_LEVEL_VARIABLE}={name!r}: choose DEBUG, INFO, WARNING or ERROR")
+    logger = logging.getLogger("hyperbayes")
+    logger.setLevel(level)
+    if not any(getattr(h, "_hyperbayes_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        # under torchrun every process logs its own work (suite jobs): say which one
+        rank = (f"[rank {distributed.rank()}] "
+                if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "")
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {rank}%(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+        handler._hyperbayes_cli = True
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hyperbayes`` console script; returns the exit status."""
+    try:
+        _configure_logging()
+    except ValueError as err:
+        print(f"hyperbayes: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -140,6 +140,40 @@ def test_an_interrupted_curve_resumes_at_its_next_round_as_if_never_stopped(imag
                           initial, pool, seed=0, device="cpu", progress=False, state=state)
 
 
+def test_a_resumed_run_reuses_the_first_model_and_its_curves_are_unchanged(images, tmp_path,
+                                                                           monkeypatch, caplog):
+    """The model trained on the initial set is kept beside the curves' states: a resumed run
+    neither trains nor scores it again, and every curve is the same as without the file."""
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    test = images.test.subset(slice(0, 30))
+    candidates = torch.cat([images.train.x[pool], test.x])
+    settings = small(rounds=2, acquisitions=("bald",))
+
+    def part(state_dir):
+        return al._method_seed("meanfield", settings, images.train, test, initial, pool,
+                               candidates, seed=0, device="cpu", progress=False,
+                               num_classes=10, state_dir=state_dir)
+
+    straight = part(None)
+    first = part(tmp_path / "a")
+    assert (tmp_path / "a" / "start.pt").exists()
+    for curve_state in (tmp_path / "a").glob("bald-*.pt"):
+        curve_state.unlink()  # the curves start again; the first model is kept
+    trainings = []
+    real_train = al._train
+    monkeypatch.setattr(al, "_train", lambda *a, **k: trainings.append(k.get("warm_start"))
+                        or real_train(*a, **k))
+    with caplog.at_level("INFO", logger="hyperbayes"):
+        again = part(tmp_path / "a")
+    assert len(trainings) == 2 * settings.rounds  # the rounds only, not the first model
+    assert "reused from" in caplog.text and "round 2 of 2" in caplog.text
+    assert again["curves"] == first["curves"] == straight["curves"]
+    with pytest.raises(hb.inference.checkpoint.CheckpointError, match="delete it to train"):
+        al._method_seed("meanfield", settings, images.train, test, initial, pool, candidates,
+                        seed=1, device="cpu", progress=False, num_classes=10,
+                        state_dir=tmp_path / "a")
+
+
 def test_metaprior_is_left_out_with_its_reason(images, tmp_path):
     result = al.run(["metaprior", "map"], settings=small(rounds=1), device="cpu", out=tmp_path,
                     progress=False, data=images, checkpoints=tmp_path / "parts")

@@ -1,6 +1,7 @@
 """Baselines end to end (fit, predict, save, load), the method registry, the CLI, the main job."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -81,6 +82,27 @@ def test_cli_lists_methods_and_rejects_bad_input(capsys):
     assert main(["run", "no-such-experiment"]) == 2
     assert main(["datasets", "fetch", "cubic"]) == 2
     assert "nothing to fetch" in capsys.readouterr().err.lower()
+
+
+def test_cli_logs_at_the_level_of_the_environment(capsys, monkeypatch):
+    """The CLI sends the library's records to stderr (INFO by default), one handler however
+    often it runs; an unknown level is refused before any work."""
+    import logging
+
+    logger = logging.getLogger("hyperbayes")
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))  # put back afterwards
+    monkeypatch.setattr(logger, "level", logger.level)
+    monkeypatch.setenv("HYPERBAYES_LOG_LEVEL", "debug")
+    assert main(["methods"]) == 0 and main(["methods"]) == 0
+    assert logger.level == logging.DEBUG
+    ours = [h for h in logger.handlers if getattr(h, "_hyperbayes_cli", False)]
+    assert len(ours) == 1
+    monkeypatch.setattr(ours[0], "stream", sys.stderr)  # capsys's stderr
+    logging.getLogger("hyperbayes.experiments.zoo").info("a round finished")
+    assert "hyperbayes.experiments.zoo: a round finished" in capsys.readouterr().err
+    monkeypatch.setenv("HYPERBAYES_LOG_LEVEL", "chatty")
+    assert main(["methods"]) == 2
+    assert "HYPERBAYES_LOG_LEVEL='CHATTY'" in capsys.readouterr().err
 
 
 def test_toy_regression_quick_writes_metrics_report_and_figure(tmp_path, capsys):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import shutil
 import time
@@ -54,7 +55,7 @@ from torch import nn
 
 from .. import datasets
 from ..datasets import Split
-from ..inference import checkpoint, metrics, resolve_device
+from ..inference import FitResult, checkpoint, metrics, resolve_device
 from ..inference.acquisition import (
     area_under_curve,
     initial_and_pool,
@@ -81,6 +82,8 @@ from .suite import render_tables, table
 
 __all__ = ["run", "run_paper", "payload_tables", "Settings", "ACQUISITIONS", "REGIMES",
            "PAPER_ROLES", "EXCLUDED", "round_steps", "learning_curve", "part_path", "load_part"]
+
+log = logging.getLogger(__name__)
 
 #: acquisition name → score of each pool item from (S, N, C) MC probabilities (None: random)
 ACQUISITIONS = {"random": None, "bald": metrics.bald, "entropy": metrics.predictive_entropy}
@@ -359,6 +362,9 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
         curve["labelled"].append(len(labelled))
         curve["accuracy"].append(metrics.accuracy(test_probs, test.y))
         curve["steps"].append(current.result.steps)
+        log.info("%s seed %d %s-%s: round %d of %d, %d labelled, test accuracy %.2f%% "
+                 "(%.0f s training, %.0f s scoring so far)", name, seed, acquisition, regime, r,
+                 settings.rounds, len(labelled), 100 * curve["accuracy"][-1], train_s, score_s)
         if state is not None:
             _save_state(state, r, name, acquisition, regime, seed, labelled, available, scored,
                         gen, pool_probs, curve, train_s, score_s,
@@ -420,6 +426,44 @@ def load_part(path: Path, settings: Settings) -> dict:
     return part
 
 
+def _first_model(name: str, settings: Settings, split: Split, candidates: torch.Tensor, *,
+                 seed: int, device, progress, num_classes: int, path: Path | None) -> tuple:
+    """``(model, probabilities on the candidates, train_s, score_s)`` of the model trained on
+    the initial set ``split``. Kept in ``path`` (atomic, verified), so that a resumed run
+    neither trains nor scores it again (None: not kept)."""
+    if path is not None and path.exists():
+        saved = checkpoint.load(path)
+        if (saved.get("method"), saved.get("seed")) != (name, seed) \
+                or saved["probs"].shape[1] != len(candidates):
+            raise checkpoint.CheckpointError(
+                f"{path} holds the first model of {saved.get('method')!r}, seed "
+                f"{saved.get('seed')}, on {saved['probs'].shape[1]} candidates, not of {name!r}, "
+                f"seed {seed}, on {len(candidates)}; delete it to train that model again")
+        first = _restore(saved, name, settings, split, seed=seed, num_classes=num_classes,
+                         device=device)
+        first.result = FitResult(steps=saved["steps"], best_step=saved["steps"],
+                                 total_wall_time_s=saved["train_s"])
+        log.info("%s seed %d: the model trained on the %d initial images is reused from %s",
+                 name, seed, len(split), path)
+        return first, saved["probs"], saved["train_s"], saved["score_s"]
+    t0 = time.perf_counter()
+    first = _train(name, settings, split, seed=seed, device=device, progress=progress,
+                   warm_start=None, num_classes=num_classes)
+    t1 = time.perf_counter()
+    probs = zoo.sample_probs(first, candidates, settings.pool_samples)
+    train_s, score_s = t1 - t0, time.perf_counter() - t1
+    if path is not None:
+        loss_state = getattr(first.loss, "state_dict", None)
+        checkpoint.save(path, {"method": name, "seed": seed, "probs": probs,
+                               "steps": first.result.steps, "train_s": train_s,
+                               "score_s": score_s, "model": first.model.state_dict(),
+                               "guide": first.guide.state_dict(),
+                               "loss": loss_state() if callable(loss_state) else {}})
+    log.info("%s seed %d: trained on the %d initial images in %.0f s, scored %d images in %.0f s",
+             name, seed, len(split), train_s, len(candidates), score_s)
+    return first, probs, train_s, score_s
+
+
 def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
                  initial: torch.Tensor, pool: torch.Tensor, candidates: torch.Tensor, *,
                  seed: int, device, progress, num_classes: int,
@@ -427,14 +471,14 @@ def _method_seed(name: str, settings: Settings, train_split: Split, test: Split,
     """Every acquisition × regime of one method and seed: ``{"curves": {acq: {regime:
     {"accuracy", "class_counts"}}}, "timing": {...}}``. The model trained on the initial set
     is shared by all of them; ``candidates`` are the pool's then the test images. Each curve
-    saves its state after every round in ``state_dir`` (None: nowhere) and resumes from it."""
-    t0 = time.perf_counter()
-    first = _train(name, settings, train_split.subset(initial), seed=seed, device=device,
-                   progress=progress, warm_start=None, num_classes=num_classes)
-    t1 = time.perf_counter()
-    probs = zoo.sample_probs(first, candidates, settings.pool_samples)
-    timing = {"train_s": t1 - t0, "score_s": time.perf_counter() - t1,
-              "steps": first.result.steps, "trainings": 1}
+    saves its state after every round in ``state_dir`` (None: nowhere) and resumes from it;
+    the first model is kept there too."""
+    first, probs, train_s, score_s = _first_model(
+        name, settings, train_split.subset(initial), candidates, seed=seed, device=device,
+        progress=progress, num_classes=num_classes,
+        path=None if state_dir is None else Path(state_dir) / "start.pt")
+    timing = {"train_s": train_s, "score_s": score_s, "steps": first.result.steps,
+              "trainings": 1}
     curves = {a: {} for a in settings.acquisitions}
     for acq in settings.acquisitions:
         for regime in settings.regimes:
@@ -546,6 +590,7 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
                                       "machine": machine_info(), **part})
                     shutil.rmtree(rounds_dir, ignore_errors=True)
                 else:
+                    log.info("%s seed %d: finished curves reused from %s", name, s, path)
                     reused.append({"method": name, "seed": s, "file": str(path)})
                 for acq in settings.acquisitions:
                     for regime in settings.regimes:

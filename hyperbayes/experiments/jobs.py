@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from ..inference import distributed
 from .common import ExperimentResult, write_json, write_text
 
 __all__ = ["Job", "plan", "run_jobs", "merge_task"]
+
+log = logging.getLogger(__name__)
 
 #: the store key of the next job's index
 _COUNTER = "hyperbayes/suite/next_job"
@@ -67,8 +70,11 @@ def _run_job(job: Job, tasks, *, quick, device, out: Path, settings, progress,
         if "checkpoints" in inspect.signature(runner).parameters:
             kwargs["checkpoints"] = out / "jobs" / f"seed{job.seed}" / "zoo"
         start = time.perf_counter()
+        log.info("job %s seed %d: %s into %s", job.method, job.seed, task, folder)
         with distributed.independent():
             runner(**kwargs)
+        log.info("job %s seed %d: %s done in %.0f s", job.method, job.seed, task,
+                 time.perf_counter() - start)
         write_json(folder / "job.json", {"method": job.method, "seed": job.seed, "task": task,
                                          "rank": rank, "host": socket.gethostname(),
                                          "wall_time_s": time.perf_counter() - start})

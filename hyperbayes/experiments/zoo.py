@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,8 @@ from . import common
 __all__ = ["ZooSettings", "TaskSettings", "Trained", "build", "train", "train_all", "check_methods",
            "mnist_splits", "sample_probs", "suite_methods", "default_checkpoints",
            "checkpoint_name", "with_options"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,10 @@ def train(name: str, settings: ZooSettings, train_split: Split, val: Split | Non
         lr=settings.lr, seed=seed, device=device, lr_schedule=settings.lr_schedule,
         clip_norm=settings.clip_norm, val=val, validations=settings.validations,
         val_samples=settings.val_samples, checkpoint=path, progress=progress, built=built)
+    if path is not None:  # a suite task's model (active learning's rounds are logged there)
+        log.info("%s: %s (%d steps, %.0f s of training) in %s", name,
+                 "finished checkpoint reused" if fitted.reused else "trained",
+                 fitted.result.steps, fitted.result.total_wall_time_s, path)
     return Trained(name, fitted.model, fitted.guide, fitted.loss, fitted.result, fitted.reused,
                    fitted.fit_options, resolve_device(device))
 
