@@ -71,6 +71,54 @@ def test_two_processes_take_the_steps_of_one_and_resume_in_one(tmp_path):
         torch.set_num_threads(threads)
 
 
+def _resume_worker(out: str) -> None:
+    """Rank 0 resumes the one-process checkpoint; rank 1's own path has none (an experiment's
+    other ranks write into a temporary folder): both continue from rank 0's."""
+    path = Path(out) / "meanfield.ckpt" if dp.is_main() else Path(out) / "elsewhere" / "m.ckpt"
+    state = _train("meanfield", 8, path)
+    torch.save(state, Path(out) / f"rank{dp.rank()}.pt")
+
+
+def test_a_rerun_under_two_processes_resumes_rank_0s_checkpoint_on_every_rank(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train("meanfield", 4, tmp_path / "meanfield.ckpt")  # interrupted at step 4
+        dp.launch_local(_resume_worker, 2, str(tmp_path))
+        ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+        straight = _train("meanfield", 8)
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same(ranks[0], ranks[1], "rank 1 against rank 0")
+    # steps 5-8 on two processes are the steps one process takes
+    _assert_same(ranks[0], straight, "resumed on two processes")
+    assert not (tmp_path / "elsewhere").exists()  # rank 1 read and wrote nothing of its own
+
+
+def test_data_parallelism_warns_of_layers_that_act_per_shard():
+    from torch import nn
+
+    from hyperbayes.inference import svi
+
+    body = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.2), nn.BatchNorm1d(8), nn.Linear(8, 1))
+    model = hb.models.BNN(body, priors.Normal(1.0), Gaussian(0.1))
+    with pytest.warns(UserWarning, match="BatchNorm1d, Dropout in the module"):
+        svi._check_data_parallel(model, N, BATCH, 2)
+    plain = hb.models.BNN(hb.models.MLP(SIZES), priors.Normal(1.0), Gaussian(0.1))
+    svi._check_data_parallel(plain, N, BATCH, 2)  # nothing to say (warnings are errors here)
+
+
+def test_a_resumed_gpu_generator_is_the_savers_own_device_state():
+    from hyperbayes.inference import svi
+
+    states = [torch.full((4,), float(i)).to(torch.uint8) for i in range(3)]
+    # older checkpoints kept every visible device's state: the resuming device's index
+    assert torch.equal(svi._cuda_rng_of(states, torch.device("cuda", 2)), states[2])
+    assert torch.equal(svi._cuda_rng_of(states[:1], torch.device("cuda", 2)), states[0])
+    # now one state, the saving process's device's, which every rank sets on its own device
+    assert torch.equal(svi._cuda_rng_of(states[1], torch.device("cuda", 0)), states[1])
+
+
 def test_per_example_noise_is_the_same_in_shards():
     like = torch.empty(3, 10, 4)
     torch.manual_seed(0)

@@ -19,6 +19,37 @@ def _run_jobs(out: str) -> None:
                   settings={"calibration": calibration.Settings.smoke()})
 
 
+def _claim_twice(out: str) -> None:
+    """Two run_jobs calls in one process group, jobs recorded instead of run (rank 1's take a
+    second each, so rank 0 waits for them before it merges)."""
+    import time
+
+    from hyperbayes.experiments import suite
+
+    rank = distributed.rank()
+    ran = []
+
+    def record(job, *args, **kwargs):
+        time.sleep(1.0 if rank == 1 else 0.0)
+        ran.append(job.method)
+
+    jobs._run_job = record
+    jobs.merge_task = lambda folders, target: None
+    suite.gather = lambda target, tasks: None
+    for call in range(2):
+        jobs.run_jobs(TASKS, ["a", "b", "c"], (0,), out=out)
+        Path(out, f"rank{rank}-call{call}.json").write_text(json.dumps(ran))
+        ran.clear()
+
+
+def test_every_run_jobs_call_runs_each_job_once_across_processes(tmp_path):
+    distributed.launch_local(_claim_twice, 2, str(tmp_path))
+    for call in range(2):
+        ran = [method for rank in (0, 1) for method in
+               json.loads((tmp_path / f"rank{rank}-call{call}.json").read_text())]
+        assert sorted(ran) == ["a", "b", "c"], (call, ran)  # the second call too
+
+
 @pytest.mark.slow  # ≈ 25 s on 2 cores (two processes importing torch); the merge is tested
 def test_two_processes_share_the_jobs_and_merge_what_one_process_writes(tmp_path, mnist):
     distributed.launch_local(_run_jobs, 2, str(tmp_path / "jobs"))  # by default below

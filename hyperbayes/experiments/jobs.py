@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: the store key of the next job's index
 _COUNTER = "hyperbayes/suite/next_job"
+_DONE = "hyperbayes/suite/done"
+_CALLS = 0  # run_jobs calls in this process
 
 
 @dataclass(frozen=True)
@@ -174,17 +176,32 @@ def merge_task(folders: list[Path], out: Path) -> dict:
     return merged
 
 
-def _claimed(todo: list[Job]):
-    """The jobs this process takes, each from the process group's atomic counter (the group is
-    joined here: gloo, for the counter and the final barrier)."""
+def _store():
+    """The process group's key-value store (the group is joined here: gloo)."""
     import torch.distributed as dist
 
     distributed.setup(torch.device("cpu"))
     if torch.cuda.is_available():
         distributed.local_device(torch.device("cuda"))
-    store = dist.distributed_c10d._get_default_store()
-    while (index := store.add(_COUNTER, 1) - 1) < len(todo):
+    return dist.distributed_c10d._get_default_store()
+
+
+def _claimed(todo: list[Job], key: str):
+    """The jobs this process takes, each from the store's atomic counter ``key`` (one key per
+    :func:`run_jobs` call, so a second call in the same group starts from its first job)."""
+    store = _store()
+    while (index := store.add(key, 1) - 1) < len(todo):
         yield todo[index]
+
+
+def _wait_for_all(key: str, poll_s: float = 1.0) -> None:
+    """Return once every process of the group has reached this point. A counter in the store,
+    read every ``poll_s`` seconds: unlike a barrier, it has no timeout, so a process whose
+    jobs ended hours before the last one's waits as long as it takes."""
+    store = _store()
+    store.add(key, 1)
+    while store.add(key, 0) < distributed.world_size():
+        time.sleep(poll_s)
 
 
 def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
@@ -207,13 +224,13 @@ def run_jobs(tasks, methods, seeds=(0,), *, quick: bool = False, device="auto",
     overrides = overrides or {}
     todo = plan(methods, seeds)
     shared = distributed.launched()
-    for job in _claimed(todo) if shared else todo:
+    global _CALLS
+    _CALLS += 1  # every process calls run_jobs alike: the same keys on all of them
+    for job in _claimed(todo, f"{_COUNTER}/{_CALLS}") if shared else todo:
         _run_job(job, tasks, quick=quick, device=device, out=out, settings=settings,
                  progress=progress, overrides=overrides)
     if shared:
-        import torch.distributed as dist
-
-        dist.barrier()
+        _wait_for_all(f"{_DONE}/{_CALLS}")
         if not distributed.is_main():
             return None
     results = []

@@ -140,6 +140,25 @@ def broadcast_state(modules, device: torch.device) -> None:
         torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
+def broadcast_resume(load, device: torch.device):
+    """Rank 0's ``load()`` (the state to resume from, or None) on every rank; an error it
+    raises is raised on every rank, so none waits for the others. Rank 0 pickles its own
+    state to the other processes of its group (``broadcast_object_list``); no file is read on
+    the other ranks."""
+    payload = [None]
+    if dist.get_rank() == 0:
+        try:
+            payload = [("state", load())]
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank below
+            payload = [("error", err)]
+    dist.broadcast_object_list(payload, src=0,
+                               device=device if device.type == "cuda" else None)
+    kind, value = payload[0]
+    if kind == "error":
+        raise value
+    return value
+
+
 def all_reduce_step(params, value: torch.Tensor, weight: float) -> torch.Tensor:
     """Sum ``weight`` × (the gradients of ``params``, the loss ``value``) over all ranks in one
     collective, leaving the sums in ``.grad``; returns the summed loss."""

@@ -190,6 +190,24 @@ def _run_record(model, guide, loss, x, y, settings: dict) -> dict:
             "structure": {"model": type(model).__qualname__, "guide": type(guide).__qualname__}}
 
 
+def _rank0_resume(checkpoint, record, total_steps: int, resume) -> dict | None:
+    """On rank 0: the checkpoint's state (on the CPU) to resume from, checked, or None."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    state = ckpt.load(checkpoint, map_location="cpu")
+    _check_resume(checkpoint, state, record, total_steps, resume)
+    return state
+
+
+def _cuda_rng_of(saved, device: torch.device) -> torch.Tensor:
+    """The CUDA generator state to resume ``device`` with: the one saved (older checkpoints
+    saved every visible device's; then the saving process's own, its device's index)."""
+    if isinstance(saved, list | tuple):
+        saved = saved[device.index if device.index is not None and device.index < len(saved)
+                      else 0]
+    return saved.cpu()
+
+
 def _check_resume(path, state: dict, record: dict, total_steps: int, resume) -> None:
     """Refuse to resume a checkpoint trained with other settings, data or structure."""
     saved = state.get("run")
@@ -395,9 +413,16 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             # a schedule over the whole run changes with its length; otherwise a checkpoint
             # can be continued to more steps
             "scheduled_steps": total_steps if (factor or kl_weight_at) else None})
-    if checkpoint is not None and resume and Path(checkpoint).exists():
-        state = resumed = ckpt.load(checkpoint, map_location=device)
-        _check_resume(checkpoint, state, record, total_steps, resume)
+    state = None
+    if group is None:
+        if checkpoint is not None and resume and Path(checkpoint).exists():
+            state = ckpt.load(checkpoint, map_location=device)
+            _check_resume(checkpoint, state, record, total_steps, resume)
+    elif resume:  # rank 0's checkpoint decides for every rank (theirs may be elsewhere or none)
+        state = dp.broadcast_resume(
+            lambda: _rank0_resume(checkpoint, record, total_steps, resume), device)
+    if state is not None:
+        resumed = state
         for part, module in (("model", model), ("guide", guide)):
             ckpt.load_into(checkpoint, part, module, state[part],
                            f"it cannot be resumed into this {part}")
@@ -409,8 +434,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         # RNG states are CPU byte tensors, whatever map_location moved the rest to
         order.set_state(state["order_rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng"):
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(_cuda_rng_of(state["cuda_rng"], device), device)
         first_step = result.resumed_from = int(state["step"])
         result.losses = list(state["losses"])
         result.validation = list(state["validation"])
@@ -427,7 +452,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             "optimizer": optim.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            # this device's stream only: every rank sets its own device to it on resume
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "perm": perm.cpu(), "position": position,
             "losses": result.losses, "validation": result.validation,
             "best_metric": best_metric, "best_state": best_state, "best_step": result.best_step,
@@ -461,7 +487,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
     model.train()
     guide.train()
     step = first_step
-    stepper = _Stepper(loss, model, guide, compile, kl_schedule, total_steps, first_step, group)
+    stepper = _Stepper(loss, model, guide, compile, kl_schedule, total_steps, first_step, group,
+                       device)
     try:
         for step in range(first_step + 1, total_steps + 1):
             if position >= n:
@@ -554,6 +581,18 @@ def _check_data_parallel(model, n: int, batch_size: int, world: int) -> None:
     if getattr(model, "noise_groups", 1) > 1:
         raise ValueError("noise_groups > 1 groups the examples of a minibatch, which data "
                          "parallelism splits: train it in one process")
+    modules = list(model.modules())
+    dropout = [type(m).__name__ for m in modules
+               if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0]
+    norms = [type(m).__name__ for m in modules
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if (dropout or norms) and dp.rank() == 0:
+        warnings.warn(
+            f"data parallelism with {', '.join(sorted(set(dropout + norms)))} in the module: "
+            "these act on each process's shard of the minibatch (their own dropout draws, "
+            "batch statistics per shard), so K processes do not take exactly the step one "
+            "process would; the library's own noise (weights, MC dropout of with_dropout, "
+            "likelihood noise) is drawn for the whole minibatch and sharded", stacklevel=3)
 
 
 def _data_parallel_step(stepper, step: int, x, y, idx, n: int, group, params) -> torch.Tensor:
@@ -579,18 +618,20 @@ class _Stepper:
     ``compile`` says so (see :func:`fit`)."""
 
     def __init__(self, loss, model, guide, compile, kl_schedule, total_steps: int,
-                 first_step: int, group):
+                 first_step: int, group, device: torch.device):
         from . import compiled
 
         self.loss, self.model, self.guide = loss, model, guide
         self.mode, self.total_steps, self.group = compile, total_steps, group
+        self.device = device
         self.compiled = None
         self.decide_at = None  # the step at which compile is switched on (or not)
         self.probe_from = first_step + 2  # "auto" times the steps after the validated first
         self.times: list[float] = []
         reason = compiled.unsupported_reason(loss, kl_schedule) if compile else None
+        self.warns = group is None or group.rank == 0  # one process says it, not K
         if reason is not None:
-            if compile is True:
+            if compile is True and self.warns:
                 warnings.warn(f"compile=True: {reason}; running the eager step",
                               compiled.CompileFallback, stacklevel=3)
         elif compile is True:
@@ -604,7 +645,8 @@ class _Stepper:
         remaining = (self.total_steps - step + 1) * statistics.median(self.times)
         want = remaining > COMPILE_AUTO_SECONDS
         if self.group is not None:  # every rank takes the same decision: rank 0's
-            flag = torch.tensor([float(want)])
+            # on the training device: NCCL broadcasts CUDA tensors only
+            flag = torch.tensor([float(want)], device=self.device)
             torch.distributed.broadcast(flag, src=0)
             want = bool(flag.item())
         return want
@@ -625,9 +667,10 @@ class _Stepper:
                 self.compiled = None
                 for p in list(self.model.parameters()) + list(self.guide.parameters()):
                     p.grad = None
-                warnings.warn(f"the step could not be compiled ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:300]}); running it eagerly",
-                              CompileFallback, stacklevel=3)
+                if self.warns:
+                    warnings.warn(f"the step could not be compiled ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:300]}); running it eagerly",
+                                  CompileFallback, stacklevel=3)
         timing = self.mode == "auto" and self.decide_at is not None and step >= self.probe_from
         start = time.perf_counter() if timing else 0.0
         value = self.loss.differentiable_loss(self.model, self.guide, x, y, n)
