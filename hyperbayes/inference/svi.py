@@ -434,8 +434,9 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         # RNG states are CPU byte tensors, whatever map_location moved the rest to
         order.set_state(state["order_rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(_cuda_rng_of(state["cuda_rng"], device), device)
+        saved_cuda = state.get("cuda_rng")
+        if device.type == "cuda" and saved_cuda is not None and len(saved_cuda):
+            torch.cuda.set_rng_state(_cuda_rng_of(saved_cuda, device), device)
         first_step = result.resumed_from = int(state["step"])
         result.losses = list(state["losses"])
         result.validation = list(state["validation"])
