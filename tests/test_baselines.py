@@ -115,6 +115,78 @@ def test_an_ensemble_predicts_with_every_member_equally():
         Ensemble(model, members=0)
 
 
+def test_an_ensemble_of_a_torch_module_starts_its_members_apart():
+    """A TorchNet starts guides at its module's values; an ensemble's members must not all
+    start (and so stay) there: each is a fresh PyTorch initialisation of the module."""
+    from torch import nn
+
+    module = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
+    model, guide, _, _ = hb.methods.setup("ensemble", "regression", module, priors.Normal(1.0),
+                                          Gaussian(0.1), members=3)
+    firsts = [guide.member(k)["0.weight"] for k in range(3)]
+    assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
+    assert model.net.init == "module"  # the net itself is left as it was
+
+
+def test_an_ensemble_predicts_every_member_alike_when_draws_come_in_groups():
+    """predict draws a large net's samples in groups; each group is a multiple of K, so draw
+    i is member i mod K across groups (not member 0 again at every group's start)."""
+    model, guide, _, _ = hb.methods.setup("ensemble", "regression", [1, 8, 1],
+                                          priors.Normal(1.0), Gaussian(0.1), members=5)
+    x = torch.linspace(-1, 1, 7)[:, None]
+    small = model.net.num_params * 3  # room for 3 samples a group: raised to 5
+    outputs = hb.inference.predict(model, guide, x, 10, max_sample_floats=small).f
+    for i in range(10):
+        member = {k: v[None] for k, v in guide.member(i % 5).items()}
+        torch.testing.assert_close(outputs[i], model.net(member, x)[0, :, 0])
+
+
+def _tanh_data(n=40):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=generator)
+    return x, torch.tanh(x[:, :1]) + 0.1 * torch.randn(n, 1, generator=generator)
+
+
+@pytest.mark.parametrize("hessian", ["full", "diag", "kron"])
+def test_laplace_over_a_module_with_fixed_layers_is_conditional_on_them(hessian):
+    """Only the Bayesian parameters get curvature: the posterior is that of the model whose
+    latents they are, the frozen layer held at its values (not the marginal of a Gaussian over
+    every parameter)."""
+    from torch import nn
+
+    x, y = _tanh_data()
+    body = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1))
+    model = BNN(hb.models.TorchNet(body, bayesian="2.*", frozen="0.*"), priors.Normal(1.0),
+                Gaussian(0.1))
+    guide = LaplaceGuide(model, subset="all", hessian=hessian, prior_precision=1.0)
+    _fit_map(model, guide, (x, y), steps=300)
+    post = guide.get_extra_state()["posterior"]
+    assert post["mean"].numel() == 7 and post["covered"] == ["2.weight", "2.bias"]
+    if hessian == "full":  # the exact posterior precision of the linear last layer
+        features = torch.cat([torch.tanh(body[0](x)).detach(), torch.ones(len(x), 1)], 1)
+        precision = features.T @ features / 0.1 ** 2 + torch.eye(7)
+        covariance = post["scale_tril"] @ post["scale_tril"].T
+        torch.testing.assert_close(covariance, torch.linalg.inv(precision), rtol=1e-3,
+                                   atol=1e-6)
+
+
+def test_laplace_refuses_a_last_layer_without_bayesian_weights_and_takes_flat_targets():
+    from torch import nn
+
+    x, y = _tanh_data()
+    body = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1))
+    model = BNN(hb.models.TorchNet(body, bayesian="0.*"), priors.Normal(1.0), Gaussian(0.1))
+    with pytest.raises(ValueError, match="last nn.Linear \\('2'\\) has no Bayesian"):
+        LaplaceGuide(model, subset="last_layer")
+    # (N,) regression targets, as the likelihood accepts them, and a float64 model
+    model = BNN(MLP([2, 6, 1]), priors.Normal(1.0), Gaussian(0.1)).double()
+    guide = LaplaceGuide(model, hessian="full", prior_precision=1.0).double()
+    _fit_map(model, guide, (x.double(), y[:, 0].double()), steps=50)
+    assert guide.fitted and guide.get_extra_state()["posterior"]["mean"].dtype == torch.float64
+    guide.float()  # the built posterior follows the guide's parameters
+    assert guide.get_extra_state()["posterior"]["mean"].dtype == torch.float32
+
+
 def test_swag_moments_are_the_snapshots_moments():
     gen = torch.Generator().manual_seed(0)
     snapshots = torch.randn(30, 6, generator=gen, dtype=torch.float64) * 2 + 1

@@ -358,6 +358,26 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     assert issubclass(checkpoint.CheckpointError, ValueError)
 
 
+def test_a_checkpoint_load_cannot_read_is_refused_when_saved(tmp_path):
+    """What the safe load would refuse is refused at save time, with nothing written; a file
+    is readable as the umask allows (not mkstemp's 0600); a damaged header is a
+    CheckpointError."""
+    import numpy as np
+
+    with pytest.raises(TypeError, match="safe load cannot read back"):
+        checkpoint.save(tmp_path / "meta.ckpt", {"accuracy": np.float64(0.9)})
+    assert not list(tmp_path.iterdir())
+    path = checkpoint.save(tmp_path / "c.ckpt", {"step": 1})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    data = bytearray(path.read_bytes())
+    data[len(checkpoint._MAGIC) + 3] = 0xFF  # inside the checksum
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load(path)
+
+
 def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "c.ckpt"
     checkpoint.save(path, {"step": 1})
@@ -476,6 +496,27 @@ def test_sample_posterior_shapes():
         assert samples["noise_scale"].shape == (13,)
     # MeanField samples differ across the sample dim; Delta samples do not
     assert samples["fc0.weight"].std(0).min() > 0
+
+
+def test_predictive_std_is_the_mixtures_and_predict_keeps_each_layers_mode():
+    """Prediction.std is the spread of the S-sample mixture (as metrics.predictive_mean_std; 0
+    for one sample, not NaN), and predict leaves a layer the user froze in eval mode frozen."""
+    from torch import nn
+
+    model = BNN(MLP([1, 8, 1]), priors.Normal(1.0), Gaussian(0.1))
+    guide = MeanField(model, init_scale=0.5)
+    x = torch.linspace(-1, 1, 5)[:, None]
+    assert torch.equal(predict(model, guide, x, 1).std(), torch.zeros(5))
+    pred = predict(model, guide, x, 7)
+    _, expected = hb.inference.metrics.predictive_mean_std(pred.f)
+    assert_close(pred.std(), expected, atol=1e-6)
+    body = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    body[1].eval()  # running statistics frozen by the user
+    module_model = BNN(body, priors.Normal(1.0), Gaussian(0.1))
+    module_model.train()
+    body[1].eval()
+    predict(module_model, Delta(module_model), torch.randn(6, 2), 3)
+    assert module_model.training and body[0].training and not body[1].training
 
 
 def test_predict_classification_probs():

@@ -89,6 +89,8 @@ def test_nll_eps_clamps_zero_probability():
     probs = torch.tensor([[[1.0, 0.0]]])
     assert M.nll(probs, torch.tensor([1])) == pytest.approx(-math.log(1e-12))
     assert M.nll(probs, torch.tensor([1]), eps=1e-3) == pytest.approx(-math.log(1e-3))
+    # half-precision probabilities: the clamp is applied in float64, where 1e-12 exists
+    assert M.nll(probs.half(), torch.tensor([1])) == pytest.approx(-math.log(1e-12))
 
 
 def test_accuracy_and_brier_use_predictive_mean():

@@ -7,6 +7,7 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
+from torch.utils._pytree import tree_map
 
 from ..sites import param_key
 from .base import SiteGuide
@@ -71,8 +72,22 @@ class PointThenPosterior(SiteGuide):
         return {"posterior": self._posterior}
 
     def set_extra_state(self, state: dict) -> None:
-        """Restore a posterior saved by :meth:`get_extra_state`."""
+        """Restore a posterior saved by :meth:`get_extra_state`, onto the device of the guide's
+        own parameters (a posterior saved on a GPU loads into a guide on the CPU)."""
         self._posterior = state.get("posterior")
+        device = next((p.device for p in self.parameters()), None)
+        if self._posterior is not None and device is not None:
+            self._posterior = tree_map(lambda t: t.to(device) if torch.is_tensor(t) else t,
+                                       self._posterior)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(...)``, ``.cuda()``, ``.double()``: the built posterior moves with the
+        parameters (it is extra state, which ``nn.Module`` does not move)."""
+        module = super()._apply(fn, *args, **kwargs)
+        if self._posterior is not None:
+            self._posterior = tree_map(lambda t: fn(t) if torch.is_tensor(t) else t,
+                                       self._posterior)
+        return module
 
     def _posterior_draws(self, count: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError

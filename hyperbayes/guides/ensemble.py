@@ -18,12 +18,16 @@ class Ensemble(SiteGuide):
     Inside a vectorized plate of S draws (training particles or predictive samples) draw i is
     member i mod K, so the K members train in one batched pass (with
     :class:`EnsembleLoss`, K particles a step) and S a multiple of K predicts with the exact
-    uniform mixture; a single draw outside a plate picks a member at random.
+    uniform mixture (:func:`~hyperbayes.inference.predict` draws in groups of a multiple of K,
+    :attr:`sample_period`); a single draw outside a plate picks a member at random.
 
     Args:
         model: a :class:`~hyperbayes.models.BNN`.
         members: K.
-        seed: member k starts from the net's standard initialisation drawn with ``seed + k``.
+        seed: member k starts from the net's standard initialisation drawn with ``seed + k``
+            (a user's ``torch.nn`` module too: each member is a fresh PyTorch initialisation of
+            it, as if ``TorchNet(..., init="reset")``, not the module's current values, which
+            would make every member the same net).
         seeds: the K initialisation seeds, instead of ``seed`` (equal seeds give equal members).
     """
 
@@ -38,7 +42,18 @@ class Ensemble(SiteGuide):
         if not seeds:
             raise ValueError("an ensemble needs at least one seed")
         self.members = len(seeds)
-        inits = [model_sites(model, torch.Generator().manual_seed(s)) for s in seeds]
+        #: draws that belong together: a sampler that splits S draws into groups keeps each
+        #: group a multiple of this, so every group is the uniform mixture
+        self.sample_period = self.members
+        net = getattr(model, "net", None)
+        start_at_module = getattr(net, "init", None) == "module"
+        if start_at_module:  # a TorchNet starting at its module's values: draw fresh ones
+            net.init = "reset"
+        try:
+            inits = [model_sites(model, torch.Generator().manual_seed(s)) for s in seeds]
+        finally:
+            if start_at_module:
+                net.init = "module"
         self.values = torch.nn.ParameterDict({
             param_key(site.name): torch.nn.Parameter(torch.stack(
                 [member[i].init for member in inits]))

@@ -58,8 +58,11 @@ def _backend_options(module: torch.nn.Module, hessian: str) -> dict:
     """laplace-torch's curvature backend for this module: for a diagonal Hessian of a net built
     only from layers BackPack supports, BackPack's exact diagonal GGN (one extended backward
     pass per batch, where the default backend builds per-example Jacobians); otherwise
-    laplace-torch's default."""
+    laplace-torch's default (also when some parameters are fixed, which BackPack cannot
+    leave out)."""
     if hessian != "diag" or not all(isinstance(m, _BACKPACK_MODULES) for m in module.modules()):
+        return {}
+    if not all(p.requires_grad for p in module.parameters()):
         return {}
     try:
         with warnings.catch_warnings():  # its dependencies' import-time deprecation notices
@@ -81,7 +84,9 @@ def mlp_as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Sequential:
     sizes = net.sizes
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         bias = f"fc{i}.bias" in values
-        linear = torch.nn.Linear(fan_in, fan_out, bias=bias)
+        weight = values[f"fc{i}.weight"]
+        linear = torch.nn.Linear(fan_in, fan_out, bias=bias, dtype=weight.dtype,
+                                 device=weight.device)
         with torch.no_grad():
             linear.weight.copy_(values[f"fc{i}.weight"])
             if bias:
@@ -105,8 +110,10 @@ def _as_module(net, values: dict[str, torch.Tensor]) -> torch.nn.Module:
         with torch.no_grad():
             for name, value in values.items():
                 params[name].copy_(value)
-        for param in module.parameters():  # TorchNet keeps its module's copies frozen
-            param.requires_grad_(True)
+        # the curvature and the posterior are over the Bayesian parameters only, given the
+        # others (laplace-torch takes the parameters that require a gradient)
+        for name, param in module.named_parameters():
+            param.requires_grad_(name in values)
         return module.eval()
     return mlp_as_module(net, values)
 
@@ -170,6 +177,14 @@ class LaplaceGuide(PointThenPosterior):
                 net, "weight_norm", False):
             raise ValueError("LaplaceGuide needs a BNN over the library's MLP or a user's module "
                              f"(TorchNet), without weight norm; got {net!r}")
+        if subset == "last_layer" and isinstance(net, TorchNet):
+            linears = [n for n, m in net.module.named_modules() if isinstance(m, torch.nn.Linear)]
+            names = {s.name for s in self.sites}
+            if linears and not any(n.startswith(f"{linears[-1]}.") for n in names):
+                raise ValueError(f"subset='last_layer': the module's last nn.Linear "
+                                 f"({linears[-1]!r}) has no Bayesian parameter, so the posterior "
+                                 "would be a point mass; make it Bayesian "
+                                 "(TorchNet(bayesian=...)) or use subset='all'")
         self.subset, self.hessian, self.prior_precision = subset, hessian, prior_precision
         #: the library's MLP (linear in its last layer), not a user's module
         self._library_mlp = hasattr(net, "sizes")
@@ -191,15 +206,17 @@ class LaplaceGuide(PointThenPosterior):
         names = [s.name for s in self.sites]
         precision = self.prior_precision
         if precision == "model":
-            if self.subset != "all" or any(n not in names for n, _ in module.named_parameters()):
-                raise ValueError("prior_precision='model' needs subset='all' over a net whose "
-                                 "every parameter is Bayesian; give a number or 'marglik'")
+            if self.subset != "all":
+                raise ValueError("prior_precision='model' needs subset='all'; give a number or "
+                                 "'marglik'")
             by_name = {s.name: s for s in self.sites}
             precision = torch.cat([_normal_precision(by_name[n].prior, by_name[n].shape)
-                                   for n, _ in module.named_parameters()]).to(device)
+                                   for n, p in module.named_parameters()
+                                   if p.requires_grad]).to(device)
         options = ({"sigma_noise": noise} if noise is not None else {}) | _backend_options(
             module, self.hessian)
-        target = y if kind == "regression" else y.long()
+        # laplace-torch wants (N, outputs) regression targets; the likelihood also takes (N,)
+        target = y.reshape(len(y), -1) if kind == "regression" else y.long()
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, target),
                                              batch_size=min(batch_size, len(x)))
         with warnings.catch_warnings():  # laplace-torch's own notices (e.g. backend choice)
@@ -213,12 +230,17 @@ class LaplaceGuide(PointThenPosterior):
                 la.optimize_prior_precision(method="marglik")
         # the module's parameters in laplace-torch's order, each with its slice of the vector
         if self.subset == "all":
-            order = [(n, p.numel()) for n, p in module.named_parameters()]
+            order = [(n, p.numel()) for n, p in module.named_parameters() if p.requires_grad]
         else:
             last = la.model._last_layer_name
             order = [(f"{last}.{n}", p.numel())
                      for n, p in la.model.last_layer.named_parameters()]
         covered = [n for n, _ in order if n in names]
+        if not covered:
+            raise ValueError(f"subset={self.subset!r}: none of the parameters laplace-torch "
+                             f"takes ({', '.join(n for n, _ in order)}) is a Bayesian site of "
+                             "the model, so the posterior would be a point mass; make them "
+                             "Bayesian (TorchNet(bayesian=...)) or use subset='all'")
         keep = torch.cat([torch.full((size,), n in names) for n, size in order]).nonzero()[:, 0]
         keep = keep.to(device)
         posterior = {"covered": covered, "keep": keep, "mean": la.mean.detach().clone()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def save(path: str | Path, payload: dict) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
+    try:  # what load cannot read back is refused now, not found out when loading
+        torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise TypeError(f"{path}: the payload holds an object a safe load cannot read back "
+                        f"(tensors, numbers, strings, lists, tuples and dicts only): "
+                        f"{str(err).splitlines()[0][:300]}") from err
     header = _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -39,6 +46,7 @@ def save(path: str | Path, payload: dict) -> Path:
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -59,12 +67,30 @@ def load(path: str | Path, map_location=None) -> dict:
     if not data.startswith(_MAGIC) or newline != len(_MAGIC) + 64:
         raise CheckpointError(f"{path} is not a hyperbayes checkpoint (bad header); "
                               "it may be corrupt or from another program")
-    expected = data[len(_MAGIC):newline].decode()
+    try:
+        expected = data[len(_MAGIC):newline].decode("ascii")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path} is corrupt (its header is not a checksum); delete it "
+                              "and train again") from err
     body = data[newline + 1:]
     if hashlib.sha256(body).hexdigest() != expected:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch); "
                               "delete it and train again")
     return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+
+
+def _umask() -> int:
+    """The process's file-creation mask: from /proc on Linux (reading it elsewhere means
+    setting it and putting it back, which other threads could see in between)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -96,11 +122,14 @@ def save_posterior(path: str | Path, model, guide, *, method: str = "", meta: di
                        "layout": {"model": _layout(model), "guide": _layout(guide)}})
 
 
-def load_posterior(path: str | Path, model, guide, map_location=None) -> dict:
+def load_posterior(path: str | Path, model, guide, map_location="cpu") -> dict:
     """Load a file written by :func:`save_posterior` into freshly built ``model`` and ``guide``.
 
     The model and guide must be built the same way as when saved; a different architecture is
-    reported by name rather than as a shape error deep inside torch. Returns the saved metadata.
+    reported by name rather than as a shape error deep inside torch. The saved tensors are read
+    onto ``map_location`` (the CPU by default, so a posterior saved on a GPU loads anywhere)
+    and copied into the modules' own tensors; move the modules afterwards as usual. Returns the
+    saved metadata.
     """
     state = load(path, map_location=map_location)
     if state.get("kind") != "posterior":

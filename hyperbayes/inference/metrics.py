@@ -245,7 +245,8 @@ def nll(probs, y, eps: float = 1e-12) -> float:
         float ≥ 0 (nats per example).
     """
     p, t = _check_probs_labels(probs, y)
-    p_true = p.mean(dim=0).gather(-1, t[:, None])[:, 0]
+    # in float64: in float16 the eps clamp itself would round to 0
+    p_true = p.double().mean(dim=0).gather(-1, t[:, None])[:, 0]
     return -torch.log(p_true.clamp_min(eps)).mean().item()
 
 

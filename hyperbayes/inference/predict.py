@@ -58,8 +58,10 @@ class Prediction:
         return self.f.mean(0) if self.task == "regression" else self.probs.mean(0)
 
     def std(self, include_noise: bool = False) -> torch.Tensor:
-        """Predictive standard deviation of f (N,), optionally with the noise in quadrature."""
-        var = self.f.var(0)
+        """Predictive standard deviation of f (N,), optionally with the noise in quadrature:
+        the spread of the S-sample mixture (divided by S, as
+        :func:`~hyperbayes.inference.metrics.predictive_mean_std`; one sample has 0)."""
+        var = self.f.var(0, correction=0)
         if include_noise and self.noise_std is not None:
             var = var + (self.noise_std.double() ** 2).mean().to(var.dtype)
         return var.sqrt()
@@ -79,6 +81,9 @@ def eval_mode(module):
     """``module`` (a model or guide) in eval mode for the block, its training mode restored
     afterwards: normalization layers use their running statistics, and guides that build a
     posterior after training (Laplace, SWAG) draw from it."""
+    # every submodule's own flag, so that a layer the user froze in eval mode stays so
+    flags = ([(m, m.training) for m in module.modules()] if hasattr(module, "modules")
+             else [])
     was_training = getattr(module, "training", False)
     if was_training:
         module.eval()
@@ -87,6 +92,8 @@ def eval_mode(module):
     finally:
         if was_training:
             module.train()
+            for m, training in flags:
+                m.training = training
 
 
 def sample_posterior(model, guide, num_samples: int, *args, **kwargs) -> dict[str, torch.Tensor]:
@@ -215,8 +222,9 @@ def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
     ``linearize_at()``, which returns the point ŵ; each draw w is then evaluated as
     f(x; ŵ) + J_ŵ(x)(w − ŵ). So that S sampled copies of a large net never exhaust memory, the
     samples are drawn in groups holding at most ``max_sample_floats`` parameter values (all S at
-    once for small nets; ~15 at a time for a 1.27M-parameter MLP), and inputs in chunks of
-    ``batch_size``.
+    once for small nets; ~15 at a time for a 1.27M-parameter MLP; a multiple of a guide's
+    ``sample_period``, e.g. an ensemble's K members, so that every group draws each member
+    alike), and inputs in chunks of ``batch_size``.
     """
     check_count("num_samples", num_samples)
     x = check_inputs(x, dtype=model_dtype(model))
@@ -225,6 +233,9 @@ def predict(model, guide, x: torch.Tensor, num_samples: int = 100, *,
     per_sample = max(1, model.net.num_params) * getattr(
         getattr(model, "prior", None), "work_per_param", 1)
     group = max(1, min(num_samples, max_sample_floats // per_sample))
+    period = int(getattr(guide, "sample_period", 1))  # e.g. an ensemble's K members
+    if period > 1 and group < num_samples:
+        group = max(period, group - group % period)
     linearize_at = getattr(guide, "linearize_at", None)
     around = linearize_at() if callable(linearize_at) else None
     parts = []
