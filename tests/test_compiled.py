@@ -67,6 +67,34 @@ def test_traced_step_equals_the_eager_step_for_every_method(family, variants):
                     torch.testing.assert_close(c_grad, e_grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("name", ["flow", "meanfield"])
+def test_traced_step_equals_the_eager_step_on_a_torch_module(name):
+    """A user's module through TorchNet, weight norm included (the flow's scales): the trace
+    swaps the module's parameters for plain tensors, which the forward must not require to be
+    nn.Parameters (it did: the flow's step ran eagerly with a warning)."""
+    from torch import nn
+
+    body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model, guide, loss, _ = hb.methods.setup(name, "classification", body, priors.Normal(1.0),
+                                             Categorical())
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    params = [p for p in list(model.parameters()) + list(guide.parameters()) if p.requires_grad]
+    traced = CompiledStep(loss, model, guide, backend=None)
+
+    def eager():
+        value = loss.differentiable_loss(model, guide, x, y, 100)
+        value.backward()
+        return value
+
+    for (c_value, c_grads), (e_value, e_grads) in zip(
+            _losses_and_grads(lambda: traced(x, y, 100), params),
+            _losses_and_grads(eager, params), strict=True):
+        torch.testing.assert_close(c_value, e_value, rtol=1e-5, atol=1e-5)
+        for c_grad, e_grad in zip(c_grads, e_grads, strict=True):
+            if e_grad is not None:
+                torch.testing.assert_close(c_grad, e_grad, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("mode", [True, "auto"])
 def test_fit_with_the_inductor_compiled_step_trains_the_same_parameters(mode, monkeypatch):
     # "auto" decides after timing its probe steps: with no time threshold it must compile

@@ -153,3 +153,38 @@ def test_compare_std_ratios_in_and_out_of_data():
     assert out["predictive_distance"] > 0
     with pytest.raises(ValueError, match="grid has"):
         compare(Prediction(vi, "regression"), Prediction(ref, "regression"), grid[:5], (-4, 4))
+
+
+def test_site_dims_never_give_one_name_two_sizes():
+    """ArviZ pads a dimension shared by sites of different sizes with NaN (then R-hat reads
+    inf): a transposed convolution's weight is (in, out, k), a module's own 1-d parameters need
+    not match its outputs; such sites get names of their own."""
+    import numpy as np
+    from torch import nn
+
+    from hyperbayes.inference.diagnostics import site_dims, to_inference_data
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(5))
+
+        def forward(self, x):
+            return x
+
+    for module in (nn.Sequential(nn.Unflatten(1, (2, 1)), nn.ConvTranspose1d(2, 3, 1),
+                                 nn.Flatten()),
+                   nn.Sequential(Custom(), nn.Linear(2, 1))):
+        model = BNN(hb.models.TorchNet(module), priors.Normal(1.0), Gaussian(1.0))
+        specs = model.net.param_specs
+        dims = site_dims(model, specs)
+        sizes = {}
+        for name, names in dims.items():
+            for dim, size in zip(names, specs[name].shape, strict=True):
+                assert sizes.setdefault(dim, size) == size, (name, dim)
+        draws = {k: torch.randn(2, 10, *v.shape) for k, v in specs.items()}
+        posterior = to_inference_data(draws, model=model).posterior
+        assert not any(np.isnan(posterior[k].values).any() for k in specs)
+    assert site_dims(BNN(MLP([2, 3, 1]), priors.Normal(1.0), Gaussian(1.0)),
+                     ["fc0.weight", "fc0.bias"]) == {"fc0.weight": ["fc0_out", "fc0_in"],
+                                                     "fc0.bias": ["fc0_out"]}

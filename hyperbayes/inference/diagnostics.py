@@ -52,10 +52,19 @@ def site_dims(model, names) -> dict[str, list[str]]:
         if spec.role in ("weight", "direction") and len(spec.shape) >= 2:
             dims[name] = [f"{layer}_out", f"{layer}_in"] + [
                 f"{layer}_k{i}" for i in range(len(spec.shape) - 2)]
-        elif len(spec.shape) == 1:
+        elif len(spec.shape) == 1 and spec.role in ("bias", "scale", "norm_scale",
+                                                    "norm_shift"):
             dims[name] = [f"{layer}_out"]
         else:
             dims[name] = [f"{_dim_prefix(name)}_dim{i}" for i in range(len(spec.shape))]
+    # a shared name must mean one size (a transposed convolution's weight is (in, out, …), a
+    # module's own 1-d parameters need not match its outputs): ArviZ would pad with NaN
+    sizes: dict[str, int] = {}
+    for name, names_ in dims.items():
+        for dim, size in zip(names_, specs[name].shape, strict=True):
+            sizes.setdefault(dim, size)
+        if any(sizes[dim] != size for dim, size in zip(names_, specs[name].shape, strict=True)):
+            dims[name] = [f"{_dim_prefix(name)}_dim{i}" for i in range(len(specs[name].shape))]
     return dims
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -64,7 +66,14 @@ class Gaussian(Likelihood):
         if self.scale is not None:
             return torch.as_tensor(self.scale, dtype=like.dtype, device=like.device)
         sigma = latents["noise_scale"]
-        return sigma.reshape(*sigma.shape, *([1] * 2)) if sigma.dim() else sigma
+        if not sigma.dim():
+            return sigma
+        # one σ per sample: (S,) from predict, (K, 1) under a particle plate at dim −2; the
+        # outputs are (*samples, N, out), so σ goes to (*samples, 1, 1)
+        samples = like.shape[:-2]
+        if sigma.numel() == math.prod(samples):
+            return sigma.reshape(*samples, 1, 1)
+        return sigma.reshape(*sigma.shape, 1, 1)
 
     def predictive(self, outputs, latents):
         """N(f, σ²) per output, event dim = the output dim."""

@@ -217,6 +217,9 @@ class TorchNet(Net, nn.Module):
                      if isinstance(m, nn.MultiheadAttention)}
         self._dropout_layers = [n for n in self._linears if n != first and n not in attention]
         self._has_conv = any(isinstance(m, _CONVS) for m in self.module.modules())
+        # each parameter's number of dimensions, read once: inside a functional_call (the
+        # compiled step's trace) the module holds plain tensors, not nn.Parameters
+        self._param_ndims = {n: p.dim() for n, p in self.module.named_parameters()}
         # looked at on every forward: found once here (their mode and p are read at call time)
         self._dropout_modules = [m for m in self.module.modules()
                                  if isinstance(m, nn.modules.dropout._DropoutNd)]
@@ -334,7 +337,7 @@ class TorchNet(Net, nn.Module):
         spec = self.param_specs.get(module_param)
         if spec is not None:
             return len(spec.shape)
-        return self.module.get_parameter(module_param).dim()
+        return self._param_ndims[module_param]
 
     def _lrt_layers(self, params) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{linear layer: (loc, scale)}`` for weights a guide marked for local
