@@ -48,6 +48,32 @@ def test_tree_checkpoints_check_every_aligned_subtree():
         assert checked == expected, n
 
 
+def test_a_u_turn_across_the_halves_of_a_tree_stops_it():
+    """Stan's extra checks: on a 100-d standard normal at step sizes where the halves of a tree
+    each pass the no-U-turn criterion but their join turns, the trajectory used to run to the
+    maximum depth (1,023 leapfrog steps every transition); it now stops within a few."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        chains, dim = 3, 100
+        sampler = hmc._Sampler(lambda z: 0.5 * (z ** 2).sum(-1), torch.Generator().manual_seed(1),
+                               10, 1000.0)
+        sampler.inv_mass = torch.ones(chains, dim)
+        z = torch.randn(chains, dim, generator=torch.Generator().manual_seed(0))
+        u, grad = sampler.value_and_grad(z)
+        point = torch.stack((z, torch.zeros_like(z), grad), 1)
+        step_size = torch.tensor([0.392, 0.771, 1.449])
+        steps = []
+        for _ in range(5):
+            point, u, stats = sampler.transition(point, u, step_size)
+            steps.append(stats["n_steps"])
+            # treedepth as Stan counts it: the subtrees merged, not the one that turned
+            assert (stats["tree_depth"] < 10).all()
+        assert torch.stack(steps).max() < 1023
+    finally:
+        torch.set_default_dtype(dtype)
+
+
 def test_sample_nuts_recovers_a_correlated_gaussian():
     torch.manual_seed(0)
     a = torch.randn(5, 5, dtype=torch.float64)

@@ -9,8 +9,10 @@ iteratively (the checkpoint scheme of the iterative NUTS of Phan et al. 2019, Nu
 chain whose tree has stopped simply waits, masked, until the slowest chain of the iteration is
 done. The algorithm is Stan's: multinomial sampling with biased progressive sampling between
 subtrees and uniform sampling inside one (Betancourt 2017), the generalised no-U-turn criterion
-on every subtree, dual-averaging step-size adaptation to ``target_accept`` and a diagonal mass
-matrix from Stan's windowed warm-up (regularised variance estimates), one per chain.
+on every subtree with Stan's extra checks across the join of its two halves (since Stan 2.23;
+without them a trajectory can run to the maximum depth at some step sizes), dual-averaging
+step-size adaptation to ``target_accept`` and a diagonal mass matrix from Stan's windowed
+warm-up (regularised variance estimates), one per chain.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def warmup_windows(warmup: int, init_buffer: int = 75, term_buffer: int = 50,
     A fast initial buffer adapts only the step size, then slow windows of doubling length
     (the last one stretched to the terminal buffer) each end with a new mass matrix estimate,
     and a terminal buffer adapts the step size to the final matrix. Warm-ups shorter than
-    150 iterations use 15% / 75% / 10% of them for the three phases, as Stan does.
+    150 iterations use 15% / 75% / 10% of them for the three phases, as Stan does. One
+    difference: for 151–199 iterations Stan keeps a first window of 25 and ends with a window of
+    a few draws; here the first window is stretched to the terminal buffer instead.
     """
     if warmup < 20:
         return []
@@ -149,9 +153,28 @@ class _Sampler:
         return torch.stack((z, r, grad), 1), u
 
     def turning(self, r_a: torch.Tensor, r_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        """The generalised no-U-turn criterion (Betancourt 2013) between edge momenta."""
-        rho = rho * self.inv_mass
+        """The generalised no-U-turn criterion (Betancourt 2013) between edge momenta, (C, D)
+        or (C, blocks, D)."""
+        inv_mass = self.inv_mass if rho.dim() == 2 else self.inv_mass.unsqueeze(1)
+        rho = rho * inv_mass
         return ((r_a * rho).sum(-1) <= 0) | ((r_b * rho).sum(-1) <= 0)
+
+    def turning_across(self, old_left, old_right, old_rho, outer, inner, sub_rho,
+                       backward) -> torch.Tensor:
+        """Stan's extra checks (since 2.23) when a new subtree joins the trajectory: the
+        backward part with the first leaf of the forward part, and the forward part with the
+        last leaf of the backward part, so that a U-turn straddling the join is seen (without
+        them a trajectory can run to the maximum depth at some step sizes). ``inner`` /
+        ``outer``: the new subtree's momenta next to the old trajectory and at its far end."""
+        b = backward.unsqueeze(-1)
+        bck_left = torch.where(b, outer, old_left)     # the backward part's far end
+        bck_join = torch.where(b, inner, old_right)    # ... and its end at the join
+        fwd_join = torch.where(b, old_left, inner)     # the forward part's end at the join
+        fwd_right = torch.where(b, old_right, outer)   # ... and its far end
+        rho_bck = torch.where(b, sub_rho, old_rho)
+        rho_fwd = torch.where(b, old_rho, sub_rho)
+        return (self.turning(bck_left, fwd_join, rho_bck + fwd_join)
+                | self.turning(bck_join, fwd_right, rho_fwd + bck_join))
 
     # -- one transition ----------------------------------------------------------------
     def transition(self, point: torch.Tensor, u: torch.Tensor, step_size: torch.Tensor):
@@ -178,18 +201,20 @@ class _Sampler:
             backward = draws[0] < 0.5
             start = torch.where(backward[:, None, None], left, right)
             eps = torch.where(backward, -step_size, step_size).unsqueeze(-1)
-            (edge, sub_prop, sub_scalars, sub_log_w, sub_rho, sub_turn, sub_div, sub_acc,
-             sub_n) = self.subtree(start, eps, h0, 2 ** j, active)
+            (edge, inner, sub_prop, sub_scalars, sub_log_w, sub_rho, sub_turn, sub_div,
+             sub_acc, sub_n) = self.subtree(start, eps, h0, 2 ** j, active)
             ok = active & ~sub_turn & ~sub_div
             take = ok & (torch.log(draws[1]) < sub_log_w - log_w)
             prop = torch.where(take[:, None, None], sub_prop, prop)
             prop_scalars = torch.where(take[:, None], sub_scalars, prop_scalars)
+            extra = self.turning_across(left[:, 1], right[:, 1], rho, edge[:, 1], inner,
+                                        sub_rho, backward)
             left = torch.where((ok & backward)[:, None, None], edge, left)
             right = torch.where((ok & ~backward)[:, None, None], edge, right)
             log_w = torch.where(ok, torch.logaddexp(log_w, sub_log_w), log_w)
             rho = torch.where(ok[:, None], rho + sub_rho, rho)
-            full_turn = self.turning(left[:, 1], right[:, 1], rho)
-            depth = depth + active
+            full_turn = self.turning(left[:, 1], right[:, 1], rho) | extra
+            depth = depth + ok  # Stan's treedepth__: the subtrees merged
             sum_accept = sum_accept + active * sub_acc
             n_steps = n_steps + active * sub_n
             diverging = diverging | (active & sub_div)
@@ -204,10 +229,10 @@ class _Sampler:
                 active: torch.Tensor):
         """Build ``leaves`` leapfrog steps from ``start`` in the direction of ``eps``.
 
-        Returns the subtree's outer edge, its proposal (uniform multinomial among its leaves)
-        with its (potential, energy), log of its summed weights, its momentum sum, whether it
-        (or any of its sub-subtrees) turned or diverged, and the summed acceptance
-        probabilities and leaf count.
+        Returns the subtree's outer edge, the momentum of its first leaf (next to ``start``),
+        its proposal (uniform multinomial among its leaves) with its (potential, energy), log
+        of its summed weights, its momentum sum, whether it (or any of its sub-subtrees) turned
+        or diverged, and the summed acceptance probabilities and leaf count.
         """
         num_chains, _, dim = start.shape
         point = start
@@ -215,6 +240,7 @@ class _Sampler:
         slots = max(1, int(math.log2(leaves)))
         ckpt_r = start.new_zeros(num_chains, slots, dim)
         ckpt_rho = start.new_zeros(num_chains, slots, dim)
+        ckpt_prev = start.new_zeros(num_chains, slots, dim)  # the leaf before each stored one
         rho = torch.zeros_like(start[:, 1])
         log_w = torch.full_like(h0, -math.inf)
         prop, prop_scalars = start, torch.stack((h0, h0), 1)
@@ -226,6 +252,7 @@ class _Sampler:
         fused = self.fused_leaf(start, h0)
         merge = None if fused is not None else self.merge_leaf(start, h0)
         for n in range(leaves):
+            previous_r = point[:, 1]
             if fused is not None:  # leapfrog step, potential, gradient and merge: one graph
                 point, log_w, prop, prop_scalars, rho, diverging, sum_accept, count = fused(
                     point, eps, self.inv_mass, building, h0, draws[n], log_w, prop,
@@ -235,21 +262,35 @@ class _Sampler:
                 point, log_w, prop, prop_scalars, rho, diverging, sum_accept, count = merge(
                     new_point, u, point, building, h0, self.inv_mass, draws[n], log_w, prop,
                     prop_scalars, rho, diverging, sum_accept, count)
+            if n == 0:
+                first_r = point[:, 1]
             lo, hi = _checkpoints(n)
             if n % 2 == 0:
                 ckpt_r[:, hi] = point[:, 1]
                 ckpt_rho[:, hi] = rho
+                ckpt_prev[:, hi] = previous_r
             else:  # every sub-subtree closing at this leaf, in one batched check
+                # slots lo … hi hold the first leaves of the blocks of 2^(hi−lo+1) … 2 leaves
+                # ending here; each block's later half is the next slot's block
                 r_start = ckpt_r[:, lo:hi + 1]
-                inner = (rho.unsqueeze(1) - ckpt_rho[:, lo:hi + 1] + r_start) * (
-                    self.inv_mass.unsqueeze(1))
-                turned = ((r_start * inner).sum(-1) <= 0) | (
-                    (point[:, 1].unsqueeze(1) * inner).sum(-1) <= 0)
+                rho_start = ckpt_rho[:, lo:hi + 1]
+                block_rho = rho.unsqueeze(1) - rho_start + r_start
+                r_end = point[:, 1].unsqueeze(1)
+                turned = self.turning(r_start, r_end, block_rho)
+                if hi > lo:  # Stan's extra checks across the halves of blocks of ≥ 4 leaves
+                    a_first, b_first = r_start[:, :-1], r_start[:, 1:]
+                    a_last = ckpt_prev[:, lo + 1:hi + 1]
+                    rho_a = rho_start[:, 1:] - b_first - rho_start[:, :-1] + a_first
+                    rho_b = block_rho[:, 1:]
+                    across = (self.turning(a_first, b_first, rho_a + b_first)
+                              | self.turning(a_last, r_end, rho_b + a_last))
+                    turned = turned | torch.nn.functional.pad(across, (0, 1))
                 turning = turning | (building & turned.any(1))
             building = building & ~turning & ~diverging
             if n + 1 < leaves and not building.any():
                 break
-        return point, prop, prop_scalars, log_w, rho, turning, diverging, sum_accept, count
+        return (point, first_r, prop, prop_scalars, log_w, rho, turning, diverging,
+                sum_accept, count)
 
     def fused_leaf(self, like: torch.Tensor, h0: torch.Tensor):
         """One leaf (leapfrog step with the potential's value and gradient, then
