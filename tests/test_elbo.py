@@ -204,3 +204,17 @@ def test_fit_refuses_pyro_losses_for_lrt_stand_ins():
     with pytest.raises(ValueError, match="needs hb.inference.ELBO"):
         hb.inference.fit(model, guide, (torch.randn(5, 2), torch.randn(5, 1)), steps=1,
                          loss=Trace_ELBO())
+
+
+def test_local_reparameterization_draws_every_particle_its_own_noise():
+    """K particles share the data but not the noise: the first layer's pre-activations of a
+    net without hidden layers or bias used to be one draw for all K (K equal outputs)."""
+    from hyperbayes.inference import ELBO
+
+    x, y = torch.randn(5, 3), torch.randn(5, 1)
+    model = BNN(MLP([3, 1], bias=False), priors.Normal(1.0), Gaussian(0.5))
+    guide = MeanField(model, init_scale=1.0, local_reparameterization=True)
+    model_trace, _ = ELBO(num_particles=4).traces(model, guide, x, y)
+    out = model_trace.nodes["_RETURN"]["value"]
+    assert out.shape == (4, 5, 1)
+    assert not torch.allclose(out[0], out[1])

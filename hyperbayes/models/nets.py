@@ -345,6 +345,9 @@ def _linear(h: torch.Tensor, params, prefix: str, num_samples: int) -> torch.Ten
         loc, scale = gaussian
         mean = torch.matmul(h, loc.transpose(-1, -2))
         var = torch.matmul(h * h, (scale * scale).transpose(-1, -2))
+        if num_samples > 1 and mean.dim() == 2:  # shared inputs (the first layer): S draws
+            mean = mean.expand(num_samples, *mean.shape)
+            var = var.expand(num_samples, *var.shape)
         out = mean + var.clamp_min(1e-16).sqrt() * normal_noise(mean)
     elif w.dim() == 2 and mult is None and (b is None or b.dim() == 1):
         return F.linear(h, w, b)  # shared weights and bias: one fused addmm
