@@ -218,3 +218,20 @@ def test_local_reparameterization_draws_every_particle_its_own_noise():
     out = model_trace.nodes["_RETURN"]["value"]
     assert out.shape == (4, 5, 1)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_local_reparameterization_where_no_layer_can_use_it_is_refused():
+    """Weight norm (directions and scales) or convolutions only: asking for local
+    reparameterization used to train plain mean field without a word; a recipe's option
+    applies where the net has dense weights."""
+    from torch import nn
+
+    model = BNN(MLP([3, 4, 1], weight_norm=True), priors.Normal(1.0), Gaussian(0.5))
+    with pytest.raises(ValueError, match="no site is a dense layer's weight matrix"):
+        MeanField(model, local_reparameterization=True)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    _, guide, _, _ = hb.methods.setup("meanfield", "classification", conv, priors.Normal(1.0),
+                                      Categorical())
+    assert not guide.lrt_sites
+    with pytest.raises(ValueError, match="prior_samples must be an integer above k=1"):
+        hb.inference.NearestNeighbourELBO(prior_samples=0)

@@ -105,6 +105,11 @@ class MeanField(SiteGuide):
         self.lrt_sites = frozenset(
             s.name for s in self.sites
             if local_reparameterization and s.role == "weight" and len(s.shape) == 2)
+        if local_reparameterization and not self.lrt_sites:
+            raise ValueError("local_reparameterization=True, but no site is a dense layer's "
+                             "weight matrix (weight norm's directions and scales, "
+                             "convolutions and other parameters sample whole weights): drop it "
+                             "or give the net dense Bayesian layers")
         # (not under a hierarchical prior: the weights' prior depends on drawn hyper-latents)
         self.lrt_standin_sites = frozenset(
             n for n, s in zip(self.site_names, self.sites, strict=True)

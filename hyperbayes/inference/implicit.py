@@ -18,7 +18,8 @@ batch of generated weight vectors (S, D) with :mod:`hyperbayes.inference.estimat
 Point-estimated sites (e.g. directions and biases under ``over="scales"``) add −log p(ŵ), as in
 MAP. ``kl_weight`` multiplies the divergence term, so ``fit(kl_schedule=...)`` anneals it from 0.
 All are usable with :func:`~hyperbayes.inference.fit`. The discriminator of
-:class:`AdversarialELBO` lives in the loss object and is not part of fit's checkpoints.
+:class:`AdversarialELBO` lives in the loss object; ``fit`` saves and restores it with its
+checkpoints (``state_dict`` / ``load_state_dict``).
 """
 
 from __future__ import annotations
@@ -237,6 +238,10 @@ class NearestNeighbourELBO(_SampleBasedELBO):
                  num_particles: int = 8, allow_degenerate: bool = False):
         super().__init__(kl_weight=kl_weight, num_particles=num_particles,
                          allow_degenerate=allow_degenerate)
+        if prior_samples is not None and (isinstance(prior_samples, bool) or not isinstance(
+                prior_samples, int) or prior_samples <= k):
+            raise ValueError(f"prior_samples must be an integer above k={k} (or None: 16·S), "
+                             f"got {prior_samples!r}")
         self.k = k
         self.prior_samples = prior_samples
 
@@ -246,7 +251,7 @@ class NearestNeighbourELBO(_SampleBasedELBO):
 
     def divergence(self, draws, model, guide):
         """The Wang–Kulkarni–Verdú estimate against fresh prior samples."""
-        count = self.prior_samples or 16 * self.num_particles
+        count = self.prior_samples if self.prior_samples is not None else 16 * self.num_particles
         prior = _prior_samples(guide, count, draws.samples.device).to(draws.samples.dtype)
         return kl_nearest_neighbour(draws.samples, prior, self.k)
 
