@@ -370,7 +370,7 @@ KL_ESTIMATORS = ("adversarial", "nn", "entropy")
 
 
 def _bbh(net, prior, likelihood, seed=0, kl="adversarial", over="auto", noise_dim=None,
-         hidden=(64, 256), num_samples=5, init_spread=0.1, discriminator="coordinate",
+         hidden=None, num_samples=5, init_spread=0.1, discriminator="coordinate",
          discriminator_hidden=None, discriminator_steps=1, pretrain_steps=300,
          discriminator_lr=1e-3, k=1, prior_samples=None, allow_degenerate=False, dropout=0.0):
     model = BNN(net.with_dropout(dropout) if dropout else net, prior, likelihood)
@@ -423,10 +423,11 @@ _PRODUCT_FLOW = {"flow": "iaf", "num_flows": 4, "hidden": 32, "over": "weights",
                  "init_loc": 0.0}
 _PRODUCT_FIT = {"lr": 5e-3, "kl_schedule": "temper"}
 # Bayes by Hypernet on the 20-point cubic toy (bbh-toy, fidelity): the later generator of the
-# authors' code ([64, 256, 512] hidden units, 5 samples per step) at lr 3e-3, noise of D
-# dimensions so that q has a density in weight space (with the paper's 64 the samples lie on a
-# 64-dimensional manifold: KL(q‖p) infinite, no ELBO)
-_BBH_REGRESSION = {"over": "weights", "noise_dim": None, "hidden": (64, 256, 512),
+# authors' code (5 samples per step) at lr 3e-3, with noise of D dimensions and a first layer of
+# 512 (theirs: [64, 256, 512]) so that q has a density in weight space: the samples span at most
+# min(noise_dim, first width) dimensions, and with 64 they lie on a 64-dimensional manifold
+# (KL(q‖p) infinite, no ELBO)
+_BBH_REGRESSION = {"over": "weights", "noise_dim": None, "hidden": (512, 256, 512),
                    "num_samples": 5, "init_spread": 0.1}
 # the adversarial form there: a joint discriminator over all weights, 5 steps per generator step
 _BBH_JOINT = {"discriminator": "joint", "discriminator_steps": 5, "pretrain_steps": 300}
@@ -501,14 +502,16 @@ _RECIPES = {
     "bbh": {
         # bbh-mnist: generated scales, scale-mixture prior, a discriminator per coordinate
         # conditioned on q's marginal there (the paper's pooled one cannot see a collapse);
-        # noise of D dimensions (the paper's 64 leaves q degenerate: KL(q‖p) infinite)
+        # the paper's generator (64, 256): its samples span at most 64 of the 1,610 scales'
+        # dimensions, a degenerate q (KL(q‖p) infinite) trained knowingly, as the paper does
         "classification": Recipe({"kl": "adversarial", "over": "scales", "noise_dim": None,
                                   "hidden": (64, 256), "num_samples": 1, "init_spread": 0.1,
                                   "discriminator": "coordinate",
-                                  "discriminator_steps": 1, "pretrain_steps": 300},
+                                  "discriminator_steps": 1, "pretrain_steps": 300,
+                                  "allow_degenerate": True},
                                  prior=_scales_prior(lambda: priors.ScaleMixture(0.7, 0.01, 5.0)),
                                  weight_norm=True),
-        # bbh-toy: the entropy form, noise of D dimensions so that q has a density
+        # bbh-toy: the entropy form; noise of D dimensions and a first layer ≥ D (see above)
         "regression": Recipe({**_BBH_REGRESSION, "kl": "entropy"}, fit={"lr": 3e-3}),
     },
     "diversity": {
@@ -520,8 +523,9 @@ _RECIPES = {
         # λ = None (the dataset size N) with the toy's prior: the negative ELBO, so the posterior
         # is NUTS's; without the prior the fidelity task's cubic toy diverged (W₁ to NUTS 3.9e4
         # after 4,000 steps: unconstrained ReLU weight directions spread without bound)
+        # (extractor layers of 320 so that z's D dimensions reach the codes: q has a density)
         "regression": Recipe({"lam": None, "with_prior": True, "noise_dim": None,
-                              "extractor_hidden": (64, 64), "generator_hidden": (32, 32),
+                              "extractor_hidden": (320, 320), "generator_hidden": (32, 32),
                               "num_samples": 32},
                              fit={"lr": 3e-3}, module_options={"gauge": False}),
     },

@@ -35,7 +35,7 @@ def test_bbh_toy_tiny_run_compares_with_nuts(tmp_path):
     settings = ToySettings(hidden=20, vi_steps=150, pred_samples=100, nuts_chains=2,
                            nuts_warmup=30, nuts_samples=30, nuts_max_tree_depth=4)
     names = ("nuts", "bbh_adversarial", "mle", "meanfield")
-    small = {"hidden": (32,), "noise_dim": 61, "pretrain_steps": 20, "discriminator_steps": 1}
+    small = {"hidden": (64,), "noise_dim": 61, "pretrain_steps": 20, "discriminator_steps": 1}
     result = bbh_toy.run(names, settings=settings, out=tmp_path, device="cpu", progress=False,
                          overrides={"bbh_adversarial": small})
     saved = json.loads((tmp_path / "metrics.json").read_text())

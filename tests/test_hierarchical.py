@@ -44,7 +44,7 @@ GUIDES = {
     "meanfield": MeanField,
     "meanfield-lrt": lambda m: MeanField(m, local_reparameterization=True),
     "flow": lambda m: FlowGuide(m, over="weights", num_flows=1, hidden=8),
-    "implicit": lambda m: ImplicitGuide(m, hidden=(16,)),
+    "implicit": lambda m: ImplicitGuide(m),
     "autonormal": pyro.infer.autoguide.AutoNormal,
 }
 
@@ -121,7 +121,7 @@ def test_hyper_latent_names_that_break_autoguides_are_refused():
 
 def test_sample_based_losses_needing_marginal_prior_draws_refuse_hierarchical_priors():
     model = BNN(MLP([1, 4, 1]), PRIORS["horseshoe"](), Gaussian(0.1))
-    guide = ImplicitGuide(model, hidden=(8,))
+    guide = ImplicitGuide(model, hidden=(32,))
     with pytest.raises(ValueError, match="hierarchical prior .* use EntropyELBO"):
         fit(model, guide, _data(), steps=1,
             loss=hb.inference.NearestNeighbourELBO(num_particles=4))

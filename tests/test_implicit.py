@@ -163,15 +163,21 @@ def test_sample_based_losses_refuse_a_generator_that_cannot_cover_the_space(make
     model = BNN(MLP([1, 10, 1]), priors.Normal(1.0), Gaussian(scale=3.0))
     thin = ImplicitGuide(model, noise_dim=4)
     loss = make_loss()
-    with pytest.raises(ValueError, match=r"D=31 scalars from noise of dimension 4: q lies on a "
-                                         r"4-dimensional manifold.*noise_dim ≥ 31"):
+    with pytest.raises(ValueError, match=r"D=31 scalars from noise of dimension 4, but its "
+                                         r"samples span at most 4 dimensions.*noise_dim ≥ 31"):
         loss.differentiable_loss(model, thin, x, y)
     if isinstance(loss, AdversarialELBO):
         assert loss.discriminator is None  # refused before any pretraining
-    # opting in knowingly trains it; noise of D dimensions (the default) needs no opt-in
+    # noise of D dimensions read through a narrower first layer spans no more than its width
+    narrow = ImplicitGuide(model, hidden=(8, 64))
+    assert narrow.noise_dim == 31 and narrow.support_dim == 8
+    with pytest.raises(ValueError, match="span at most 8 dimensions"):
+        make_loss().differentiable_loss(model, narrow, x, y)
+    # opting in knowingly trains it; noise of D dimensions and a first layer at least D wide
+    # (the default, 64 ≥ 31) need no opt-in
     assert torch.isfinite(make_loss(allow_degenerate=True).differentiable_loss(model, thin, x, y))
     full = ImplicitGuide(model)
-    assert full.noise_dim == 31
+    assert full.noise_dim == full.support_dim == 31
     assert torch.isfinite(make_loss().differentiable_loss(model, full, x, y))
 
 

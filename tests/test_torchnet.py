@@ -194,7 +194,7 @@ GUIDES = {
     "delta": lambda m: Delta(m),
     "meanfield": lambda m: MeanField(m),
     "flow-weights": lambda m: FlowGuide(m, over="weights", num_flows=1, hidden=8),
-    "implicit": lambda m: ImplicitGuide(m, hidden=(16,)),
+    "implicit": lambda m: ImplicitGuide(m),
     "autonormal": lambda m: pyro.infer.autoguide.AutoNormal(m),
 }
 
@@ -487,7 +487,7 @@ def test_adversarial_discriminator_resumes_exactly(tmp_path):
 
     def run(steps, path):
         model = BNN(MLP([1, 4, 1]), priors.Normal(1.0), Gaussian(0.1))
-        guide = ImplicitGuide(model, hidden=(8,))
+        guide = ImplicitGuide(model)
         loss = hb.inference.AdversarialELBO(num_particles=2, pretrain_steps=3,
                                             hidden_sizes=(8,))
         fit(model, guide, (x, y), steps=steps, loss=loss, checkpoint=path)

@@ -11,7 +11,8 @@ N(0, 1/fan_in) prior and fixed noise, bands on [−6, 6]. Methods:
   and biases (the output layer is a point estimate), with dropout 0.5 on the hidden layer and
   the discriminator KL;
 - ``bbh_entropy``: the same generator as ``bbh_adversarial``, KL = −E_q[log p] − Ĥ(q) with the
-  Kozachenko–Leonenko entropy estimate (noise of D = 301 dimensions, so that q has a density);
+  Kozachenko–Leonenko entropy estimate (noise of D = 301 dimensions read by a first layer of
+  512, so that q has a density);
 - ``bbh_nn``: the same generator, KL from nearest-neighbour distances to prior samples (the
   authors' later version);
 - ``mcdropout`` (p = 0.1), ``meanfield`` (Bayes by Backprop), ``mle`` (maximum likelihood: the

@@ -81,7 +81,11 @@ class ImplicitGuide(SiteGuide):
             scalars. With noise_dim < D the samples lie on a noise_dim-dimensional manifold of
             the D-dimensional space, where KL(q‖p) is infinite: the sample-based losses refuse
             such a guide unless given ``allow_degenerate=True``.
-        hidden: widths of the generator's hidden layers (the paper's v1: (64, 256)).
+        hidden: widths of the generator's hidden layers; None (the default) is
+            (max(64, noise_dim), 256): every site reads ε through the first layer, so the
+            samples span at most min(noise_dim, first width) dimensions (:attr:`support_dim`),
+            and a first layer narrower than D leaves q degenerate as noise_dim < D does. The
+            paper's v1 is (64, 256).
         noise: ``"normal"`` (N(0, I)) or ``"uniform"`` (U[−1, 1]).
         negative_slope: of the generator's LeakyReLU (0.1 in the paper's code).
         init_spread: relative spread of the generated values at the start.
@@ -100,7 +104,7 @@ class ImplicitGuide(SiteGuide):
     _generates_flat = True  # generate() splits generate_flat(); subclasses may not
 
     def __init__(self, model, *, over: str = "auto", noise_dim: int | None = None,
-                 hidden=(64, 256), noise: str = "normal", negative_slope: float = 0.1,
+                 hidden=None, noise: str = "normal", negative_slope: float = 0.1,
                  init_spread: float = 0.1, seed: int | None = 0):
         super().__init__(model, seed=seed)
         has_scales = any(s.role == "scale" for s in self.sites)
@@ -131,10 +135,15 @@ class ImplicitGuide(SiteGuide):
             raise ValueError(f"init_spread must be positive, got {init_spread}")
         sizes = [s.numel for s in generated]
         self.head_size = max(sizes)
+        if hidden is None:
+            hidden = (max(64, self.noise_dim), 256)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if seed is None else seed)
             self.generator = _mlp([self.noise_dim + len(generated), *hidden, self.head_size],
                                   nn.LeakyReLU(negative_slope))
+        #: the most dimensions q's samples can span: every site's values depend on ε only
+        #: through the generator's first layer, shared by the sites
+        self.support_dim = min(self.noise_dim, (*hidden, self.head_size)[0])
         self.offset = nn.Parameter(concat_init(generated))
         rms = [float(s.init.pow(2).mean().sqrt()) for s in generated]
         fallback = sorted(r for r in rms if r > 0)
@@ -318,6 +327,8 @@ class DiversityGuide(ImplicitGuide):
                 for hidden, out in zip(generator_hidden, outputs, strict=True))
         self.layer_scales = scales
         self._by_name = by_name
+        #: the most dimensions q's samples can span: z passes through the extractor's chain
+        self.support_dim = min(self.noise_dim, *extractor_hidden, sum(self.units) * code_dim)
 
     def generate(self, noise: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every weight and bias of the target net for noise (..., noise_dim)."""

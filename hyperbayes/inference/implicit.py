@@ -93,15 +93,17 @@ class _SampleBasedELBO(ELBO):
         it knowingly (the papers do so for large nets).
         """
         d = guide.num_generated
-        if guide.noise_dim < d and not self.allow_degenerate:
+        support = _support_dim(guide)
+        if support < d and not self.allow_degenerate:
             raise ValueError(
                 f"{type(guide).__name__} generates D={d} scalars from noise of dimension "
-                f"{guide.noise_dim}: q lies on a {guide.noise_dim}-dimensional manifold of the "
-                f"{d}-dimensional weight space, so KL(q‖p) is infinite and "
-                f"{type(self).__name__} is not an ELBO. Give the guide noise_dim ≥ {d} "
-                "(ImplicitGuide's default noise_dim=None takes D), or pass "
-                f"allow_degenerate=True to {type(self).__name__} to train this objective "
-                "knowingly")
+                f"{guide.noise_dim}, but its samples span at most {support} dimensions (the "
+                "generator reads the noise through layers that narrow): q lies on a "
+                f"{support}-dimensional manifold of the {d}-dimensional weight space, so "
+                f"KL(q‖p) is infinite and {type(self).__name__} is not an ELBO. Give the guide "
+                f"noise_dim ≥ {d} and a first hidden layer (ImplicitGuide) or extractor layers "
+                f"(DiversityGuide) at least {d} wide, or pass allow_degenerate=True to "
+                f"{type(self).__name__} to train this objective knowingly")
 
     def __repr__(self):
         return f"{type(self).__name__}(kl_weight={self.kl_weight}, " \
@@ -159,9 +161,15 @@ class _SampleBasedELBO(ELBO):
         return -draws.log_likelihood + self.kl_weight * kl
 
 
+def _support_dim(guide) -> int:
+    """The most dimensions the guide's samples can span (its ``support_dim``, else noise_dim)."""
+    return int(getattr(guide, "support_dim", guide.noise_dim))
+
+
 def _entropy_dim(guide, entropy_dim: int | None, d: int) -> int:
-    """The dimension used in the Kozachenko–Leonenko formula: given, else min(noise_dim, D)."""
-    return entropy_dim if entropy_dim is not None else min(guide.noise_dim, d)
+    """The dimension used in the Kozachenko–Leonenko formula: given, else the most the samples
+    can span, min(support, D)."""
+    return entropy_dim if entropy_dim is not None else min(_support_dim(guide), d)
 
 
 # per guide, its generated sites' priors on the device last asked for (rebuilding a prior on a
