@@ -10,7 +10,9 @@ Pawlowski et al. (2017), *Implicit Weight Uncertainty in Neural Networks*:
   q's marginal at its position (``discriminator="coordinate"``). The paper's code used 64-dim
   noise and one pooled per-scalar [20, 20] discriminator, which sees only the pooled marginal
   of all scales and cannot tell a collapsed q from the prior (``discriminator="pooled"``,
-  ``noise_dim=64`` reproduce it with ``allow_degenerate``). Beside it ``mle`` (maximum
+  ``noise_dim=64`` reproduce it). Either way the [64, 256] generator reads ε through 64 units,
+  so q spans at most 64 of the 1,610 dimensions: degenerate, trained knowingly as in the paper
+  (the recipe's ``allow_degenerate``). Beside it ``mle`` (maximum
   likelihood) and ``dropout`` (MC dropout, p = 0.5 kept on at test, no weight decay: the
   paper's baseline). Every method is a registered name set up by its ``"classification"``
   recipe (:mod:`hyperbayes.methods`: the settings above are ``bbh``'s). Adam lr 1e-3, batch
