@@ -330,10 +330,9 @@ def _meanfield(net, prior, likelihood, seed=0, init_scale=1e-3, local_reparamete
                num_particles=1):
     model = BNN(net, prior, likelihood)
     # a recipe's local reparameterization applies where the net has dense weight matrices
-    dense = any(spec.role == "weight" and len(spec.shape) == 2
-                for spec in getattr(model.net, "param_specs", {}).values())
     guide = MeanField(model, init_scale=init_scale,
-                      local_reparameterization=local_reparameterization and dense, seed=seed)
+                      local_reparameterization="auto" if local_reparameterization else False,
+                      seed=seed)
     return model, guide, ELBO(num_particles=num_particles)
 
 

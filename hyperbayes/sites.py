@@ -78,8 +78,12 @@ def _feasible_value(site) -> torch.Tensor:
         return fn.sample().detach()
 
 
-def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
-    """Trace ``model.sample_params`` once (no data needed) and describe each guided latent site."""
+def model_sites(model, generator: torch.Generator | None = None, *,
+                fresh: bool = False) -> list[Site]:
+    """Trace ``model.sample_params`` once (no data needed) and describe each guided latent site.
+
+    ``fresh``: the initial values are a fresh initialisation drawn from ``generator`` even where
+    the net would start at given values (a TorchNet's module; see ``init_params``)."""
     if not hasattr(model, "sample_params"):
         raise TypeError(f"{type(model).__name__} has no sample_params(); hyperbayes guides work "
                         "with hyperbayes.models.BNN-like models")
@@ -89,7 +93,11 @@ def model_sites(model, generator: torch.Generator | None = None) -> list[Site]:
         trace = poutine.trace(model.sample_params).get_trace()
     guided = model.guided_sites() if hasattr(model, "guided_sites") else None
     specs = getattr(getattr(model, "net", None), "param_specs", {})
-    net_init = model.net.init_params(generator) if specs else {}
+    if not specs:
+        net_init = {}
+    else:  # only asked of nets that can start elsewhere; any net draws from the generator
+        net_init = (model.net.init_params(generator, fresh=True) if fresh
+                    else model.net.init_params(generator))
     prior = getattr(model, "prior", None)
     if prior is not None and hasattr(prior, "init_values"):
         net_init.update(prior.init_values(specs, generator))

@@ -180,11 +180,16 @@ def _save_state(path, round_: int, name, acquisition, regime, seed, labelled, av
                "indices": torch.stack(curve["indices"]), "train_s": train_s,
                "score_s": score_s}
     if current is not None:
-        payload["model"] = current.model.state_dict()
-        payload["guide"] = current.guide.state_dict()
-        loss_state = getattr(current.loss, "state_dict", None)
-        payload["loss"] = loss_state() if callable(loss_state) else {}
+        payload.update(_trained_state(current))
     checkpoint.save(path, payload)
+
+
+def _trained_state(current: zoo.Trained) -> dict:
+    """The model's, guide's and loss's states of a trained model (what :func:`_restore`
+    reads back)."""
+    loss_state = getattr(current.loss, "state_dict", None)
+    return {"model": current.model.state_dict(), "guide": current.guide.state_dict(),
+            "loss": loss_state() if callable(loss_state) else {}}
 
 
 def _check_state(saved: dict, path, name, acquisition, regime, seed, n_pool) -> None:
@@ -453,12 +458,9 @@ def _first_model(name: str, settings: Settings, split: Split, candidates: torch.
     probs = zoo.sample_probs(first, candidates, settings.pool_samples)
     train_s, score_s = t1 - t0, time.perf_counter() - t1
     if path is not None:
-        loss_state = getattr(first.loss, "state_dict", None)
         checkpoint.save(path, {"method": name, "seed": seed, "probs": probs,
                                "steps": first.result.steps, "train_s": train_s,
-                               "score_s": score_s, "model": first.model.state_dict(),
-                               "guide": first.guide.state_dict(),
-                               "loss": loss_state() if callable(loss_state) else {}})
+                               "score_s": score_s, **_trained_state(first)})
     log.info("%s seed %d: trained on the %d initial images in %.0f s, scored %d images in %.0f s",
              name, seed, len(split), train_s, len(candidates), score_s)
     return first, probs, train_s, score_s

@@ -76,18 +76,21 @@ class PointThenPosterior(SiteGuide):
         own parameters (a posterior saved on a GPU loads into a guide on the CPU)."""
         self._posterior = state.get("posterior")
         device = next((p.device for p in self.parameters()), None)
-        if self._posterior is not None and device is not None:
-            self._posterior = tree_map(lambda t: t.to(device) if torch.is_tensor(t) else t,
-                                       self._posterior)
+        if device is not None:
+            self._map_posterior(lambda t: t.to(device))
 
     def _apply(self, fn, *args, **kwargs):
         """``.to(...)``, ``.cuda()``, ``.double()``: the built posterior moves with the
         parameters (it is extra state, which ``nn.Module`` does not move)."""
         module = super()._apply(fn, *args, **kwargs)
+        self._map_posterior(fn)
+        return module
+
+    def _map_posterior(self, fn) -> None:
+        """Apply ``fn`` to every tensor of the built posterior (none before it is built)."""
         if self._posterior is not None:
             self._posterior = tree_map(lambda t: fn(t) if torch.is_tensor(t) else t,
                                        self._posterior)
-        return module
 
     def _posterior_draws(self, count: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError

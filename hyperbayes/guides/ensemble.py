@@ -45,15 +45,9 @@ class Ensemble(SiteGuide):
         #: draws that belong together: a sampler that splits S draws into groups keeps each
         #: group a multiple of this, so every group is the uniform mixture
         self.sample_period = self.members
-        net = getattr(model, "net", None)
-        start_at_module = getattr(net, "init", None) == "module"
-        if start_at_module:  # a TorchNet starting at its module's values: draw fresh ones
-            net.init = "reset"
-        try:
-            inits = [model_sites(model, torch.Generator().manual_seed(s)) for s in seeds]
-        finally:
-            if start_at_module:
-                net.init = "module"
+        # fresh initialisations, even of a TorchNet that starts guides at its module's values
+        inits = [model_sites(model, torch.Generator().manual_seed(s), fresh=True)
+                 for s in seeds]
         self.values = torch.nn.ParameterDict({
             param_key(site.name): torch.nn.Parameter(torch.stack(
                 [member[i].init for member in inits]))

@@ -79,7 +79,9 @@ class MeanField(SiteGuide):
     Args:
         model: a :class:`~hyperbayes.models.BNN`.
         init_scale: initial σ of every site (small, so training starts near the MAP solution).
-        local_reparameterization: use the local reparameterization trick in training.
+        local_reparameterization: use the local reparameterization trick in training: True
+            (an error where no site is a dense weight matrix), ``"auto"`` (where there is one,
+            as the registry's recipes ask) or False.
         seed: seed of the initial locations (the net's standard initialisation).
 
     Example::
@@ -88,11 +90,14 @@ class MeanField(SiteGuide):
         hb.inference.fit(model, guide, data.train, steps=2000)   # loss: hb.inference.ELBO()
     """
 
-    def __init__(self, model, *, init_scale: float = 1e-3, local_reparameterization: bool = False,
-                 seed: int | None = 0):
+    def __init__(self, model, *, init_scale: float = 1e-3,
+                 local_reparameterization: bool | str = False, seed: int | None = 0):
         super().__init__(model, seed=seed)
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if local_reparameterization not in (True, False, "auto"):
+            raise ValueError(f"local_reparameterization must be True, False or 'auto', got "
+                             f"{local_reparameterization!r}")
         self.local_reparameterization = local_reparameterization
         self.loc_params = torch.nn.ParameterDict(
             {param_key(s.name): torch.nn.Parameter(s.init.clone()) for s in self.sites})
@@ -105,7 +110,7 @@ class MeanField(SiteGuide):
         self.lrt_sites = frozenset(
             s.name for s in self.sites
             if local_reparameterization and s.role == "weight" and len(s.shape) == 2)
-        if local_reparameterization and not self.lrt_sites:
+        if local_reparameterization is True and not self.lrt_sites:
             raise ValueError("local_reparameterization=True, but no site is a dense layer's "
                              "weight matrix (weight norm's directions and scales, "
                              "convolutions and other parameters sample whole weights): drop it "

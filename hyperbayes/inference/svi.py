@@ -190,11 +190,12 @@ def _run_record(model, guide, loss, x, y, settings: dict) -> dict:
             "structure": {"model": type(model).__qualname__, "guide": type(guide).__qualname__}}
 
 
-def _rank0_resume(checkpoint, record, total_steps: int, resume) -> dict | None:
-    """On rank 0: the checkpoint's state (on the CPU) to resume from, checked, or None."""
+def _resume_state(checkpoint, record, total_steps: int, resume, map_location) -> dict | None:
+    """The checkpoint's state to resume from (on ``map_location``), checked, or None when
+    there is none."""
     if checkpoint is None or not Path(checkpoint).exists():
         return None
-    state = ckpt.load(checkpoint, map_location="cpu")
+    state = ckpt.load(checkpoint, map_location=map_location)
     _check_resume(checkpoint, state, record, total_steps, resume)
     return state
 
@@ -414,13 +415,11 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
             # can be continued to more steps
             "scheduled_steps": total_steps if (factor or kl_weight_at) else None})
     state = None
-    if group is None:
-        if checkpoint is not None and resume and Path(checkpoint).exists():
-            state = ckpt.load(checkpoint, map_location=device)
-            _check_resume(checkpoint, state, record, total_steps, resume)
+    if resume and group is None:
+        state = _resume_state(checkpoint, record, total_steps, resume, device)
     elif resume:  # rank 0's checkpoint decides for every rank (theirs may be elsewhere or none)
         state = dp.broadcast_resume(
-            lambda: _rank0_resume(checkpoint, record, total_steps, resume), device)
+            lambda: _resume_state(checkpoint, record, total_steps, resume, "cpu"), device)
     if state is not None:
         resumed = state
         for part, module in (("model", model), ("guide", guide)):

@@ -242,12 +242,14 @@ class TorchNet(Net, nn.Module):
     __call__ = Net.__call__
 
     # -- initial values ---------------------------------------------------------------------
-    def init_params(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def init_params(self, generator: torch.Generator | None = None, *,
+                    fresh: bool = False) -> dict[str, torch.Tensor]:
         """Where guides start: the module's current values of the Bayesian parameters (with
         ``init="module"``) or a fresh PyTorch initialisation drawn from ``generator``
-        (``init="reset"``); under weight norm v = w and g = ‖w‖ per unit, so w is unchanged."""
+        (``init="reset"``, or ``fresh=True``: an ensemble's members must not all start at the
+        module's values); under weight norm v = w and g = ‖w‖ per unit, so w is unchanged."""
         source = self.module
-        if self.init == "reset":
+        if self.init == "reset" or fresh:
             source = copy.deepcopy(self.module)
             with torch.random.fork_rng(devices=[]):
                 seed = int(torch.randint(2**62, (), generator=generator)) if generator else 0
@@ -492,8 +494,6 @@ class _replayed:
         for name, recorded in self.prefix.items():
             child = self.module.get_submodule(name)
             real = child.forward
-            if "forward" in vars(child):
-                self.own[name] = real
 
             def forward(*args, _name=name, _recorded=recorded, _real=real, **kwargs):
                 call = self.calls[_name]
@@ -505,15 +505,12 @@ class _replayed:
                                     _recorded[call])
                 return _recorded[call]
 
-            child.forward = forward
+            self.own[name] = _set_forward(child, forward)
         return self
 
     def __exit__(self, *exc):
         for name in self.prefix:
-            child = self.module.get_submodule(name)
-            del child.forward
-            if name in self.own:
-                child.forward = self.own[name]
+            _restore_forward(self.module.get_submodule(name), self.own[name])
         return False
 
 
@@ -531,12 +528,10 @@ class _patched:
         p = self.p
         for name in self.names:
             layer = self.module.get_submodule(name)
-            if "forward" in vars(layer):
-                self.own[name] = layer.forward
             scale = self.lrt[name][1] if name in self.lrt else None
             drop = name in self.dropout_layers
             layer._hb_called = False
-            layer.forward = _linear_forward(layer, scale, drop, p)
+            self.own[name] = _set_forward(layer, _linear_forward(layer, scale, drop, p))
             self.patched.append(layer)
         return self
 
@@ -544,10 +539,8 @@ class _patched:
         unused = [name for name, layer in zip(self.names, self.patched, strict=True)
                   if not layer._hb_called]
         for name, layer in zip(self.names, self.patched, strict=True):
-            del layer.forward
+            _restore_forward(layer, self.own[name])
             del layer._hb_called
-            if name in self.own:
-                layer.forward = self.own[name]
         if unused and exc[0] is None:
             raise RuntimeError(
                 f"nn.Linear layers {unused} are read without calling their forward (e.g. by "
@@ -555,6 +548,21 @@ class _patched:
                 "them: use MeanField without local_reparameterization, or make them "
                 "non-Bayesian (TorchNet(bayesian=...))")
         return False
+
+
+def _set_forward(module: nn.Module, forward):
+    """Give ``module`` an instance ``forward``; returns the one set on the instance before
+    (None: the class's), for :func:`_restore_forward`."""
+    own = vars(module).get("forward")
+    module.forward = forward
+    return own
+
+
+def _restore_forward(module: nn.Module, own) -> None:
+    """Undo :func:`_set_forward`: the instance's own forward again, else the class's."""
+    del module.forward
+    if own is not None:
+        module.forward = own
 
 
 def _linear_forward(layer: nn.Linear, scale, drop: bool, p: float):

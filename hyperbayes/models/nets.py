@@ -200,11 +200,13 @@ class Net:
         """Total number of scalars in one sample of all parameters."""
         return sum(s.numel for s in self.param_specs.values())
 
-    def init_params(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def init_params(self, generator: torch.Generator | None = None, *,
+                    fresh: bool = False) -> dict[str, torch.Tensor]:
         """A standard deterministic-net initialisation (PyTorch's default for linear layers).
 
         Weights and directions ~ U(−1/√fan_in, 1/√fan_in); biases 0; weight-norm scales 1.
-        Guides use it to initialise their locations.
+        Guides use it to initialise their locations. Always drawn from ``generator`` here
+        (``fresh`` matters to nets that can also start at given values, e.g. a TorchNet).
         """
         params = {}
         for name, spec in self.param_specs.items():
