@@ -127,6 +127,27 @@ def test_recipes_used_and_checkpoint_keys_follow_the_recipe(scratch_registry):
     assert checkpoint_key("flow-4", {"epochs": 1}, 0, "data") == before
 
 
+def test_a_data_fingerprint_changes_with_any_change_to_the_data():
+    from hyperbayes.datasets import Split
+    from hyperbayes.experiments.common import data_fingerprint
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(50, 4, 4, generator=gen), torch.randint(0, 3, (50,), generator=gen)
+    base = data_fingerprint(Split(x, y))
+    assert data_fingerprint(Split(x.clone(), y.clone())) == base
+    variants = {  # each keeps every sum, the shapes and the labels of the original
+        "flipped": Split(x.flip(-1), y),
+        "pixels shuffled": Split(x.reshape(50, 16)[:, torch.randperm(16, generator=gen)]
+                                 .reshape(50, 4, 4), y),
+        "flattened": Split(x.reshape(50, 16), y),
+        "float64": Split(x.double(), y),
+        "a non-contiguous view": Split(x.transpose(1, 2), y),
+        "labels moved": Split(x, y.roll(1)),
+    }
+    for what, split in variants.items():
+        assert data_fingerprint(split) != base, what
+
+
 def _labels(payload: dict) -> list[str]:
     """Method labels of a metrics.json: its ``methods`` keys (bhn-toy's nested per toy,
     bhn-mnist's after the ``Nk-H/`` prefix) and the ``method`` cells of its tables, less the

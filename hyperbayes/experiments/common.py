@@ -321,12 +321,12 @@ def recipes_used(names, family: str, overrides: dict | None = None) -> dict:
 
 
 def data_fingerprint(split) -> str:
-    """A short hash of a split's labels and a checksum of its inputs: which data trained a
-    model (a changed subset, order or preprocessing gives another fingerprint)."""
-    h = hashlib.sha256()
-    h.update(split.y.cpu().numpy().tobytes())
-    h.update(f"{float(split.x.double().sum()):.6f}{tuple(split.x.shape)}".encode())
-    return h.hexdigest()[:12]
+    """:func:`hyperbayes.inference.checkpoint.fingerprint` of a split's inputs and labels (12
+    hex digits): every byte, dtype and shape, so any change to the data (a subset, the order, a
+    flip or other preprocessing, even one that keeps every sum) gives another fingerprint."""
+    from ..inference.checkpoint import fingerprint
+
+    return fingerprint(split.x, split.y)[:12]
 
 
 def checkpoint_key(name: str, fields: dict, seed: int, *data, family: str = "classification",
