@@ -122,6 +122,32 @@ def test_cnn_gauge_keeps_function_and_fixes_norms(sample_shape):
         torch.testing.assert_close(again[name], fixed[name])
 
 
+@pytest.mark.parametrize("net, centre", [
+    (MLP([2, 4, 3, 2]), True), (MLP([2, 4, 3, 2]), False), (MLP([1, 6, 1]), False),
+    (CNN(in_channels=1, image_size=6, channels=(2,), kernel_size=3, hidden=(3,),
+         num_outputs=3), True)], ids=["mlp-centred", "mlp", "toy", "cnn"])
+def test_gauge_fixed_weights_span_d_minus_the_constraints(net, centre):
+    """The Jacobian of the gauge map has rank D − gauge_constraints: the fixed weights lie on a
+    manifold of that dimension (what an entropy estimate over them must use)."""
+    params = _random_params(net, seed=1)
+    names = list(net.param_specs)
+    flat = torch.cat([params[n].reshape(-1) for n in names]).double()
+    sizes = [params[n].numel() for n in names]
+
+    def fixed_flat(vector):
+        parts = dict(zip(names, (v.reshape(net.param_specs[n].shape)
+                                 for n, v in zip(names, vector.split(sizes), strict=True)),
+                         strict=True))
+        fixed = gauge_fix(parts, net, center_output_bias=centre)
+        return torch.cat([fixed[n].reshape(-1) for n in names])
+
+    jacobian = torch.autograd.functional.jacobian(fixed_flat, flat)
+    rank = int(torch.linalg.matrix_rank(jacobian))
+    assert rank == flat.numel() - gauge.gauge_constraints(net, center_output_bias=centre)
+    with pytest.raises(ValueError, match="MLP and CNN"):
+        gauge.gauge_constraints(object())
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "elu"])
 def test_non_homogeneous_activations_are_rejected(activation):
     net = MLP([3, 4, 2], activation)

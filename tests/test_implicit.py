@@ -77,22 +77,49 @@ def test_diversity_objective_is_the_negative_entropy_elbo_for_lambda_n_and_flat_
     assert torch.allclose(explicit_n, elbo, rtol=1e-5)  # λ = N = 100 given explicitly
 
 
-def test_diversity_objective_with_prior_is_the_negative_entropy_elbo_under_that_prior():
+@pytest.mark.parametrize("kl_weight", [1.0, 0.3])
+@pytest.mark.parametrize("over", ["weights", ["fc0.*"]], ids=["every-site", "point-sites"])
+def test_diversity_objective_with_prior_is_the_negative_entropy_elbo_under_that_prior(
+        over, kl_weight):
     x, y = cubic()
     model = BNN(MLP([1, 30, 1]), priors.Normal(1.0), Gaussian(scale=3.0))
-    guide = ImplicitGuide(model)
+    guide = ImplicitGuide(model, over=over)
     values = []
-    for loss in (EntropyELBO(num_particles=6),
-                 DiversityObjective(gauge=False, num_particles=6, with_prior=True),
-                 DiversityObjective(gauge=False, num_particles=6)):
+    for loss in (EntropyELBO(num_particles=6, kl_weight=kl_weight),
+                 DiversityObjective(gauge=False, num_particles=6, with_prior=True,
+                                    kl_weight=kl_weight),
+                 DiversityObjective(gauge=False, num_particles=6, kl_weight=kl_weight)):
         pyro.set_rng_seed(3)
         values.append(loss.differentiable_loss(model, guide, x, y, 100))
     elbo, with_prior, without = values
+    # annealed too, the point-estimated sites' prior included: the same objective
     assert torch.allclose(with_prior, elbo, rtol=1e-6)
     pyro.set_rng_seed(3)
-    log_prior = EntropyELBO(num_particles=6).draw(model, guide, x, y, 100).log_prior
-    assert torch.allclose(without - log_prior, elbo, rtol=1e-6)  # the paper's: no prior term
+    draws = EntropyELBO(num_particles=6).draw(model, guide, x, y, 100)
+    assert (draws.point_penalty != 0) == (over != "weights")
+    # the paper's objective: no prior term for any site, generated or point-estimated
+    assert torch.allclose(without, elbo + kl_weight * (draws.log_prior - draws.point_penalty),
+                          rtol=1e-6)
     assert "with_prior=True" in repr(DiversityObjective(with_prior=True))
+
+
+def test_the_gauged_entropy_is_taken_in_the_dimension_of_the_gauge_manifold():
+    from hyperbayes.inference.estimators import entropy_kl
+    from hyperbayes.models.gauge import gauge_constraints, gauge_fix
+
+    x, y = cubic()
+    model = BNN(MLP([1, 30, 1]), priors.Flat(), Gaussian(scale=3.0))
+    guide = ImplicitGuide(model)  # D = 91 generated from 91-dimensional noise
+    loss = DiversityObjective(lam=1.0, num_particles=6)
+    pyro.set_rng_seed(3)
+    draws = loss.draw(model, guide, x, y, 20)
+    pyro.set_rng_seed(3)
+    value = loss.differentiable_loss(model, guide, x, y, 20)
+    fixed = guide.flatten(gauge_fix(draws.values, model.net, center_output_bias=False), 6)
+    dim = 91 - gauge_constraints(model.net, center_output_bias=False)
+    assert dim == 61  # one norm per hidden unit; a regression output is not centred
+    expected = -draws.mean_log_likelihood - entropy_kl(fixed, 1, dim)
+    torch.testing.assert_close(value, expected)
 
 
 def test_gauge_changes_the_entropy_not_the_data_term():

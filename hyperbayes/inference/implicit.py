@@ -32,7 +32,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 
 from ..guides.contract import is_implicit
-from ..models.gauge import gauge_fix
+from ..models.gauge import gauge_constraints, gauge_fix
 from ..models.priors import on_device
 from .elbo import ELBO, log_prob_sum
 from .estimators import KINDS, DensityRatioDiscriminator, entropy_kl, kl_nearest_neighbour
@@ -420,7 +420,9 @@ class DiversityObjective(_SampleBasedELBO):
 
     The mean loss is the negative log-likelihood averaged over the minibatch and the S samples;
     Ĥ the Kozachenko–Leonenko entropy of the S generated weight vectors after gauge fixing
-    (:func:`~hyperbayes.models.gauge.gauge_fix`). The paper's objective has no prior term;
+    (:func:`~hyperbayes.models.gauge.gauge_fix`), in the dimension of the manifold the fixed
+    weights lie on (D less :func:`~hyperbayes.models.gauge.gauge_constraints`, and at most what
+    the generator spans). The paper's objective has no prior term;
     with λ = N (the dataset size), ``gauge=False`` and a flat prior it is exactly the negative
     :class:`EntropyELBO`; the paper uses λ = 1000 on MNIST. ``with_prior=True`` adds the
     model's prior, λ·E_q[mean loss] − Ĥ − E_q[log p(w)], which with λ = N and ``gauge=False``
@@ -433,10 +435,13 @@ class DiversityObjective(_SampleBasedELBO):
         gauge: gauge-fix the samples before the entropy estimate (the net must be an MLP or CNN
             with a ReLU-like activation and every parameter generated).
         k, entropy_dim: as for :class:`EntropyELBO`.
-        kl_weight: multiplies −Ĥ (and −E_q[log p(w)] with a prior; anneal it with
+        kl_weight: multiplies −Ĥ (and, with a prior, the prior terms; anneal it with
             ``fit(kl_schedule=...)``).
         num_particles: S, the batch of sampled nets per step (paper: 32).
-        with_prior: add −E_q[log p(w)] under the model's prior (default False: the paper's).
+        with_prior: add −E_q[log p(w)] under the model's prior, and −log p(ŵ) of the sites the
+            guide point-estimates (a guide that generates only some sites); default False, the
+            paper's objective, with no prior term for any site (point estimates are then
+            maximum likelihood).
         allow_degenerate: accept a generator with noise_dim < D (see
             :meth:`_SampleBasedELBO.check_coverage`); refused otherwise.
     """
@@ -463,15 +468,20 @@ class DiversityObjective(_SampleBasedELBO):
         """λ·(mean negative log-likelihood) − β·Ĥ(gauge(w)) [− β·E_q[log p(w)]]."""
         draws = self.draw(model, guide, *args, **kwargs)
         samples = draws.samples
+        dim = samples.shape[1]
         if self.gauge:
-            fixed = gauge_fix(draws.values, model.net,
-                              center_output_bias=model.task == "classification")
+            centre = model.task == "classification"
+            fixed = gauge_fix(draws.values, model.net, center_output_bias=centre)
             samples = guide.flatten(fixed, self.num_particles)
-        entropy = entropy_kl(samples, self.k,
-                             _entropy_dim(guide, self.entropy_dim, samples.shape[1]))
+            # gauge-fixed weights lie on a manifold with one dimension less per constraint
+            dim -= gauge_constraints(model.net, center_output_bias=centre)
+        entropy = entropy_kl(samples, self.k, _entropy_dim(guide, self.entropy_dim, dim))
         if self.lam is None:
             data_term = -draws.log_likelihood  # = N · mean NLL
         else:
             data_term = -self.lam * draws.mean_log_likelihood
-        divergence = -entropy - draws.log_prior if self.with_prior else -entropy
-        return data_term + self.kl_weight * divergence + draws.point_penalty
+        if self.with_prior:  # the prior of every site, generated and point-estimated
+            divergence = -entropy - draws.log_prior + draws.point_penalty
+        else:  # the paper's: no prior term for any site
+            divergence = -entropy
+        return data_term + self.kl_weight * divergence

@@ -22,7 +22,7 @@ import torch
 
 from .nets import CNN, MLP, Net, _sample_shape
 
-__all__ = ["gauge_fix", "HOMOGENEOUS_ACTIVATIONS"]
+__all__ = ["gauge_fix", "gauge_constraints", "HOMOGENEOUS_ACTIVATIONS"]
 
 #: activations with act(c·h) = c·act(h) for every c > 0, for which the rescaling is a symmetry
 HOMOGENEOUS_ACTIVATIONS = ("relu", "leaky_relu", "identity")
@@ -113,3 +113,17 @@ def gauge_fix(params: Mapping[str, torch.Tensor], net: Net, *,
         output_bias = fixed[output_bias_name]
         fixed[output_bias_name] = output_bias - output_bias.mean(-1, keepdim=True)
     return fixed
+
+
+def gauge_constraints(net: Net, *, center_output_bias: bool = True) -> int:
+    """How many dimensions :func:`gauge_fix` removes: one per hidden unit (its incoming norm is
+    fixed) and one more for the output biases' zero sum when ``center_output_bias``. The
+    gauge-fixed weights of ``net`` lie on a manifold of dimension D − this, where an entropy
+    estimate must use that dimension (:class:`~hyperbayes.inference.DiversityObjective` does).
+    """
+    if not isinstance(net, (MLP, CNN)):
+        raise ValueError(f"gauge_fix supports MLP and CNN nets, got {type(net).__name__}")
+    layers = _layers(net)
+    units = sum(net.param_specs[f"{prefix}.weight"].shape[0] for prefix, _ in layers[:-1])
+    centred = center_output_bias and f"{layers[-1][0]}.bias" in net.param_specs
+    return units + int(centred)
