@@ -519,9 +519,12 @@ _RECIPES = {
         # (the paper's 300-dimensional noise for ~10⁵-10⁶ weights: a degenerate q, knowingly)
         "classification": Recipe({"lam": 1000.0, "gauge": True, "allow_degenerate": True},
                                  module_options={"gauge": False}),
-        # λ = None (the dataset size N) with the toy's prior: the negative ELBO, so the posterior
-        # is NUTS's; without the prior the fidelity task's cubic toy diverged (W₁ to NUTS 3.9e4
-        # after 4,000 steps: unconstrained ReLU weight directions spread without bound)
+        # λ = None (the dataset size N) with the toy's prior: the ELBO's weighting, but with
+        # the paper's gauge fixing the entropy is that of the gauge-fixed weights (no reward
+        # for spread along the rescaling orbits), so this is not an ELBO and its optimum is not
+        # NUTS's posterior (with gauge=False it is exactly the negative EntropyELBO); without
+        # the prior the fidelity task's cubic toy diverged (unconstrained ReLU weight
+        # directions spread without bound)
         # (extractor layers of 320 so that z's D dimensions reach the codes: q has a density)
         "regression": Recipe({"lam": None, "with_prior": True, "noise_dim": None,
                               "extractor_hidden": (320, 320), "generator_hidden": (32, 32),

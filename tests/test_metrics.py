@@ -230,7 +230,8 @@ def test_gaussian_log_likelihood_noise_broadcasting():
     y = torch.randn(10, dtype=torch.float64)
     scalar = M.gaussian_log_likelihood(f, y, 0.5)
     assert M.gaussian_log_likelihood(f, y, torch.tensor(0.5)) == pytest.approx(scalar)
-    assert M.gaussian_log_likelihood(f, y, torch.full((10,), 0.5)) == pytest.approx(scalar)
+    assert M.gaussian_log_likelihood(f, y, torch.full((1, 10), 0.5)) == pytest.approx(scalar)
+    assert M.gaussian_log_likelihood(f, y, torch.full((4,), 0.5)) == pytest.approx(scalar)
     assert M.gaussian_log_likelihood(f, y, torch.full((4, 1), 0.5)) == pytest.approx(scalar)
     f3 = f[..., None]
     assert M.gaussian_log_likelihood(f3, y, torch.full((4, 10, 1), 0.5)) == pytest.approx(scalar)
@@ -252,6 +253,23 @@ def test_rmse_and_predictive_mean_std():
     assert set(rep) == {"rmse", "test_log_likelihood"}
     assert rep["rmse"] == pytest.approx(math.sqrt(5 / 3))
     assert rep["test_log_likelihood"] == M.gaussian_log_likelihood(f, y, 0.5)
+
+
+def test_a_1d_noise_std_is_one_per_sample_even_when_s_equals_n():
+    """Prediction.noise_std holds one σ per sample (S,): read that way when S = N too, where
+    broadcasting (S,) against (S, N) would silently pair σ_s with example s."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(3, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    per_sample = sum(torch.distributions.Normal(f[s], sigma[s]).log_prob(y).exp()
+                     for s in range(3)) / 3
+    assert M.gaussian_log_likelihood(f, y, sigma) == pytest.approx(per_sample.log().mean().item())
+    assert M.gaussian_log_likelihood(f, y, sigma) == M.gaussian_log_likelihood(f, y, sigma[:, None])
+    _, std = M.predictive_mean_std(f[..., None], noise_std=sigma)
+    torch.testing.assert_close(std, (f.var(0, correction=0) + sigma.pow(2).mean()).sqrt())
+    per_example = M.gaussian_log_likelihood(f, y, sigma[None, :])  # (1, N): one per example
+    assert per_example != M.gaussian_log_likelihood(f, y, sigma)
 
 
 def test_predictive_std_matches_mixture_variance_by_sampling():
@@ -344,7 +362,9 @@ def test_regression_errors():
         M.gaussian_log_likelihood(f, y, 0.0)
     with pytest.raises(ValueError, match="noise_std must be >= 0"):
         M.predictive_mean_std(f, noise_std=-1.0)
-    with pytest.raises(ValueError, match="not broadcastable"):
+    with pytest.raises(ValueError, match=r"one σ per sample \(S = 4\).*got 3$"):
         M.gaussian_log_likelihood(f, y, torch.ones(3))
+    with pytest.raises(ValueError, match=r"got 10: for one σ per example pass shape \(1, N\)"):
+        M.gaussian_log_likelihood(f, y, torch.ones(10))
     with pytest.raises(ValueError, match="not broadcastable"):
         M.predictive_mean_std(f, noise_std=torch.ones(2, 4, 10))

@@ -160,11 +160,21 @@ def _check_targets(y, n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _check_noise_std(noise_std, like: torch.Tensor, strictly_positive: bool) -> torch.Tensor:
-    """Validate a noise std (float or tensor broadcastable to (S, N)); return it as (S, N)."""
+    """Validate a noise std and return it as (S, N): a float, one per sample (S,) as
+    :attr:`Prediction.noise_std <hyperbayes.inference.Prediction>` holds it, or a tensor
+    broadcastable to (S, N) (e.g. (1, N): one per example)."""
     t = _as_tensor(noise_std, "noise_std")
     t = t.to(device=like.device, dtype=like.dtype)
     if t.ndim >= 1 and t.shape[-1] == 1 and t.ndim > like.ndim:
         t = t[..., 0]  # (S, N, 1) / (N, 1)-style trailing singleton, matching f of shape (S, N, 1)
+    if t.ndim == 1 and len(t) != 1:  # one per sample, whether or not S happens to equal N
+        if len(t) != like.shape[0]:
+            raise ValueError(
+                f"a 1-d noise_std is one σ per sample (S = {like.shape[0]}), like "
+                f"Prediction.noise_std; got {len(t)}"
+                + (": for one σ per example pass shape (1, N)" if len(t) == like.shape[-1]
+                   else ""))
+        t = t.reshape(-1, *([1] * (like.ndim - 1)))
     try:
         shape = torch.broadcast_shapes(t.shape, like.shape)
     except RuntimeError:
@@ -539,7 +549,8 @@ def predictive_mean_std(f, noise_std=0.0) -> tuple[torch.Tensor, torch.Tensor]:
 
     Args:
         f: (S, N) or (S, N, 1) function samples.
-        noise_std: observation-noise std σ ≥ 0, float or tensor broadcastable to (S, N).
+        noise_std: observation-noise std σ ≥ 0, float or tensor broadcastable to (S, N),
+            or one per sample (S,) as ``Prediction.noise_std``.
 
     Returns:
         (mean (N,), std (N,)).
@@ -575,7 +586,8 @@ def gaussian_log_likelihood(f, y, noise_std) -> float:
     Args:
         f: (S, N) or (S, N, 1) function samples.
         y: (N,) or (N, 1) targets.
-        noise_std: observation-noise std σ > 0, float or tensor broadcastable to (S, N).
+        noise_std: observation-noise std σ > 0, float or tensor broadcastable to (S, N),
+            or one per sample (S,) as ``Prediction.noise_std``.
 
     Returns:
         float (nats per example).
@@ -621,7 +633,8 @@ def regression_report(f, y, noise_std) -> dict[str, float]:
     Args:
         f: (S, N) or (S, N, 1) function samples.
         y: (N,) or (N, 1) targets.
-        noise_std: observation-noise std σ > 0, float or tensor broadcastable to (S, N).
+        noise_std: observation-noise std σ > 0, float or tensor broadcastable to (S, N),
+            or one per sample (S,) as ``Prediction.noise_std``.
 
     Returns:
         dict with floats ``rmse`` (:func:`rmse`) and ``test_log_likelihood``

@@ -94,8 +94,7 @@ def validation_metrics(model, guide, x, y, num_samples: int = 10) -> dict[str, f
     if pred.task == "classification":
         probs = pred.probs
         return {"val_nll": metrics.nll(probs, y), "val_accuracy": metrics.accuracy(probs, y)}
-    noise = pred.noise_std.reshape(-1, 1) if pred.noise_std.dim() else pred.noise_std
-    return {"val_nll": -metrics.gaussian_log_likelihood(pred.f, y.reshape(-1), noise)}
+    return {"val_nll": -metrics.gaussian_log_likelihood(pred.f, y.reshape(-1), pred.noise_std)}
 
 
 def _schedule(lr_schedule, total_steps: int) -> Callable[[int], float] | None:
