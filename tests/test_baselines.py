@@ -32,6 +32,37 @@ def test_laplace_is_exact_on_the_conjugate_regression():
     torch.testing.assert_close(torch.cov(draws.T), problem.cov, atol=3e-4, rtol=0.05)
 
 
+def test_laplace_with_a_kl_weight_is_the_tempered_posteriors_gaussian():
+    """ŵ maximizes log p(y | w) + β log p(w); with the model's prior precision the Laplace
+    covariance is that objective's, (XᵀX/σ² + β/σ_p²)⁻¹: exact for a linear-Gaussian model."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 2, generator=gen)
+    y = x @ torch.tensor([[0.8], [-0.4]]) + 0.5 * torch.randn(30, 1, generator=gen)
+    beta = 0.1
+    model = BNN(MLP([2, 1], bias=False), priors.Normal(0.3), Gaussian(0.5))
+    guide = LaplaceGuide(model, hessian="full", prior_precision="model")
+    hb.inference.fit(model, guide, (x, y), steps=3000, lr=2e-2, lr_schedule="cosine",
+                     progress=False, seed=0, loss=hb.inference.ELBO(kl_weight=beta))
+    precision = beta * torch.eye(2, dtype=torch.float64) / 0.3 ** 2 \
+        + x.T.double() @ x.double() / 0.5 ** 2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ x.T.double() @ y.double()[:, 0] / 0.5 ** 2
+    posterior = guide.get_extra_state()["posterior"]
+    torch.testing.assert_close(posterior["mean"].double(), mean, atol=2e-4, rtol=0)
+    tril = posterior["scale_tril"].double()
+    torch.testing.assert_close(tril @ tril.T, cov, atol=1e-6, rtol=1e-3)
+    unweighted = LaplaceGuide(model, hessian="full", prior_precision="model")
+    before = [p.detach().clone() for p in unweighted.parameters()]
+    with pytest.raises(ValueError, match="kl_weight 0.0: ŵ would be trained without the prior"):
+        hb.inference.fit(model, unweighted, (x, y), steps=5, progress=False,
+                         loss=hb.inference.ELBO(kl_weight=0.0))
+    for value, start in zip(unweighted.parameters(), before, strict=True):  # before any step
+        torch.testing.assert_close(value.detach(), start)
+    # a schedule's last weight counts, not its first: warm-up from 0 ends at 1
+    hb.inference.fit(model, unweighted, (x, y), steps=5, progress=False, kl_schedule="warmup")
+    assert unweighted.fitted
+
+
 def test_kfac_laplace_is_exact_on_a_linear_model_without_bias():
     """KFAC drops the weight-bias cross terms; without a bias, on one output, it is exact."""
     gen = torch.Generator().manual_seed(0)

@@ -145,7 +145,9 @@ class LaplaceGuide(PointThenPosterior):
         subset: ``"all"`` weights or the ``"last_layer"`` only (the rest stay at ŵ).
         hessian: ``"kron"`` (KFAC), ``"diag"`` or ``"full"``.
         prior_precision: ``"marglik"`` (tuned), ``"model"`` (1/σ² of the model's Normal prior,
-            per weight: the exact posterior precision of a linear-Gaussian model) or a number.
+            per weight: the exact posterior precision of a linear-Gaussian model; times the
+            loss's ``kl_weight`` β when it is not 1, so that the curvature is that of the
+            objective ŵ maximizes, log p(y | w) + β log p(w)) or a number (used as given).
         predictive: how :func:`~hyperbayes.inference.predict` uses the weight draws:
             ``"glm"`` evaluates the net linearized at ŵ, f(x; ŵ) + J(x)(w − ŵ), the
             generalized linear model whose posterior the GGN Laplace approximation is
@@ -154,6 +156,11 @@ class LaplaceGuide(PointThenPosterior):
             the net is non-linear in. Weight draws (``sample_posterior``) and the density are
             the same either way.
         seed: seed of the initial values.
+
+    The curvature is laplace-torch's generalized Gauss-Newton of the softmax cross-entropy (or
+    of the Gaussian): a ``Categorical(clip=True)`` likelihood's clipping is not in it, which
+    changes only terms where a class probability is clipped, whose GGN weight p(1 − p) is then
+    below 10⁻³ anyway.
     """
 
     def __init__(self, model, *, subset: str = "all", hessian: str = "kron",
@@ -189,8 +196,18 @@ class LaplaceGuide(PointThenPosterior):
         #: the library's MLP (linear in its last layer), not a user's module
         self._library_mlp = hasattr(net, "sizes")
 
-    def after_fit(self, model, x, y, *, batch_size: int = 128, **_) -> None:
-        """Compute the Laplace posterior at the trained ŵ on the training data ``(x, y)``."""
+    def check_kl_weight(self, kl_weight) -> None:
+        """Refuse, before training, a prior weight β ≤ 0 with ``prior_precision="model"``."""
+        if self.prior_precision == "model" and kl_weight is not None and not kl_weight > 0:
+            raise ValueError(f"prior_precision='model' with the loss's kl_weight {kl_weight}: "
+                             "ŵ would be trained without the prior, so the posterior precision "
+                             "would be the curvature alone (singular where the data say "
+                             "nothing); give a number or 'marglik'")
+
+    def after_fit(self, model, x, y, *, batch_size: int = 128, kl_weight=None, **_) -> None:
+        """Compute the Laplace posterior at the trained ŵ on the training data ``(x, y)``
+        (``kl_weight``: the prior weight β of the objective ŵ maximized, which scales the
+        model's prior precision; None: 1)."""
         from ..models.likelihoods import Categorical, Gaussian
 
         likelihood = model.likelihood
@@ -210,9 +227,11 @@ class LaplaceGuide(PointThenPosterior):
                 raise ValueError("prior_precision='model' needs subset='all'; give a number or "
                                  "'marglik'")
             by_name = {s.name: s for s in self.sites}
-            precision = torch.cat([_normal_precision(by_name[n].prior, by_name[n].shape)
-                                   for n, p in module.named_parameters()
-                                   if p.requires_grad]).to(device)
+            kl_weight = 1.0 if kl_weight is None else float(kl_weight)
+            self.check_kl_weight(kl_weight)
+            precision = kl_weight * torch.cat([
+                _normal_precision(by_name[n].prior, by_name[n].shape)
+                for n, p in module.named_parameters() if p.requires_grad]).to(device)
         options = ({"sigma_noise": noise} if noise is not None else {}) | _backend_options(
             module, self.hessian)
         # laplace-torch wants (N, outputs) regression targets; the likelihood also takes (N,)

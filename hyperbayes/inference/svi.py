@@ -394,6 +394,12 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         raise ValueError(f"kl_schedule needs a loss with a kl_weight (hb.inference.ELBO), got "
                          f"{type(loss).__name__}")
     initial_kl_weight = getattr(loss, "kl_weight", None)
+    # the weight of the objective the trained point maximizes (a schedule's last one)
+    final_kl_weight = (float(kl_weight_at(total_steps - 1)) if kl_weight_at is not None
+                       else initial_kl_weight)
+    check = getattr(guide, "check_kl_weight", None)
+    if callable(check):  # a posterior built from that objective's curvature (Laplace)
+        check(final_kl_weight)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, factor) if factor else None
     order = torch.Generator().manual_seed(0 if seed is None else int(seed))
 
@@ -552,7 +558,8 @@ def fit(model, guide, data, *, steps: int | None = None, epochs: float | None = 
         guide.load_state_dict(best_state["guide"])
     finish = getattr(guide, "after_fit", None)
     if callable(finish):  # a posterior built around the trained point (Laplace, SWAG)
-        finish(model, x, y, loss=loss, batch_size=batch_size, seed=seed, steps=step)
+        finish(model, x, y, loss=loss, batch_size=batch_size, seed=seed, steps=step,
+               kl_weight=final_kl_weight)
     pyro.clear_param_store()
     if warn:
         problems = [trust.loss_trend_problem(result.losses)]
