@@ -3,6 +3,7 @@
 import copy
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def images():
     """A small 10-class set of 8×8 images: a noisy prototype per class (no MNIST needed)."""
+    return _images()
+
+
+def _images():
     gen = torch.Generator().manual_seed(0)
     prototypes = torch.rand(10, 1, 8, 8, generator=gen)
 
@@ -138,6 +143,41 @@ def test_an_interrupted_curve_resumes_at_its_next_round_as_if_never_stopped(imag
     with pytest.raises(hb.inference.checkpoint.CheckpointError, match="delete it to restart"):
         al.learning_curve("meanfield", "random", regime, small(rounds=3), images.train, test,
                           initial, pool, seed=0, device="cpu", progress=False, state=state)
+
+
+def _resume_curve(state, rounds: int) -> dict:
+    images = _images()
+    initial, pool = acq.initial_and_pool(images.train.y, pool_size=60, seed=0)
+    curve = al.learning_curve("map", "random", "warm", small(rounds=rounds), images.train,
+                              images.test.subset(slice(0, 30)), initial, pool, seed=0,
+                              device="cpu", progress=False, state=state)
+    return {"accuracy": curve["accuracy"], "steps": curve["steps"],
+            "indices": [i.tolist() for i in curve["indices"]]}
+
+
+def _resume_worker(out: str) -> None:
+    """One of two ranks resuming a curve: rank 0's state file exists, rank 1's path has none
+    (an experiment's other ranks keep theirs in a temporary folder)."""
+    from hyperbayes.inference import distributed
+
+    state = Path(out) / ("state.pt" if distributed.is_main() else "elsewhere/state.pt")
+    result = _resume_curve(state, rounds=2)
+    (Path(out) / f"rank{distributed.rank()}.json").write_text(json.dumps(result))
+
+
+def test_two_processes_resume_a_curve_from_rank_0s_state(tmp_path):
+    """Under torchrun every rank resumes where rank 0's state says (rank0_decides); a rank
+    that started afresh would train other rounds than the others and wait for them forever."""
+    from hyperbayes.inference import distributed
+
+    interrupted = _resume_curve(tmp_path / "state.pt", rounds=1)
+    distributed.launch_local(_resume_worker, 2, str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert len(ranks[0]["accuracy"]) == 3  # rounds 0-2
+    for key in ("accuracy", "steps"):  # rounds 0 and 1 read back from rank 0's state
+        assert ranks[0][key][:2] == interrupted[key]
+    assert ranks[0]["indices"][:1] == interrupted["indices"]
 
 
 def test_a_resumed_run_reuses_the_first_model_and_its_curves_are_unchanged(images, tmp_path,

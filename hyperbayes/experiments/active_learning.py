@@ -55,7 +55,7 @@ from torch import nn
 
 from .. import datasets
 from ..datasets import Split
-from ..inference import FitResult, checkpoint, metrics, resolve_device
+from ..inference import FitResult, checkpoint, distributed, metrics, resolve_device
 from ..inference.acquisition import (
     area_under_curve,
     initial_and_pool,
@@ -320,8 +320,9 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
              "accuracy": [metrics.accuracy(test_probs, test.y)], "indices": [],
              "steps": [current.result.steps]}
     done = 0
-    if state is not None and Path(state).exists():
-        saved = checkpoint.load(state)
+    saved = None if state is None else distributed.rank0_decides(
+        lambda: checkpoint.load(state) if Path(state).exists() else None, device)
+    if saved is not None:
         _check_state(saved, state, name, acquisition, regime, seed, n_pool)
         done, labelled, available, scored = (saved["round"], saved["labelled"],
                                              saved["available"], saved["scored"])
@@ -436,8 +437,9 @@ def _first_model(name: str, settings: Settings, split: Split, candidates: torch.
     """``(model, probabilities on the candidates, train_s, score_s)`` of the model trained on
     the initial set ``split``. Kept in ``path`` (atomic, verified), so that a resumed run
     neither trains nor scores it again (None: not kept)."""
-    if path is not None and path.exists():
-        saved = checkpoint.load(path)
+    saved = None if path is None else distributed.rank0_decides(
+        lambda: checkpoint.load(path) if path.exists() else None, device)
+    if saved is not None:
         if (saved.get("method"), saved.get("seed")) != (name, seed) \
                 or saved["probs"].shape[1] != len(candidates):
             raise checkpoint.CheckpointError(
@@ -580,7 +582,9 @@ def run(methods_to_run=None, *, quick: bool = False, device="auto", seed: int = 
             candidates = torch.cat([train_split.x[pool], test.x])
             for name in names:
                 path = part_path(part_dir, name, settings, s, train_split, test)
-                part = load_part(path, settings) if path.exists() else None
+                part = distributed.rank0_decides(
+                    lambda path=path: load_part(path, settings) if path.exists() else None,
+                    device)
                 if part is None:
                     rounds_dir = path.with_suffix(".rounds")  # per-curve states, per round
                     part = _method_seed(name, settings, train_split, test, initial, pool,

@@ -69,7 +69,8 @@ def experiment(run):
     checked before any work, so a bad ``--out`` or an absent GPU fails at once, not after the
     run. Under ``torchrun`` every process runs the experiment (each ``fit`` is data-parallel)
     and rank 0 alone writes into ``out``; the others write into a temporary folder that is
-    removed afterwards."""
+    removed afterwards, with the checkpoints they keep beside it by default (what to resume or
+    reuse is rank 0's decision: :func:`~hyperbayes.inference.distributed.rank0_decides`)."""
     signature = inspect.signature(run)
 
     @functools.wraps(run)
@@ -83,7 +84,8 @@ def experiment(run):
         if distributed.is_main():
             return run(*args, **kwargs)
         with tempfile.TemporaryDirectory(prefix=f"hyperbayes-rank{distributed.rank()}-") as tmp:
-            bound.arguments["out"] = tmp
+            # a folder inside: the default checkpoints beside ``out`` stay in the temp folder
+            bound.arguments["out"] = Path(tmp) / "results"
             return run(*bound.args, **bound.kwargs)
 
     return checked

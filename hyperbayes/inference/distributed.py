@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Context", "setup", "rank", "world_size", "is_main", "launched", "shard_bounds",
-           "launch_local", "independent"]
+           "launch_local", "independent", "rank0_decides"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,22 @@ def broadcast_resume(load, device: torch.device):
     if kind == "error":
         raise value
     return value
+
+
+def rank0_decides(load, device="cpu"):
+    """``load()`` on rank 0 and its result on every rank of a data-parallel run (the others
+    read nothing); in one process, or inside :func:`independent`, just ``load()``.
+
+    For what decides the work ahead, such as a cached result to reuse or a saved state to
+    resume from: the other ranks' files may be elsewhere or missing (an experiment's other ranks
+    write into a temporary folder), and ranks that decided differently would wait for each
+    other's collectives forever. An error ``load()`` raises on rank 0 is raised on every rank.
+    """
+    if not launched():
+        return load()
+    device = local_device(torch.device(device))
+    setup(device)
+    return broadcast_resume(load, device)
 
 
 def all_reduce_step(params, value: torch.Tensor, weight: float) -> torch.Tensor:
