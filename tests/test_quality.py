@@ -78,6 +78,33 @@ def test_guides_without_a_density_are_reported_not_scored(linear):
         assert quality["available"] is False and word in quality["reason"]
 
 
+def test_an_implicit_guides_kl_lower_bound_is_its_kl_when_q_is_gaussian():
+    """A generator without hidden layers maps Gaussian noise linearly: q = N(μ, J Jᵀ) over the
+    one generated site, whose KL to the N(0, 1) prior is closed form, and the Gaussian bound is
+    then exact."""
+    model = BNN(MLP([2, 3, 1]), priors.Normal(PRIOR_SCALE), Gaussian(SIGMA))
+    guide = ImplicitGuide(model, over=["fc0.weight"], hidden=(), init_spread=0.5)  # D = 6
+    zero = torch.zeros(guide.noise_dim)
+    jacobian = torch.autograd.functional.jacobian(guide.generate_flat, zero).double()
+    q = torch.distributions.MultivariateNormal(guide.generate_flat(zero).detach().double(),
+                                               jacobian @ jacobian.T)
+    p = torch.distributions.MultivariateNormal(torch.zeros(6, dtype=torch.float64),
+                                               PRIOR_SCALE ** 2 * torch.eye(6).double())
+    exact = torch.distributions.kl_divergence(q, p).item()
+    pyro.set_rng_seed(0)
+    bound = hb.inference.implicit_kl_lower_bound(guide, 20_000, device="cpu")
+    assert bound["dim"] == bound["support_dim"] == 6
+    tolerance = 0.15 + 3 * bound["standard_error"]
+    assert bound["kl_lower_bound"] == pytest.approx(exact, abs=tolerance)
+    narrow = ImplicitGuide(model, noise_dim=5)  # q on a 5-dimensional manifold: KL infinite
+    infinite = hb.inference.implicit_kl_lower_bound(narrow, device="cpu")
+    assert infinite["kl_lower_bound"] == math.inf and infinite["support_dim"] == 5
+    with pytest.raises(TypeError, match="not an implicit guide"):
+        hb.inference.implicit_kl_lower_bound(MeanField(model))
+    with pytest.raises(ValueError, match="num_samples"):
+        hb.inference.implicit_kl_lower_bound(guide, 5, device="cpu")  # D + 2 at least
+
+
 @pytest.mark.parametrize("method", ["flow", "metaprior", "meanfield"])
 def test_every_density_guide_of_the_registry_is_scored(method):
     # flows (an auxiliary latent vector split into sites) and the MetaPrior (weights drawn from

@@ -29,7 +29,7 @@ from torch import nn
 from ..tracing import tracing
 
 __all__ = ["entropy_kl", "kl_nearest_neighbour", "log_unit_ball_volume",
-           "DensityRatioDiscriminator"]
+           "gaussian_entropy_bound", "DensityRatioDiscriminator"]
 
 # nearest-neighbour distances are clamped to this before the log, so that duplicated samples
 # (distance 0) give a large negative but finite log-distance instead of −inf
@@ -129,6 +129,42 @@ def entropy_kl(samples: torch.Tensor, k: int = 1, dim: int | None = None, *,
     constant = (torch.special.digamma(torch.tensor(float(n), dtype=torch.float64))
                 - torch.special.digamma(torch.tensor(float(k), dtype=torch.float64))).item()
     return constant + log_unit_ball_volume(d) + d * log_rho.mean()
+
+
+def gaussian_entropy_bound(samples: torch.Tensor) -> float:
+    """An upper bound of the differential entropy H(q) from samples of q: the entropy of the
+    Gaussian with q's covariance, ½ log det(2πe Σ), which no distribution of that covariance
+    exceeds.
+
+    Σ is estimated by the sample covariance S of the n samples (in float64), whose log
+    determinant is biased low in high dimension; the estimate is corrected by the Wishart
+    expectation, log det Σ ≈ log det S + d log((n − 1)/2) − Σ_{i<d} ψ((n − 1 − i)/2), exact in
+    expectation for Gaussian samples. A q whose samples span fewer than d dimensions (a
+    degenerate generator) has S singular: the bound is −inf (q has no density; its KL to any
+    prior with one is infinite).
+
+    Args:
+        samples: (n, d) samples of q with n ≥ d + 2; use n ≳ 10·d for a tight estimate.
+
+    Returns:
+        The bound in nats (a float; −inf for a singular covariance).
+    """
+    samples = _check_samples(samples, "samples", 2, "a covariance")
+    n, d = samples.shape
+    if n < d + 2:
+        raise ValueError(f"gaussian_entropy_bound needs more samples than dimensions: n = {n} "
+                         f"samples for d = {d} (n ≥ d + 2; ≳ 10·d for a tight estimate)")
+    centred = samples.detach().double() - samples.detach().double().mean(0)
+    covariance = centred.T @ centred / (n - 1)
+    sign, log_det = torch.linalg.slogdet(covariance)
+    if sign <= 0 or not torch.isfinite(log_det):
+        return float("-inf")
+    rank = int(torch.linalg.matrix_rank(covariance))
+    if rank < d:  # a manifold: slogdet of round-off, not of a density
+        return float("-inf")
+    dof = torch.arange(d, dtype=torch.float64)
+    bias = (d * math.log((n - 1) / 2) - torch.special.digamma((n - 1 - dof) / 2).sum()).item()
+    return 0.5 * (d * math.log(2 * math.pi * math.e) + log_det.item() + bias)
 
 
 def kl_nearest_neighbour(q_samples: torch.Tensor, p_samples: torch.Tensor, k: int = 1, *,
