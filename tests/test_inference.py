@@ -371,6 +371,15 @@ def test_a_checkpoint_load_cannot_read_is_refused_when_saved(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    # results and data caches are written the same way (hyperbayes.files.atomic_write)
+    from hyperbayes.datasets.real import _write_npz_atomic
+    from hyperbayes.experiments.common import write_json
+
+    written = [write_json(tmp_path / "metrics.json", {"a": 1}), tmp_path / "cache.npz"]
+    _write_npz_atomic(written[1], {"x": np.zeros(2)})
+    for other in written:
+        assert other.stat().st_mode & 0o777 == 0o666 & ~mask, other
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.ckpt", "cache.npz", "metrics.json"]
     data = bytearray(path.read_bytes())
     data[len(checkpoint._MAGIC) + 3] = 0xFF  # inside the checksum
     path.write_bytes(bytes(data))
@@ -385,7 +394,9 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def crash(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", crash)
+    import hyperbayes.files
+
+    monkeypatch.setattr(hyperbayes.files.os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, {"step": 2})
     monkeypatch.undo()

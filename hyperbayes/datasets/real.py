@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import pickle
 import shutil
 import struct
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from .core import Dataset, DatasetError, Split, cache_dir
 
 __all__ = [
@@ -363,20 +363,8 @@ def mnist_cache_path(root: str | Path | None = None) -> Path:
 
 
 def _write_npz_atomic(dest: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``dest`` via a temp file in the same folder and ``os.replace``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}-", suffix=".tmp", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is readable like a normal file
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``dest`` atomically (:func:`hyperbayes.files.atomic_write`)."""
+    atomic_write(dest, lambda f: np.savez(f, **arrays))
 
 
 def _write_mnist_cache(parsed: dict[str, np.ndarray], dest: Path, source: str) -> Path:

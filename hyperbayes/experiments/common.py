@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_write
+
 __all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markdown_table",
            "machine_info", "recipes_used", "plotting", "data_fingerprint", "checkpoint_key",
            "checkpoint_name", "experiment", "output_dir", "settings_class", "apply_settings",
@@ -28,18 +30,8 @@ __all__ = ["ExperimentResult", "trust_lines", "write_json", "write_text", "markd
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (:func:`hyperbayes.files.atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def output_dir(out: str | Path, create: bool = True) -> Path:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..files import atomic_write
 
 __all__ = ["save", "load", "save_posterior", "load_posterior", "load_into", "fingerprint",
            "CheckpointError"]
@@ -28,7 +28,6 @@ def save(path: str | Path, payload: dict) -> Path:
     so a crash leaves either the old checkpoint or the new one, never half of one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
@@ -39,18 +38,7 @@ def save(path: str | Path, payload: dict) -> Path:
                         f"(tensors, numbers, strings, lists, tuples and dicts only): "
                         f"{str(err).splitlines()[0][:300]}") from err
     header = _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: (f.write(header), f.write(body)))
     return path
 
 
@@ -77,20 +65,6 @@ def load(path: str | Path, map_location=None) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch); "
                               "delete it and train again")
     return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
-
-
-def _umask() -> int:
-    """The process's file-creation mask: from /proc on Linux (reading it elsewhere means
-    setting it and putting it back, which other threads could see in between)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
