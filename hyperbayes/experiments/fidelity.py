@@ -135,14 +135,15 @@ def _product(names, settings: Settings, *, seed, device, progress, overrides) ->
         model, guide, loss, recipe_fit = methods.setup(
             name, "regression", [1, 1, 1], priors.Normal(1.0), Gaussian(noise), seed=seed,
             activation="identity", bias=False, **overrides.get(name, {}))
-        fit(model, guide, data.train, **methods.fit_options(
-                {"lr": settings.product_lr, "loss": loss, **recipe_fit}, settings.product_steps),
-            device=device, seed=seed, progress=progress)
+        fitted = fit(model, guide, data.train, **methods.fit_options(
+            {"lr": settings.product_lr, "loss": loss, **recipe_fit}, settings.product_steps),
+            device=device, seed=seed, progress=progress, warn="record")
         with torch.no_grad():
             sample = sample_posterior(model, guide, settings.product_draws)
         draws[name] = (sample["fc0.weight"].detach().reshape(-1).cpu(),
                        sample["fc1.weight"].detach().reshape(-1).cpu())
-        metrics[name] = {"wall_time_s": time.perf_counter() - t0}
+        metrics[name] = {"wall_time_s": time.perf_counter() - t0,
+                         "warnings": fitted.warnings}
     for name, (a, b) in draws.items():
         pos = float(((a > 0) & (b > 0)).float().mean())
         neg = float(((a < 0) & (b < 0)).float().mean())
