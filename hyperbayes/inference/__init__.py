@@ -8,13 +8,13 @@ from .illation import fit_em, illate
 from .implicit import AdversarialELBO, DiversityObjective, EntropyELBO, NearestNeighbourELBO
 from .mcmc import NutsResult, nuts
 from .predict import Prediction, predict, predict_from_samples, sample_posterior, sample_prior
-from .quality import implicit_kl_lower_bound, psis_khat, vi_quality
+from .quality import implicit_kl_check, implicit_kl_lower_bound, psis_khat, vi_quality
 from .svi import FitResult, fit
 
 __all__ = ["ELBO", "fit", "FitResult", "predict", "predict_from_samples", "sample_posterior",
            "sample_prior", "compare", "Prediction", "resolve_device", "set_seed", "checkpoint",
            "metrics", "illate", "fit_em", "estimators", "vi_quality", "psis_khat",
-           "implicit_kl_lower_bound",
+           "implicit_kl_lower_bound", "implicit_kl_check",
            "EntropyELBO", "NearestNeighbourELBO", "AdversarialELBO", "DiversityObjective",
            "nuts", "NutsResult", "diagnostics", "acquisition", "attacks"]
 

@@ -45,7 +45,7 @@ from .elbo import replayed_traces
 from .predict import eval_mode
 
 __all__ = ["vi_quality", "log_importance_weights", "psis_khat", "khat_reading", "NoDensityError",
-           "implicit_kl_lower_bound", "KHAT_GOOD", "KHAT_UNRELIABLE"]
+           "implicit_kl_lower_bound", "implicit_kl_check", "KHAT_GOOD", "KHAT_UNRELIABLE"]
 
 KHAT_GOOD = 0.5        # k̂ below: q is close to the posterior (finite-variance weights)
 KHAT_UNRELIABLE = 0.7  # k̂ above: the approximation is not reliable (Yao et al. 2018)
@@ -223,8 +223,9 @@ def implicit_kl_lower_bound(guide, num_samples: int | None = None, *, chunk: int
     entropy estimate) far below this bound is measurably blind to how q spreads; and
     E_q[log p(y | w)] − this bound is an upper bound of the guide's ELBO, comparable with
     :func:`vi_quality`'s ELBO of guides that have a density. Up to Monte Carlo error: both
-    terms are estimated from the same ``num_samples`` draws (``standard_error`` is that of the
-    prior term). Point-estimated sites are left out (their q is a point mass).
+    terms are estimated from the same ``num_samples`` draws (``standard_error`` combines the
+    prior term's and the log-determinant's, the latter as for Gaussian draws). Point-estimated
+    sites are left out (their q is a point mass).
 
     Args:
         guide: an implicit guide (:class:`~hyperbayes.guides.ImplicitGuide`,
@@ -280,7 +281,70 @@ def implicit_kl_lower_bound(guide, num_samples: int | None = None, *, chunk: int
                          "infinite")
     entropy = gaussian_entropy_bound(torch.cat(draws))
     expected = float(log_prior.mean())
+    # the log-determinant's sampling error, as for Gaussian draws: Var = Σ ψ₁((n − 1 − i)/2)
+    dof = torch.arange(d, dtype=torch.float64)
+    entropy_var = 0.25 * float(torch.special.polygamma(1, (num_samples - 1 - dof) / 2).sum())
+    prior_var = float(log_prior.var() / num_samples)
     return {"kl_lower_bound": -entropy - expected, "entropy_bound": entropy,
             "expected_log_prior": expected,
-            "standard_error": float(log_prior.std() / math.sqrt(num_samples)),
+            "standard_error": math.sqrt(prior_var + entropy_var),
             "dim": d, "support_dim": support, "num_samples": num_samples}
+
+
+def implicit_kl_check(model, guide, loss, data, *, repeats: int = 50,
+                      num_samples: int | None = None, device="auto") -> dict:
+    """A sample-based loss's own estimate of KL(q ‖ p) against :func:`implicit_kl_lower_bound`,
+    and the upper bound of the ELBO that the bound gives.
+
+    The loss's estimate is its ``divergence`` term (the adversarial discriminator's E_q[T], the
+    nearest-neighbour or the Kozachenko–Leonenko estimate) from one draw of its
+    ``num_particles`` samples, as in a training step, averaged over ``repeats`` draws. An
+    estimate below the lower bound by more than three standard errors (``below_bound``)
+    underestimates the KL by at least ``kl_lower_bound − loss_estimate`` nats: the loss does not
+    pay for q's spread as the ELBO would, and far below it, cannot see that spread at all. The
+    ELBO itself is at most E_q[log p(y | w)] − (the point estimates' −log p(ŵ)) − the bound,
+    comparable with the ELBO :func:`vi_quality` gives a guide with a density.
+
+    Args:
+        model, guide: a fitted model and implicit guide.
+        loss: the sample-based loss it was trained with (a loss without a KL estimate, such as
+            the diversity objective, gives the bound only).
+        data: (x, y) or a split: the data the posterior is conditioned on.
+        repeats: draws of the loss's estimate.
+        num_samples, device: as for :func:`implicit_kl_lower_bound`.
+
+    Returns:
+        :func:`implicit_kl_lower_bound`'s dict with ``loss_estimate`` and
+        ``loss_estimate_se`` (None without one), ``below_bound``, ``expected_log_likelihood``
+        and ``elbo_upper_bound``.
+    """
+    repeats = check_count("repeats", repeats, 2)
+    device = resolve_device(device)
+    model.to(device)
+    x, y = (data.x, data.y) if hasattr(data, "x") else data
+    x, y = check_data(model, torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
+    bound = implicit_kl_lower_bound(guide, num_samples, device=device)
+    if not callable(getattr(loss, "draw", None)):
+        raise TypeError(f"{type(loss).__name__} is not a sample-based loss of an implicit guide")
+    estimates, log_lik, penalty = [], [], []
+    has_estimate = True
+    with torch.no_grad():
+        for _ in range(repeats):
+            draws = loss.draw(model, guide, x, y, len(x))
+            log_lik.append(float(draws.log_likelihood))
+            penalty.append(float(draws.point_penalty))
+            if has_estimate:
+                try:
+                    estimates.append(float(loss.divergence(draws, model, guide)))
+                except NotImplementedError:  # an objective that is not an ELBO: no KL term
+                    has_estimate = False
+    estimates = torch.tensor(estimates, dtype=torch.float64)
+    estimate = float(estimates.mean()) if has_estimate else None
+    estimate_se = float(estimates.std() / math.sqrt(repeats)) if has_estimate else None
+    expected_log_lik = float(torch.tensor(log_lik, dtype=torch.float64).mean())
+    below = None if estimate is None else bool(
+        bound["kl_lower_bound"] - estimate > 3 * math.hypot(estimate_se, bound["standard_error"]))
+    return {**bound, "loss_estimate": estimate, "loss_estimate_se": estimate_se,
+            "below_bound": below, "expected_log_likelihood": expected_log_lik,
+            "elbo_upper_bound": expected_log_lik - sum(penalty) / repeats
+            - bound["kl_lower_bound"]}
