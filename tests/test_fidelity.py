@@ -47,7 +47,8 @@ def test_fidelity_has_a_row_per_method_and_toy(suite_run):
     assert EXPERIMENTS["fidelity"] is fidelity.run
     out = suite_run.out_dir / "fidelity"  # every registered method, cubic and product toys
     names = methods.available(variants=False)
-    regression, quality, product = json.loads((out / "metrics.json").read_text())["tables"]
+    regression, quality, checks, product = json.loads(
+        (out / "metrics.json").read_text())["tables"]
     assert [(r["toy"], r["method"]) for r in regression["rows"]] == [("cubic", n) for n in names]
     assert [r["method"] for r in product["rows"]] == ["nuts", *names]
     for row in regression["rows"]:
@@ -65,6 +66,13 @@ def test_fidelity_has_a_row_per_method_and_toy(suite_run):
         assert row["reading"] in ("good", "fair", "unreliable")
     for name in ("map", "mcdropout", "bbh", "diversity"):
         assert scored[name]["reading"] == "no density" and "ELBO" not in scored[name]
+    # the implicit guides' KL estimates against a lower bound of their KL instead
+    checked = {r["method"]: r for r in checks["rows"]}
+    assert list(checked) == ["bbh", "diversity"]
+    assert checked["diversity"]["KL estimate of the loss"] is None  # no KL term of its own
+    for row in checked.values():
+        assert math.isfinite(row["KL ≥"]) and row["ELBO ≤"] < 0
+        assert row["estimate below bound"] in ("yes", "no", "–")
     for row in product["rows"]:
         assert 0 <= row["mass near a = b = 1"] + row["mass near a = b = −1"] <= 1 + 1e-9
         assert row["modes covered"] in (0, 1, 2)

@@ -38,7 +38,7 @@ from .common import (
     plotting,
     recipes_used,
 )
-from .toy_regression import ToyStudy, WideSettings, study
+from .toy_regression import ToyStudy, WideSettings, kl_check_lines, study
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "HIDDEN"]
 
@@ -201,6 +201,7 @@ def _report(payload: dict, figures: list[str]) -> str:
                  "mean field's:", "", *verdict, "",
                  "A ratio farther above 1 is not closer to NUTS: read it with the in-data ratio "
                  "and the W₁ distance.", ""]
+    text += kl_check_lines(payload["methods"])
     text += ["Settings of the Bayes by Hypernet variants (their registered regression recipes "
              "and this run's overrides):", ""]
     text += [f"- `{m}`: build {r['options']}, fit {r['fit']}" for m, r in recipes.items()

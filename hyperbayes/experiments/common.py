@@ -473,6 +473,29 @@ VI_QUALITY_NOTE = (
     "hypernetwork) have no density q(w): “–”; Laplace and SWAG have a joint Gaussian one.")
 
 
+KL_CHECK_COLUMNS = ["KL estimate of the loss", "KL ≥", "ELBO ≤", "estimate below bound"]
+KL_CHECK_NOTE = (
+    "An implicit generator has no log q, so its loss estimates KL(q ‖ p) from the few samples of "
+    "a step (the discriminator's E_q[T], the nearest-neighbour or entropy estimate; averaged "
+    "here over 50 draws). KL ≥ is a lower bound of the true KL over the generated weights "
+    "(hb.inference.implicit_kl_lower_bound: no distribution has more entropy than the Gaussian "
+    "of its covariance), from 20·D draws; an estimate below it (by three standard errors) "
+    "underestimates the KL by at least the difference, so the loss does not pay for q's spread "
+    "as the ELBO would. ELBO ≤ is E_q[log p(y | w)] minus the bound: comparable with the ELBO "
+    "of the guides with a density. The diversity objective has no KL term of its own: “–”.")
+
+
+def kl_check_cells(check: dict | None) -> dict:
+    """One table row's cells (keyed by :data:`KL_CHECK_COLUMNS`) from a
+    :func:`~hyperbayes.inference.quality.implicit_kl_check` result."""
+    if not check:
+        return {}
+    below = check.get("below_bound")
+    return {"KL estimate of the loss": check.get("loss_estimate"), "KL ≥": check["kl_lower_bound"],
+            "ELBO ≤": check["elbo_upper_bound"],
+            "estimate below bound": "–" if below is None else ("yes" if below else "no")}
+
+
 def vi_quality_cells(quality: dict | None) -> dict:
     """One table row's cells (keyed by :data:`VI_QUALITY_COLUMNS`) from a
     :func:`~hyperbayes.inference.quality.vi_quality` result; “–” where q has no density."""

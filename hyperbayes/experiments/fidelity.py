@@ -22,11 +22,14 @@ from ..inference.mcmc import nuts
 from ..models import BNN, MLP, Gaussian, priors
 from . import toy_regression
 from .common import (
+    KL_CHECK_COLUMNS,
+    KL_CHECK_NOTE,
     VI_QUALITY_COLUMNS,
     VI_QUALITY_NOTE,
     ExperimentResult,
     experiment,
     finish,
+    kl_check_cells,
     plotting,
     recipes_used,
     trust_lines,
@@ -187,6 +190,13 @@ def _tables(results: dict, names) -> list[dict]:
                             ["toy", "method", *VI_QUALITY_COLUMNS], rows,
                             note=VI_QUALITY_NOTE + " A method wider than NUTS with a large "
                                  "IWAE − ELBO and k̂ > 0.7 is under-fitting, not cautious."))
+    rows = [{"toy": toy, "method": name, **kl_check_cells(per_method[name]["kl_check"])}
+            for toy, per_method in results.items() if toy != "product" for name in names
+            if per_method.get(name, {}).get("kl_check")]
+    if rows:
+        tables.append(table("Regression toys: the implicit guides' KL estimates against a "
+                            "lower bound", ["toy", "method", *KL_CHECK_COLUMNS], rows,
+                            note=KL_CHECK_NOTE))
     if "product" in results:
         per = results["product"]
         rows = [{"method": name, "mass near a = b = 1": r["mode_mass_pos"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import datasets, methods
+from ..guides.contract import is_implicit
 from ..inference import fit, metrics, predict, resolve_device, set_seed
 from ..inference.compare import compare, in_range_mask
 from ..inference.diagnostics import (
@@ -23,14 +24,17 @@ from ..inference.diagnostics import (
 )
 from ..inference.mcmc import nuts
 from ..inference.predict import Prediction
-from ..inference.quality import vi_quality
+from ..inference.quality import implicit_kl_check, vi_quality
 from ..models import BNN, MLP, Gaussian, priors
 from .common import (
+    KL_CHECK_COLUMNS,
+    KL_CHECK_NOTE,
     VI_QUALITY_COLUMNS,
     VI_QUALITY_NOTE,
     ExperimentResult,
     experiment,
     finish,
+    kl_check_cells,
     markdown_table,
     plotting,
     recipes_used,
@@ -172,6 +176,9 @@ def study(data, methods_to_run, settings: Settings, *, seed: int = 0, device="cp
         results[label] = {"vi_quality": vi_quality(model, guide, train, settings.iw_samples,
                                                    device=device),
                           "warnings": fitted_result.warnings}
+        if is_implicit(guide):  # no density: check the loss's KL estimate against a bound
+            results[label]["kl_check"] = implicit_kl_check(model, guide, loss, train,
+                                                           device=device)
 
     y_test = data.test.y[:, 0]
     inside = in_range_mask(data.test.x, data.info["train_range"])
@@ -286,6 +293,7 @@ def _report(payload: dict, figure: str) -> str:
         text += ["## How close each guide is to the posterior", "",
                  markdown_table(quality, ["method", *VI_QUALITY_COLUMNS]), "",
                  VI_QUALITY_NOTE, ""]
+    text += kl_check_lines(payload["methods"])
     if "nuts" in payload["methods"]:
         n = payload["methods"]["nuts"]
         text += [
@@ -304,3 +312,13 @@ def _report(payload: dict, figure: str) -> str:
     text += trust_lines(payload["methods"])
     text += [f"![predictive bands]({figure})", ""]
     return "\n".join(text)
+
+
+def kl_check_lines(methods: dict) -> list[str]:
+    """Report lines with the implicit guides' KL checks (none when no method has one)."""
+    rows = [{"method": name, **kl_check_cells(vals.get("kl_check"))}
+            for name, vals in methods.items() if vals.get("kl_check")]
+    if not rows:
+        return []
+    return ["## Implicit guides: the loss's KL estimate against a lower bound", "",
+            markdown_table(rows, ["method", *KL_CHECK_COLUMNS]), "", KL_CHECK_NOTE, ""]
