@@ -192,6 +192,13 @@ def _trained_state(current: zoo.Trained) -> dict:
             "loss": loss_state() if callable(loss_state) else {}}
 
 
+def _saved(path: Path, device):
+    """The checkpoint at ``path``, or None when there is none; under torchrun rank 0's
+    (:func:`~hyperbayes.inference.distributed.rank0_decides`), so every rank resumes alike."""
+    return distributed.rank0_decides(lambda: checkpoint.load(path) if path.exists() else None,
+                                     device)
+
+
 def _check_state(saved: dict, path, name, acquisition, regime, seed, n_pool) -> None:
     """Refuse a saved curve state that belongs to another curve."""
     expected = {"method": name, "acquisition": acquisition, "regime": regime, "seed": seed}
@@ -320,8 +327,7 @@ def learning_curve(name: str, acquisition: str, regime: str, settings: Settings,
              "accuracy": [metrics.accuracy(test_probs, test.y)], "indices": [],
              "steps": [current.result.steps]}
     done = 0
-    saved = None if state is None else distributed.rank0_decides(
-        lambda: checkpoint.load(state) if Path(state).exists() else None, device)
+    saved = None if state is None else _saved(Path(state), device)
     if saved is not None:
         _check_state(saved, state, name, acquisition, regime, seed, n_pool)
         done, labelled, available, scored = (saved["round"], saved["labelled"],
@@ -437,8 +443,7 @@ def _first_model(name: str, settings: Settings, split: Split, candidates: torch.
     """``(model, probabilities on the candidates, train_s, score_s)`` of the model trained on
     the initial set ``split``. Kept in ``path`` (atomic, verified), so that a resumed run
     neither trains nor scores it again (None: not kept)."""
-    saved = None if path is None else distributed.rank0_decides(
-        lambda: checkpoint.load(path) if path.exists() else None, device)
+    saved = None if path is None else _saved(path, device)
     if saved is not None:
         if (saved.get("method"), saved.get("seed")) != (name, seed) \
                 or saved["probs"].shape[1] != len(candidates):

@@ -34,11 +34,12 @@ from .common import (
     ExperimentResult,
     experiment,
     finish,
+    kl_check_lines,
     markdown_table,
     plotting,
     recipes_used,
 )
-from .toy_regression import ToyStudy, WideSettings, kl_check_lines, study
+from .toy_regression import ToyStudy, WideSettings, study
 
 __all__ = ["run", "Settings", "DEFAULT_METHODS", "HIDDEN"]
 

@@ -496,6 +496,17 @@ def kl_check_cells(check: dict | None) -> dict:
             "estimate below bound": "–" if below is None else ("yes" if below else "no")}
 
 
+def kl_check_lines(methods: dict) -> list[str]:
+    """Report lines with the implicit guides' KL checks in ``methods[name]["kl_check"]``
+    (none when no method has one)."""
+    rows = [{"method": name, **kl_check_cells(vals.get("kl_check"))}
+            for name, vals in methods.items() if vals.get("kl_check")]
+    if not rows:
+        return []
+    return ["## Implicit guides: the loss's KL estimate against a lower bound", "",
+            markdown_table(rows, ["method", *KL_CHECK_COLUMNS]), "", KL_CHECK_NOTE, ""]
+
+
 def vi_quality_cells(quality: dict | None) -> dict:
     """One table row's cells (keyed by :data:`VI_QUALITY_COLUMNS`) from a
     :func:`~hyperbayes.inference.quality.vi_quality` result; “–” where q has no density."""

@@ -27,14 +27,12 @@ from ..inference.predict import Prediction
 from ..inference.quality import implicit_kl_check, vi_quality
 from ..models import BNN, MLP, Gaussian, priors
 from .common import (
-    KL_CHECK_COLUMNS,
-    KL_CHECK_NOTE,
     VI_QUALITY_COLUMNS,
     VI_QUALITY_NOTE,
     ExperimentResult,
     experiment,
     finish,
-    kl_check_cells,
+    kl_check_lines,
     markdown_table,
     plotting,
     recipes_used,
@@ -312,13 +310,3 @@ def _report(payload: dict, figure: str) -> str:
     text += trust_lines(payload["methods"])
     text += [f"![predictive bands]({figure})", ""]
     return "\n".join(text)
-
-
-def kl_check_lines(methods: dict) -> list[str]:
-    """Report lines with the implicit guides' KL checks (none when no method has one)."""
-    rows = [{"method": name, **kl_check_cells(vals.get("kl_check"))}
-            for name, vals in methods.items() if vals.get("kl_check")]
-    if not rows:
-        return []
-    return ["## Implicit guides: the loss's KL estimate against a lower bound", "",
-            markdown_table(rows, ["method", *KL_CHECK_COLUMNS]), "", KL_CHECK_NOTE, ""]

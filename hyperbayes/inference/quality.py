@@ -39,9 +39,12 @@ import torch
 from pyro.distributions.util import scale_and_mask
 
 from ..guides.contract import is_implicit
+from ..sites import split_sites
 from .checks import check_count, check_data
 from .device import resolve_device
 from .elbo import replayed_traces
+from .estimators import gaussian_entropy_bound, gaussian_entropy_bound_error
+from .implicit import _priors_on, _support_dim
 from .predict import eval_mode
 
 __all__ = ["vi_quality", "log_importance_weights", "psis_khat", "khat_reading", "NoDensityError",
@@ -156,6 +159,13 @@ def psis_khat(log_weights) -> float:
     return float(np.asarray(khat).reshape(-1)[0])
 
 
+def _data_on(model, data, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data`` ((x, y) or a split) checked against ``model``, both on ``device``."""
+    x, y = (data.x, data.y) if hasattr(data, "x") else data
+    model.to(device)
+    return check_data(model, torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
+
+
 def vi_quality(model, guide, data, num_samples: int = 1000, *, chunk: int = 250,
                device="auto") -> dict:
     """The ELBO, IWAE_K, their gap, PSIS k̂ and the importance ESS of ``guide`` on ``data``.
@@ -177,12 +187,10 @@ def vi_quality(model, guide, data, num_samples: int = 1000, *, chunk: int = 250,
     reason = _no_density_reason(guide)
     if reason:
         return {"available": False, "reason": reason}
-    x, y = (data.x, data.y) if hasattr(data, "x") else data
     num_samples = check_count("num_samples", num_samples, 5)
     device = resolve_device(device)
-    model.to(device)
     guide.to(device)
-    x, y = check_data(model, torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
+    x, y = _data_on(model, data, device)
     try:
         log_r = log_importance_weights(model, guide, x, y, num_samples, chunk=chunk).numpy()
     except NoDensityError as err:
@@ -241,8 +249,6 @@ def implicit_kl_lower_bound(guide, num_samples: int | None = None, *, chunk: int
         spans fewer than D dimensions (``support_dim`` < D) has no density: its KL is infinite,
         returned as such without drawing; so is one whose draws have a singular covariance.
     """
-    from .implicit import _priors_on, _support_dim
-
     if not is_implicit(guide):
         raise TypeError(f"{type(guide).__name__} is not an implicit guide; for a guide with a "
                         "density use vi_quality, whose ELBO needs no bound")
@@ -263,31 +269,23 @@ def implicit_kl_lower_bound(guide, num_samples: int | None = None, *, chunk: int
     draws, log_prior = [], []
     with torch.no_grad():
         for start in range(0, num_samples, chunk):
-            count = min(chunk, num_samples - start)
-            flat = guide.sample_generated(count)
-            total, offset = torch.zeros(count, dtype=torch.float64, device=device), 0
+            flat = guide.sample_generated(min(chunk, num_samples - start))
+            values = split_sites(guide.generated_sites, flat)
+            total = torch.zeros(len(flat), dtype=torch.float64, device=flat.device)
             for site, prior in zip(guide.generated_sites, priors, strict=True):
-                value = flat[:, offset:offset + site.numel].reshape(count, *site.shape)
-                log_p = prior.log_prob(value)
-                total += log_p.reshape(count, -1).sum(-1).double()
-                offset += site.numel
+                total += prior.log_prob(values[site.name]).reshape(len(flat), -1).sum(-1)
             draws.append(flat.double().cpu())
             log_prior.append(total.cpu())
-    from .estimators import gaussian_entropy_bound
-
     log_prior = torch.cat(log_prior)
     if not torch.isfinite(log_prior).all():
         raise ValueError("the prior density is zero at some of q's draws: KL(q ‖ p) is "
                          "infinite")
     entropy = gaussian_entropy_bound(torch.cat(draws))
     expected = float(log_prior.mean())
-    # the log-determinant's sampling error, as for Gaussian draws: Var = Σ ψ₁((n − 1 − i)/2)
-    dof = torch.arange(d, dtype=torch.float64)
-    entropy_var = 0.25 * float(torch.special.polygamma(1, (num_samples - 1 - dof) / 2).sum())
-    prior_var = float(log_prior.var() / num_samples)
+    standard_error = math.hypot(float(log_prior.std()) / math.sqrt(num_samples),
+                                gaussian_entropy_bound_error(num_samples, d))
     return {"kl_lower_bound": -entropy - expected, "entropy_bound": entropy,
-            "expected_log_prior": expected,
-            "standard_error": math.sqrt(prior_var + entropy_var),
+            "expected_log_prior": expected, "standard_error": standard_error,
             "dim": d, "support_dim": support, "num_samples": num_samples}
 
 
@@ -319,13 +317,11 @@ def implicit_kl_check(model, guide, loss, data, *, repeats: int = 50,
         and ``elbo_upper_bound``.
     """
     repeats = check_count("repeats", repeats, 2)
-    device = resolve_device(device)
-    model.to(device)
-    x, y = (data.x, data.y) if hasattr(data, "x") else data
-    x, y = check_data(model, torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
-    bound = implicit_kl_lower_bound(guide, num_samples, device=device)
     if not callable(getattr(loss, "draw", None)):
         raise TypeError(f"{type(loss).__name__} is not a sample-based loss of an implicit guide")
+    device = resolve_device(device)
+    x, y = _data_on(model, data, device)
+    bound = implicit_kl_lower_bound(guide, num_samples, device=device)
     estimates, log_lik, penalty = [], [], []
     has_estimate = True
     with torch.no_grad():
